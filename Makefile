@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+# Both create .venv and install the pinned stack on first use; later calls reuse it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= 2
+PIP := $(BIN)/pip --disable-pip-version-check -q
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run test lint dryrun report clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, with the exact pin: it resolves to the CPU build; a looser pin pulls CUDA wheels
+	$(PIP) install torch==2.13.0
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-build-isolation --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/snakemake --cores $(CORES) --profile profiles/default
+	$(BIN)/snakemake --cores $(CORES) --profile profiles/default --report results/report.html
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/snakemake --lint
+
+dryrun: install
+	$(BIN)/snakemake -n --profile profiles/default
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,19 @@
+# labeldist: per-label confidence of LLM multi-label classifiers vs. annotator disagreement.
+# Thin entry point: configuration, validation (common.smk), one include per stage, and `rule all`.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

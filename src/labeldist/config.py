@@ -1,0 +1,174 @@
+"""Configuration: JSON-schema validation with defaults, then the cross-key checks a schema can't express.
+
+Every error names the key (as a dotted path) and, where relevant, the file; it is raised before any
+Snakemake job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+# Which prompting mode each estimator reads (None: it needs no generation file).
+ESTIMATOR_PROMPTING: dict[str, str | None] = {
+    "first_step": "baseline",
+    "compare_to_none": "baseline",
+    "compare_to_none_platt": "baseline",
+    "max_over_steps": "baseline",
+    "output": "baseline",
+    "conditional": "baseline",
+    "joint": "baseline",
+    "marginal": "baseline",
+    "linear_probe": "baseline",
+    "unary": "unary",
+    "pairwise_bt": "pairwise",
+    "pairwise_outcome": "pairwise",
+    "demux": None,
+    "seq_cls_head": None,
+}
+
+# What each figure needs in the config, as (config key, value) pairs.
+FIGURE_NEEDS: dict[str, list[tuple[str, str]]] = {
+    "icl_sweep": [("prompting", "icl_sweep")],
+    "probe_layers": [("estimators", "linear_probe")],
+    "training_curves": [("regimes", "sft")],
+}
+
+NONE_LABEL = "none"
+LOADERS_WITH_PATH = {"goemotions", "goemotions_raters", "mfrc", "mfrc_fractions", "semeval2018_ec",
+                     "hatexplain", "generic"}
+
+
+def _key(path: Any) -> str:
+    """Dotted key path for a jsonschema error location, e.g. 'datasets.synthetic.n_train'."""
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _extend_with_default(validator_class: type) -> type:
+    """A validator that also fills in the schema's `default` values (jsonschema's documented recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: dict, instance: Any, schema: dict) -> Any:
+        if isinstance(instance, dict):
+            for prop, subschema in properties.items():
+                if "default" in subschema and prop not in instance:
+                    instance[prop] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """Return the workflow's config schema."""
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def validate_config(config: dict, base_dir: str | Path = ".", source: str = "config") -> dict:
+    """Return a validated copy of `config` with every default filled in.
+
+    Raises ConfigError naming the key at fault: schema violations (unknown key, wrong type, bad value),
+    references to undefined datasets, prompts or models, missing input files, label-set problems, and
+    estimators or figures whose inputs the config does not produce.
+    """
+    cfg = copy.deepcopy(dict(config))
+    schema = load_schema()
+    validator = _extend_with_default(jsonschema.Draft7Validator)(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        lines = [f"  - {_key(e.absolute_path)}: {_schema_message(e)}" for e in errors[:10]]
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines))
+    _check_references(cfg, Path(base_dir), source)
+    return cfg
+
+
+def _schema_message(err: jsonschema.ValidationError) -> str:
+    if err.validator == "additionalProperties":
+        return f"unknown key ({err.message})"
+    if err.validator == "propertyNames":
+        return f"invalid name {err.instance!r}: use letters and digits only (and not 'encoder' for a model)"
+    return err.message
+
+
+def _check_references(cfg: dict, base: Path, source: str) -> None:
+    problems: list[str] = []
+    for name, ds in cfg["datasets"].items():
+        key = f"datasets.{name}"
+        if ds["prompt"] not in cfg["prompts"]:
+            problems.append(f"{key}.prompt: no prompt named {ds['prompt']!r} under 'prompts' "
+                            f"(have: {', '.join(sorted(cfg['prompts']))})")
+        if ds["loader"] in LOADERS_WITH_PATH:
+            if "path" not in ds:
+                problems.append(f"{key}.path: required for loader {ds['loader']!r}")
+            elif not (base / ds["path"]).exists():
+                problems.append(f"{key}.path: file or folder not found: {base / ds['path']}")
+        label_lists = []
+        if ds["loader"] == "synthetic":
+            label_lists.append(("synthetic.labels", ds["synthetic"]["labels"]))
+        if "labels" in ds:
+            label_lists.append(("labels", ds["labels"]))
+        for sub, labels in label_lists:
+            dupes = sorted({l for l in labels if labels.count(l) > 1})
+            if dupes:
+                problems.append(f"{key}.{sub}: duplicate labels {dupes}")
+            if NONE_LABEL in labels:
+                problems.append(f"{key}.{sub}: '{NONE_LABEL}' is reserved for the empty label set")
+            bad = [l for l in labels if l != l.strip() or "," in l or '"' in l]
+            if bad:
+                problems.append(f"{key}.{sub}: labels may not contain commas, quotes or edge spaces: {bad}")
+    for name, model in cfg["models"].items():
+        key = f"models.{name}"
+        if model["source"] == "hub" and "hub_id" not in model:
+            problems.append(f"{key}.hub_id: required for source 'hub'")
+        if model["source"] == "local":
+            if "path" not in model:
+                problems.append(f"{key}.path: required for source 'local'")
+            elif not (base / model["path"]).exists():
+                problems.append(f"{key}.path: folder not found: {base / model['path']}")
+        if model["source"] == "builtin":
+            pre = model["builtin"].get("pretrain_dataset")
+            if pre is None:
+                problems.append(f"{key}.builtin.pretrain_dataset: required for source 'builtin'")
+            elif pre not in cfg["datasets"]:
+                problems.append(f"{key}.builtin.pretrain_dataset: no dataset named {pre!r} under 'datasets'")
+    if len(set(cfg["seeds"])) != len(cfg["seeds"]):
+        problems.append("seeds: duplicate seeds")
+    for est in cfg["estimators"]:
+        needs = ESTIMATOR_PROMPTING[est]
+        if needs is not None and needs not in cfg["prompting"]:
+            problems.append(f"estimators: {est!r} needs prompting mode {needs!r} in 'prompting'")
+    for fig in cfg["figures"]:
+        for ckey, value in FIGURE_NEEDS.get(fig, []):
+            if value not in cfg[ckey]:
+                problems.append(f"figures: {fig!r} needs {value!r} in '{ckey}'")
+    if cfg["finetune"].get("rl", {}).get("start_from") == "sft" and "rl" in cfg["regimes"] \
+            and "sft" not in cfg["regimes"]:
+        problems.append("finetune.rl.start_from: 'sft' but regime 'sft' is not in 'regimes'")
+    if problems:
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def load_config(path: str | Path, base_dir: str | Path = ".") -> dict:
+    """Read a YAML config file and return it validated, with defaults (ConfigError names the file).
+
+    Relative paths inside the config are taken from `base_dir`, the folder Snakemake runs in.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return validate_config(raw, base_dir=base_dir, source=str(path))

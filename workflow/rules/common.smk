@@ -1,0 +1,171 @@
+# Helpers only: config validation, wildcard constraints, input functions and target lists.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from snakemake.exceptions import WorkflowError
+
+from labeldist.config import ESTIMATOR_PROMPTING, validate_config
+from labeldist.errors import ConfigError
+
+try:
+    _validated = validate_config(
+        config, base_dir=".", source=", ".join(map(str, workflow.configfiles)) or "config"
+    )
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+config.clear()
+config.update(_validated)
+
+R = config["results"]
+DATASETS = list(config["datasets"])
+MODELS = list(config["models"])
+REGIMES = list(config["regimes"])
+PROMPTING = list(config["prompting"])
+SEEDS = list(config["seeds"])
+ESTIMATORS = list(config["estimators"])
+ENCODER = "encoder"  # the pseudo model key of Demux estimates (docs/formats.md)
+SPLITS = ["train", "dev", "test"]
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    model="|".join(MODELS + [ENCODER]),
+    regime="base|sft|rl",
+    prompting="baseline|unary|pairwise|icl_sweep",
+    subset="main|multi|dev|train",
+    estimator="|".join(ESTIMATOR_PROMPTING),
+    seed=r"\d+",
+
+
+ENV = "../../envs/labeldist.yaml"
+
+
+# ---- models -------------------------------------------------------------------------------------
+def model_cfg(model):
+    """The config block of a model key."""
+    return config["models"][model]
+
+
+def uses_gpu(model):
+    """1 when the model is configured to need a GPU (gpu_mem_gb > 0), else 0."""
+    return 1 if model_cfg(model)["gpu_mem_gb"] > 0 else 0
+
+
+def mem_mb_for(model, attempt=1, base_mb=4000):
+    """Host memory for a job that loads `model`: scaled from its size, growing with the attempt."""
+    size_b = model_cfg(model)["size_b"]
+    return int((base_mb + 2500 * size_b) * attempt)
+
+
+def base_model_dir(model):
+    return f"{R}/models/{model}/base"
+
+
+def model_dir(dataset, model, regime):
+    """The save_pretrained folder a (dataset, model, regime) generation loads."""
+    if regime == "base":
+        return base_model_dir(model)
+    return f"{R}/models/{dataset}/{model}/{regime}"
+
+
+def get_model_dir(wildcards):
+    return model_dir(wildcards.dataset, wildcards.model, wildcards.regime)
+
+
+# ---- data ---------------------------------------------------------------------------------------
+def data_files(dataset):
+    """The data stage's outputs for one dataset."""
+    d = f"{R}/data/{dataset}"
+    return {
+        **{split: f"{d}/{split}.jsonl" for split in SPLITS},
+        "labels": f"{d}/labels.json",
+        "subsets": f"{d}/subsets.json",
+    }
+
+
+def get_data(wildcards):
+    return data_files(wildcards.dataset)
+
+
+# ---- generation and estimates -------------------------------------------------------------------
+def generation_subsets(prompting):
+    """Evaluation subsets a prompting mode is run on (docs/formats.md)."""
+    if prompting == "baseline":
+        subsets = ["main", "dev", "multi"]
+        if "linear_probe" in ESTIMATORS:
+            subsets.append("train")
+        return subsets
+    if prompting == "icl_sweep":
+        return ["main"]
+    return ["main", "dev"]
+
+
+def generation_file(dataset, model, regime, prompting, subset, seed):
+    return f"{R}/generations/{dataset}/{model}/{regime}/{prompting}/{subset}/seed{seed}.jsonl"
+
+
+def hidden_file(dataset, model, regime, subset, seed):
+    return f"{R}/generations/{dataset}/{model}/{regime}/baseline/{subset}/seed{seed}.hidden.safetensors"
+
+
+def generation_files(prompting=None, subset=None):
+    """Every generation file the config plans, optionally for one prompting mode and subset."""
+    out = []
+    for p in PROMPTING:
+        if prompting is not None and p != prompting:
+            continue
+        for s in generation_subsets(p):
+            if subset is not None and s != subset:
+                continue
+            for d in DATASETS:
+                for m in MODELS:
+                    for r in REGIMES:
+                        for seed in SEEDS:
+                            out.append(generation_file(d, m, r, p, s, seed))
+    return out
+
+
+def estimate_combos():
+    """(dataset, model, regime, estimator) for every estimate the config plans."""
+    combos = []
+    for d in DATASETS:
+        for est in ESTIMATORS:
+            if est == "demux":
+                combos.append((d, ENCODER, "base", est))
+                continue
+            for m in MODELS:
+                for r in REGIMES:
+                    if est == "seq_cls_head" and r != "base":
+                        continue
+                    combos.append((d, m, r, est))
+    return combos
+
+
+def estimate_file(dataset, model, regime, estimator, subset, seed):
+    return f"{R}/estimates/{dataset}/{model}/{regime}/{estimator}/{subset}/seed{seed}.parquet"
+
+
+def metric_file(dataset, model, regime, estimator, seed):
+    return f"{R}/metrics/{dataset}/{model}/{regime}/{estimator}/seed{seed}.json"
+
+
+def metric_files():
+    return [metric_file(*c, seed) for c in estimate_combos() for seed in SEEDS]
+
+
+# ---- targets ------------------------------------------------------------------------------------
+def final_targets():
+    """Everything `rule all` builds: data, base models, then whatever later stages declare."""
+    targets = []
+    for d in DATASETS:
+        targets += list(data_files(d).values())
+    targets += [base_model_dir(m) for m in MODELS]
+    for stage_targets in STAGE_TARGETS:
+        targets += stage_targets()
+    return targets
+
+
+# Stages after models register a function returning their final targets here.
+STAGE_TARGETS = []
