@@ -23,6 +23,8 @@ ESTIMATOR_PROMPTING: dict[str, str | None] = {
     "compare_to_none": "baseline",
     "compare_to_none_platt": "baseline",
     "max_over_steps": "baseline",
+    "first_step_whole": "baseline",
+    "max_over_steps_whole": "baseline",
     "output": "baseline",
     "conditional": "baseline",
     "joint": "baseline",
