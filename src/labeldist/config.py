@@ -96,7 +96,7 @@ def validate_config(config: dict, base_dir: str | Path = ".", source: str = "con
 def _schema_message(err: jsonschema.ValidationError) -> str:
     if err.validator == "additionalProperties":
         return f"unknown key ({err.message})"
-    if err.validator == "propertyNames":
+    if "propertyNames" in list(err.absolute_schema_path):
         return f"invalid name {err.instance!r}: use letters and digits only (and not 'encoder' for a model)"
     return err.message
 

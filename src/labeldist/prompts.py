@@ -1,0 +1,244 @@
+"""Prompts (METHODS.md section 2): instruction + k demonstrations + the query, label formats, parsing,
+and seeded demo sampling.
+
+Plain-text layout (base models)::
+
+    {instruction}
+
+    Input: {demo text}
+    Labels: joy, fear
+
+    Input: {query}
+    Labels:
+
+The completion a model should produce is the formatted label list followed by a newline
+(`completion_text`). Chat models get the same blocks as user/assistant turns (`chat_messages`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+NONE_LABEL = "none"
+LABEL_FORMATS = ("comma", "json")
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """One prompt template from config `prompts.<name>`."""
+
+    instruction: str
+    k: int = 10
+    label_format: str = "json"
+    demo_sampling: str = "multilabel"
+    multilabel_ratio: float = 0.5
+    input_prefix: str = "Input: "
+    output_prefix: str = "Labels: "
+    use_chat_template: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "PromptSpec":
+        """Build from a validated config block (extra keys are ignored)."""
+        fields = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in cfg.items() if k in fields})
+
+    @property
+    def stop_string(self) -> str:
+        """Generation stops at the next demo's input prefix (or at the end of the label line)."""
+        return self.input_prefix.strip()
+
+
+@dataclass(frozen=True)
+class ParsedLabels:
+    """Labels read from an output: `labels` known and deduplicated in emission order (none excluded)."""
+
+    labels: list[str]
+    unknown: list[str]
+    repeated: list[str]
+    said_none: bool
+
+    @property
+    def no_label(self) -> bool:
+        """True when the output named no label at all, not even `none`."""
+        return not self.labels and not self.unknown and not self.said_none
+
+
+def format_labels(labels: Sequence[str], fmt: str) -> str:
+    """The label list as the model should write it; an empty set is written as `none`.
+
+    comma: ``joy, fear``; json: ``{"label": ["joy", "fear"]}``.
+    """
+    items = list(labels) if labels else [NONE_LABEL]
+    if fmt == "comma":
+        return ", ".join(items)
+    if fmt == "json":
+        return json.dumps({"label": items}, ensure_ascii=False)
+    raise ValueError(f"unknown label format {fmt!r} (use one of {LABEL_FORMATS})")
+
+
+def label_separator(fmt: str) -> str:
+    """The text written between two labels in format `fmt`."""
+    return ", " if fmt == "comma" else '", "'
+
+
+def label_list_prefix(fmt: str) -> str:
+    """The text written before the first label in format `fmt`."""
+    return "" if fmt == "comma" else '{"label": ["'
+
+
+def split_label_strings(text: str, fmt: str) -> list[str]:
+    """The raw label strings of one output line, in order, before matching against the label set."""
+    line = text.strip().split("\n", 1)[0].strip()
+    if not line:
+        return []
+    if fmt == "json":
+        try:
+            obj = json.loads(line)
+            items = obj.get("label", []) if isinstance(obj, dict) else obj
+            if isinstance(items, str):
+                items = [items]
+            if isinstance(items, list):
+                return [str(x).strip() for x in items if str(x).strip()]
+        except json.JSONDecodeError:
+            pass
+        # Truncated or malformed JSON: take the quoted strings, else fall back to commas.
+        quoted = re.findall(r'"([^"]*)"', line)
+        quoted = [q for q in quoted if q != "label"]
+        if quoted:
+            return [q.strip() for q in quoted if q.strip()]
+        line = line.strip("{}[] ")
+    return [part.strip().strip('"').strip() for part in line.split(",") if part.strip().strip('"').strip()]
+
+
+def parse_labels(text: str, fmt: str, label_set: Sequence[str]) -> ParsedLabels:
+    """Match an output's label strings to the label set (case-insensitive), keeping emission order.
+
+    A label emitted twice counts once (listed in `repeated`); strings outside the label set are listed in
+    `unknown`; `none` is recorded in `said_none`.
+    """
+    lookup = {label.lower(): label for label in label_set}
+    labels: list[str] = []
+    unknown: list[str] = []
+    repeated: list[str] = []
+    said_none = False
+    for raw in split_label_strings(text, fmt):
+        key = raw.lower()
+        if key == NONE_LABEL:
+            said_none = True
+        elif key in lookup:
+            label = lookup[key]
+            if label in labels:
+                repeated.append(label)
+            else:
+                labels.append(label)
+        else:
+            unknown.append(raw)
+    return ParsedLabels(labels=labels, unknown=unknown, repeated=repeated, said_none=said_none)
+
+
+def instruction_text(spec: PromptSpec, label_set: Sequence[str]) -> str:
+    """The instruction with `{labels}` filled in by the comma-separated label set."""
+    return spec.instruction.replace("{labels}", ", ".join(label_set)).strip()
+
+
+def completion_text(labels: Sequence[str], spec: PromptSpec) -> str:
+    """What the model should generate for a gold label set: the formatted list and a newline."""
+    return format_labels(labels, spec.label_format) + "\n"
+
+
+def example_block(text: str, labels: Sequence[str] | None, spec: PromptSpec) -> str:
+    """One `Input: ... / Labels: ...` block; with labels=None the block ends after the output prefix."""
+    block = f"{spec.input_prefix}{text}\n{spec.output_prefix}"
+    if labels is None:
+        return block.rstrip(" ") if spec.output_prefix.endswith(" ") else block
+    return block + completion_text(labels, spec)
+
+
+def build_prompt(
+    spec: PromptSpec,
+    label_set: Sequence[str],
+    demos: Sequence[tuple[str, Sequence[str]]],
+    query: str,
+) -> str:
+    """The plain-text prompt: instruction, demos (text, labels), and the query awaiting its labels.
+
+    The prompt ends with the output prefix without its trailing space, so the model's first generated
+    token carries the space (as it does in the demos, where BPE tokenizers merge it into the label).
+    """
+    parts = [instruction_text(spec, label_set), ""]
+    for text, labels in demos:
+        parts.append(example_block(text, labels, spec))
+    parts.append(example_block(query, None, spec))
+    return "\n".join(parts)
+
+
+def chat_messages(
+    spec: PromptSpec,
+    label_set: Sequence[str],
+    demos: Sequence[tuple[str, Sequence[str]]],
+    query: str,
+) -> list[dict[str, str]]:
+    """The same prompt as chat turns: the instruction as system, each demo as a user/assistant pair."""
+    messages = [{"role": "system", "content": instruction_text(spec, label_set)}]
+    for text, labels in demos:
+        messages.append({"role": "user", "content": f"{spec.input_prefix}{text}"})
+        messages.append({"role": "assistant", "content": format_labels(labels, spec.label_format)})
+    messages.append({"role": "user", "content": f"{spec.input_prefix}{query}"})
+    return messages
+
+
+def render_prompt(
+    spec: PromptSpec,
+    label_set: Sequence[str],
+    demos: Sequence[tuple[str, Sequence[str]]],
+    query: str,
+    tokenizer: Any = None,
+) -> str:
+    """The prompt string for a model: its chat template when the spec asks for it and it has one."""
+    if spec.use_chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            chat_messages(spec, label_set, demos, query), tokenize=False, add_generation_prompt=True
+        )
+    return build_prompt(spec, label_set, demos, query)
+
+
+def sample_demos(
+    pool: Sequence[tuple[str, Sequence[str]]],
+    k: int,
+    strategy: str,
+    label_set: Sequence[str],
+    rng: random.Random,
+    multilabel_ratio: float = 0.5,
+) -> list[str]:
+    """Ids of k demonstrations drawn from `pool` (id, gold labels) with a seeded `rng`.
+
+    multilabel: round(k * ratio) examples with >= 2 labels, the rest with exactly one label (topped up
+    from the other examples when a group runs short); uniform: k // |L| examples per label, the rest
+    random; random: k examples at random. The returned order is shuffled.
+    """
+    if k <= 0 or not pool:
+        return []
+    k = min(k, len(pool))
+    ids = [i for i, _ in pool]
+    chosen: list[str] = []
+    if strategy == "multilabel":
+        multi = [i for i, labels in pool if len(labels) >= 2]
+        single = [i for i, labels in pool if len(labels) == 1]
+        n_multi = min(round(k * multilabel_ratio), len(multi))
+        chosen = rng.sample(multi, n_multi)
+        chosen += rng.sample(single, min(k - len(chosen), len(single)))
+    elif strategy == "uniform":
+        per_label = k // max(len(label_set), 1)
+        for label in label_set:
+            having = [i for i, labels in pool if label in labels and i not in chosen]
+            chosen += rng.sample(having, min(per_label, len(having)))
+    elif strategy != "random":
+        raise ValueError(f"unknown demo sampling {strategy!r} (use multilabel, uniform or random)")
+    rest = [i for i in ids if i not in set(chosen)]
+    chosen += rng.sample(rest, k - len(chosen))
+    rng.shuffle(chosen)
+    return chosen

@@ -1,0 +1,81 @@
+"""Config validation: defaults are filled, and each kind of mistake names the key or file at fault."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from labeldist.config import load_config, validate_config
+from labeldist.errors import ConfigError
+
+from .conftest import REPO
+
+
+@pytest.fixture
+def raw() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_default_config_validates_and_fills_defaults(raw):
+    cfg = validate_config(raw, base_dir=REPO)
+    # keys absent from config.yaml take the schema's defaults
+    assert cfg["models"]["tiny"]["dtype"] == "auto"
+    assert cfg["models"]["tiny"]["load_in_4bit"] is False
+    assert cfg["datasets"]["synthetic"]["synthetic"]["n_train"] == raw["datasets"]["synthetic"]["synthetic"]["n_train"]
+    assert raw["models"]["tiny"].get("dtype") is None, "validation must not modify its input"
+
+
+def test_minimal_config_gets_defaults(tmp_path):
+    minimal = {
+        "datasets": {"syn": {"loader": "synthetic", "prompt": "p"}},
+        "prompts": {"p": {"instruction": "Classify: {labels}."}},
+        "models": {"tiny": {"source": "builtin", "builtin": {"pretrain_dataset": "syn"}}},
+    }
+    cfg = validate_config(minimal, base_dir=tmp_path)
+    assert cfg["seeds"] == [0]
+    assert cfg["regimes"] == ["base"]
+    assert cfg["prompts"]["p"]["k"] == 10
+    assert cfg["datasets"]["syn"]["synthetic"]["annotators"] == [3, 5]
+    assert cfg["generation"]["max_new_tokens"] == 32
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda c: c["datasets"]["synthetic"]["synthetic"].update(n_trian=5), "datasets.synthetic.synthetic: unknown key"),
+        (lambda c: c.update(sedes=[1]), "(top level): unknown key"),
+        (lambda c: c["datasets"]["synthetic"].update(loader="nope"), "datasets.synthetic.loader"),
+        (lambda c: c["datasets"]["synthetic"].update(prompt="missing"), "datasets.synthetic.prompt: no prompt named 'missing'"),
+        (lambda c: c["models"]["tiny"]["builtin"].update(pretrain_dataset="goemo"), "models.tiny.builtin.pretrain_dataset: no dataset named 'goemo'"),
+        (lambda c: c["models"].update(big={"source": "hub"}), "models.big.hub_id: required"),
+        (lambda c: c["models"].update(mine={"source": "local", "path": "nowhere/model"}), "models.mine.path: folder not found"),
+        (lambda c: c["datasets"].update(go={"loader": "goemotions", "path": "no/such/folder"}), "datasets.go.path: file or folder not found"),
+        (lambda c: c["datasets"].update(go={"loader": "goemotions"}), "datasets.go.path: required"),
+        (lambda c: c["datasets"]["synthetic"]["synthetic"].update(labels=["joy", "joy", "fear"]), "duplicate labels ['joy']"),
+        (lambda c: c["datasets"]["synthetic"]["synthetic"].update(labels=["joy", "none"]), "'none' is reserved"),
+        (lambda c: c["datasets"]["synthetic"]["synthetic"].update(labels=["joy", "sad, angry"]), "may not contain commas"),
+        (lambda c: c.update(seeds=[0, 0]), "seeds: duplicate"),
+        (lambda c: c.update(prompting=["baseline"]), "estimators: 'unary' needs prompting mode 'unary'"),
+        (lambda c: c.update(estimators=["first_stpe"]), "estimators.0"),
+        (lambda c: c["generation"].update(max_new_tokens="many"), "generation.max_new_tokens: 'many' is not of type 'integer'"),
+        (lambda c: c["models"].update(encoder={"source": "builtin"}), "invalid name 'encoder'"),
+    ],
+)
+def test_config_errors_name_the_key(raw, mutate, expected):
+    bad = copy.deepcopy(raw)
+    mutate(bad)
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad, base_dir=REPO, source="my.yaml")
+    assert expected in str(err.value)
+    assert str(err.value).startswith("my.yaml")
+
+
+def test_load_config_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("datasets: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(broken)
