@@ -1,0 +1,93 @@
+"""The data stage: dispatch a dataset config to its loader, check the result, write the stage's files.
+
+Nothing is written until the whole dataset has been read and checked, so bad input (a DataError
+naming file, line and field) leaves no output file behind; each file is then written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..errors import ConfigError
+from ..io import write_json, write_jsonl
+from .generic import EXTENSIONS, load_generic
+from .goemotions import TSV_SPLITS, is_hub_id, load_goemotions, load_goemotions_raters
+from .hatexplain import load_hatexplain
+from .mfrc import load_mfrc, load_mfrc_fractions
+from .records import SPLITS, LabelledData, check_dataset
+from .semeval import FILES as SEMEVAL_FILES, TEST_FILES as SEMEVAL_TEST_FILES, load_semeval2018_ec
+from .subsets import make_subsets
+from .synthetic import load_synthetic
+
+log = logging.getLogger("labeldist.data")
+
+LOADERS: dict[str, Callable[[str, Mapping[str, Any]], LabelledData]] = {
+    "synthetic": load_synthetic,
+    "goemotions": load_goemotions,
+    "goemotions_raters": load_goemotions_raters,
+    "mfrc": load_mfrc,
+    "mfrc_fractions": load_mfrc_fractions,
+    "semeval2018_ec": load_semeval2018_ec,
+    "hatexplain": load_hatexplain,
+    "generic": load_generic,
+}
+
+
+def load_labelled_data(name: str, cfg: Mapping[str, Any]) -> LabelledData:
+    """Return the checked dataset `name` described by its config block `cfg` (loader, path, ...):
+    every split non-empty, ids unique within and across splits."""
+    loader = cfg.get("loader")
+    if loader not in LOADERS:
+        raise ConfigError(f"datasets.{name}.loader: unknown loader {loader!r} (have {', '.join(LOADERS)})")
+    return check_dataset(LOADERS[loader](name, cfg))
+
+
+def input_files(cfg: Mapping[str, Any]) -> list[str]:
+    """Return the existing local files the dataset's loader reads (for the rule's `input:`); empty for
+    the synthetic loader and a hub id. Missing files are left out so the loader reports them."""
+    loader, path = cfg.get("loader"), cfg.get("path")
+    if loader == "synthetic" or path is None or (loader == "goemotions" and is_hub_id(str(path))):
+        return []
+    p = Path(str(path))
+    folder = p if p.is_dir() else p.parent
+    names: list[str] = []
+    if loader in ("goemotions", "goemotions_raters"):
+        names = list(TSV_SPLITS.values()) + ["emotions.txt", "emotion_clustering.json"]
+        if loader == "goemotions_raters" and p.is_dir():
+            names += sorted(x.name for x in p.glob("goemotions_*.csv"))
+    elif loader == "semeval2018_ec":
+        names = list(SEMEVAL_FILES.values()) + SEMEVAL_TEST_FILES
+    elif loader == "hatexplain":
+        names = ["dataset.json", "post_id_divisions.json"]
+    elif loader == "generic" and p.is_dir():
+        names = [f"{s}{ext}" for s in SPLITS for ext in EXTENSIONS]
+    files = [folder / n for n in names if (folder / n).is_file()]
+    if p.is_file():
+        files.insert(0, p)
+    return sorted({str(f) for f in files}, key=lambda s: (s != str(p), s))
+
+
+def write_prepared(data: LabelledData, subsets: Mapping[str, list[str]], outputs: Mapping[str, str]) -> None:
+    """Write {split}.jsonl, labels.json and subsets.json to the paths in `outputs` (keys train, dev,
+    test, labels, subsets), each atomically."""
+    for split in SPLITS:
+        write_jsonl(outputs[split], (ex.to_record() for ex in data.splits[split]))
+    write_json(outputs["labels"], data.labels_json())
+    write_json(outputs["subsets"], dict(subsets))
+
+
+def prepare_data(name: str, cfg: Mapping[str, Any], outputs: Mapping[str, str]) -> LabelledData:
+    """Load, check and write dataset `name` (its config block `cfg`) to `outputs`; return the data.
+    Raises DataError (and writes nothing) on bad input."""
+    data = load_labelled_data(name, cfg)
+    subsets = make_subsets(data, cfg.get("subsets", {}))
+    write_prepared(data, subsets, outputs)
+    info = data.labels_json()
+    log.info("dataset %s (%s): %d labels, counts %s, skipped %s, skipped annotations %s; subsets %s",
+             name, data.loader, len(data.labels), info["counts"], info["skipped"], info["skipped_annotations"],
+             {k: len(v) for k, v in subsets.items()})
+    for note in data.notes:
+        log.info("dataset %s: %s", name, note)
+    return data

@@ -1,0 +1,138 @@
+"""Reading source files row by row with their physical line numbers, for DataErrors that point home.
+
+Hand-written on top of the standard `csv` module (and `labeldist.io.iter_jsonl`): pandas and
+`datasets` do not report the physical line of a bad record, which the error contract asks for.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..errors import DataError
+from .records import SPLITS, Origin
+
+SPLIT_ALIASES = {"train": "train", "dev": "dev", "val": "dev", "valid": "dev", "validation": "dev",
+                 "test": "test"}
+
+
+def require_file(path: str | Path, config_key: str | None = None) -> Path:
+    """Return `path` as a Path if it is an existing file, else raise a DataError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        what = "is a folder, expected a file" if p.is_dir() else "file not found"
+        raise DataError(p, what, field=config_key)
+    return p
+
+
+def require_dir(path: str | Path, config_key: str | None = None) -> Path:
+    """Return `path` as a Path if it is an existing folder, else raise a DataError naming it."""
+    p = Path(path)
+    if not p.is_dir():
+        raise DataError(p, "is a file, expected a folder" if p.exists() else "folder not found", field=config_key)
+    return p
+
+
+def _decode_guard(path: Path):
+    try:
+        return open(path, encoding="utf-8", newline="")
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+
+
+def iter_csv(path: str | Path, delimiter: str = ",", required: Sequence[str] = ()) \
+        -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (first physical line of the record, {column: value}) for each data row of a CSV/TSV
+    file with a header. Raises DataError on a missing required column, a row with the wrong number
+    of fields, an unterminated quote or non-UTF-8 bytes, naming the file and line."""
+    path = Path(path)
+    with _decode_guard(path) as fh:
+        reader = csv.reader(fh, delimiter=delimiter, strict=True)
+        last = 0  # physical lines consumed so far: a record starts on line last + 1
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise DataError(path, "empty file: expected a header line", line=1)
+            header = [h.strip().lstrip("\ufeff") for h in header]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise DataError(path, f"header lacks column(s) {missing} (has {header})", line=1, field=missing[0])
+            last = reader.line_num
+            for row in reader:
+                start, last = last + 1, reader.line_num
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if len(row) != len(header):
+                    raise DataError(path, f"malformed row: {len(row)} fields, the header has {len(header)}",
+                                    line=start)
+                yield start, dict(zip(header, row))
+        except csv.Error as err:
+            raise DataError(path, f"malformed CSV record: {err}", line=last + 1) from None
+        except UnicodeDecodeError as err:
+            raise DataError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def iter_tsv_lines(path: str | Path, n_fields: int) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number, fields) for each non-blank line of a header-less, unquoted TSV file;
+    a line without exactly `n_fields` tab-separated fields is a DataError naming the line."""
+    path = Path(path)
+    with _decode_guard(path) as fh:
+        try:
+            for lineno, line in enumerate(fh, start=1):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                parts = line.split("\t")
+                if len(parts) != n_fields:
+                    raise DataError(path, f"malformed line: {len(parts)} tab-separated fields, expected {n_fields}",
+                                    line=lineno)
+                yield lineno, parts
+        except UnicodeDecodeError as err:
+            raise DataError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def normalise_split(value: str, origin: Origin, field: str) -> str:
+    """Return train/dev/test for a split name (val, valid and validation mean dev), else DataError."""
+    split = SPLIT_ALIASES.get(str(value).strip().lower())
+    if split is None:
+        raise origin.error(f"unknown split {value!r} (expected one of {', '.join(SPLIT_ALIASES)})", field)
+    return split
+
+
+def seeded_split(keys: Sequence[str], seed: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) \
+        -> dict[str, str]:
+    """Return {key: split} assigning the distinct `keys` to train/dev/test in the given proportions.
+
+    Deterministic for a seed and a key set (keys are sorted before a seeded permutation, so file
+    order does not matter); dev and test get at least one key each when there are >= 3 keys.
+    """
+    uniq = sorted(set(keys))
+    n = len(uniq)
+    if n < 3:
+        raise DataError("split", f"cannot split {n} example(s) into train/dev/test: need at least 3")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_dev = max(1, int(round(fractions[1] * n)))
+    n_test = max(1, int(round(fractions[2] * n)))
+    if n_dev + n_test >= n:
+        n_dev, n_test = 1, 1
+    out = {}
+    for rank, idx in enumerate(perm):
+        out[uniq[idx]] = "test" if rank < n_test else "dev" if rank < n_test + n_dev else "train"
+    return out
+
+
+def empty_splits() -> dict[str, list]:
+    """Return {"train": [], "dev": [], "test": []}."""
+    return {s: [] for s in SPLITS}
+
+
+def split_list(value: str) -> list[str]:
+    """Return the items of a comma-separated string (or a JSON-style list string), stripped, no blanks."""
+    value = value.strip()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    return [v.strip().strip("'\"").strip() for v in re.split(r",", value) if v.strip().strip("'\"").strip()]

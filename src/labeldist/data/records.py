@@ -1,0 +1,275 @@
+"""The data stage's record types and the reference distribution p_ref (METHODS.md section 1).
+
+Every loader returns a `LabelledData` whose examples are built by the `example_from_*` functions
+below, so gold labels, annotations and p_ref follow one set of rules whatever the source format:
+
+- multi-label with annotators: p_ref(l) = share of annotators who chose l; p_ref(none) = share who
+  chose nothing; gold = labels with share >= 0.5;
+- single-label with annotators: p_ref = the vote distribution (sums to 1, none = 0); gold = the
+  majority label (ties are left to the loader's documented rule);
+- shipped fractions ("distribution"): p_ref = the fractions; gold = share >= 0.5 unless given;
+- gold only: p_ref = 1.0 for gold labels, 0.0 otherwise, none = 1.0 when the gold set is empty.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..errors import DataError
+
+NONE_LABEL = "none"
+SPLITS = ("train", "dev", "test")
+TASKS = ("multilabel", "single_label")
+P_REF_SOURCES = ("annotators", "distribution", "gold")
+GOLD_THRESHOLD = 0.5
+_EPS = 1e-9  # shares are k/n floats: compare `>= 0.5` with a little slack
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a record came from: the file (or hub id) and its 1-based physical line, if known."""
+
+    path: str
+    line: int | None = None
+
+    def error(self, message: str, field: str | None = None) -> DataError:
+        """Return a DataError naming this file, line and `field`."""
+        return DataError(self.path, message, line=self.line, field=field)
+
+    def __str__(self) -> str:
+        return self.path if self.line is None else f"{self.path}, line {self.line}"
+
+
+@dataclass
+class Example:
+    """One example: id, text, gold label set, per-annotator label sets (or None) and p_ref."""
+
+    id: str
+    text: str
+    labels: list[str]
+    annotations: list[list[str]] | None
+    p_ref: dict[str, float]
+    origin: Origin | None = field(default=None, compare=False, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """Return the JSON object of one line of `{split}.jsonl` (docs/formats.md), extras last."""
+        rec: dict[str, Any] = {
+            "id": self.id,
+            "text": self.text,
+            "labels": list(self.labels),
+            "annotations": None if self.annotations is None else [list(a) for a in self.annotations],
+            "p_ref": dict(self.p_ref),
+        }
+        rec.update(self.extra)
+        return rec
+
+
+@dataclass
+class LabelledData:
+    """A loaded dataset: label order, task, p_ref source, the three splits and drop counts."""
+
+    name: str
+    loader: str
+    labels: list[str]
+    task: str
+    p_ref_source: str
+    splits: dict[str, list[Example]]
+    skipped: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    skipped_annotations: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    notes: list[str] = field(default_factory=list)
+
+    def labels_json(self) -> dict[str, Any]:
+        """Return the content of `labels.json` (docs/formats.md)."""
+        return {
+            "dataset": self.name,
+            "labels": list(self.labels),
+            "none_label": NONE_LABEL,
+            "task": self.task,
+            "p_ref_source": self.p_ref_source,
+            "counts": {s: len(self.splits.get(s, [])) for s in SPLITS},
+            "skipped": {s: int(self.skipped.get(s, 0)) for s in SPLITS},
+            "skipped_annotations": {s: int(self.skipped_annotations.get(s, 0)) for s in SPLITS},
+            "loader": self.loader,
+            "notes": list(self.notes),
+        }
+
+
+# ---- label sets ---------------------------------------------------------------------------------
+def order_labels(chosen: Iterable[str], label_set: Sequence[str], origin: Origin, field: str) -> list[str]:
+    """Return `chosen` deduplicated, in `label_set` order; a label outside the set is a DataError.
+
+    The literal "none" stands for the empty set and is dropped (it may not be combined with labels).
+    """
+    chosen = [c for c in chosen]
+    known = set(label_set)
+    picked = set()
+    for lab in chosen:
+        if lab == NONE_LABEL:
+            continue
+        if lab not in known:
+            shown = ", ".join(label_set[:12]) + (", ..." if len(label_set) > 12 else "")
+            raise origin.error(f"label {lab!r} is not in the label set ({shown})", field)
+        picked.add(lab)
+    if NONE_LABEL in chosen and picked:
+        raise origin.error(f"'{NONE_LABEL}' combined with labels {sorted(picked)}", field)
+    return [lab for lab in label_set if lab in picked]
+
+
+# ---- reference distributions --------------------------------------------------------------------
+def p_ref_from_annotations(annotations: Sequence[Sequence[str]], labels: Sequence[str]) -> dict[str, float]:
+    """Return the multi-label p_ref: per label the share of annotators who chose it, plus "none"
+    (the share whose label set is empty). Per-label marginals: they do not sum to 1."""
+    n = len(annotations)
+    counts = Counter(lab for ann in annotations for lab in set(ann))
+    p = {lab: counts.get(lab, 0) / n for lab in labels}
+    p[NONE_LABEL] = sum(1 for ann in annotations if not ann) / n
+    return p
+
+
+def p_ref_from_votes(votes: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    """Return the single-label p_ref: the categorical distribution of the votes (sums to 1), none = 0."""
+    n = len(votes)
+    counts = Counter(votes)
+    p = {lab: counts.get(lab, 0) / n for lab in labels}
+    p[NONE_LABEL] = counts.get(NONE_LABEL, 0) / n
+    return p
+
+
+def p_ref_from_gold(gold: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    """Return the gold-only p_ref: 1.0 for gold labels, 0.0 otherwise; none = 1.0 iff gold is empty."""
+    on = set(gold)
+    p = {lab: 1.0 if lab in on else 0.0 for lab in labels}
+    p[NONE_LABEL] = 0.0 if on else 1.0
+    return p
+
+
+def gold_from_shares(p_ref: Mapping[str, float], labels: Sequence[str],
+                     threshold: float = GOLD_THRESHOLD) -> list[str]:
+    """Return the labels (in label order) whose share is >= `threshold` (the aggregate gold set)."""
+    return [lab for lab in labels if p_ref.get(lab, 0.0) >= threshold - _EPS]
+
+
+def majority_label(votes: Sequence[str]) -> str | None:
+    """Return the most voted label, or None when two or more labels tie for the most votes."""
+    ranked = Counter(votes).most_common()
+    if not ranked or (len(ranked) > 1 and ranked[0][1] == ranked[1][1]):
+        return None
+    return ranked[0][0]
+
+
+# ---- example builders (all validation of one example happens here) ------------------------------
+def _check_text(text: Any, origin: Origin, field: str) -> str:
+    if not isinstance(text, str):
+        raise origin.error(f"text must be a string, got {type(text).__name__}", field)
+    if not text.strip():
+        raise origin.error("empty text", field)
+    return text
+
+
+def _check_id(ex_id: Any, origin: Origin, field: str) -> str:
+    if isinstance(ex_id, bool) or not isinstance(ex_id, (str, int)):
+        raise origin.error(f"id must be a string or integer, got {type(ex_id).__name__}", field)
+    ex_id = str(ex_id).strip()
+    if not ex_id:
+        raise origin.error("empty id", field)
+    return ex_id
+
+
+def example_from_annotations(ex_id: Any, text: Any, annotations: Sequence[Sequence[str]],
+                             labels: Sequence[str], origin: Origin, *, task: str = "multilabel",
+                             gold: Sequence[str] | None = None, text_field: str = "text",
+                             id_field: str = "id", annotations_field: str = "annotations",
+                             labels_field: str = "labels") -> Example:
+    """Return an Example whose p_ref comes from per-annotator label sets.
+
+    Multi-label: gold = share >= 0.5 unless `gold` is given. Single-label: every annotation holds
+    exactly one label, p_ref is the vote distribution and gold (unless given) is the majority; a tie
+    raises DataError, so loaders with a tie rule must resolve it before calling.
+    """
+    ex_id = _check_id(ex_id, origin, id_field)
+    text = _check_text(text, origin, text_field)
+    if annotations is None or len(annotations) == 0:
+        raise origin.error("example has zero annotators", annotations_field)
+    anns = []
+    for i, ann in enumerate(annotations):
+        if isinstance(ann, str) or not isinstance(ann, (list, tuple)):
+            raise origin.error(f"annotation {i} must be a list of labels, got {ann!r}", annotations_field)
+        anns.append(order_labels(ann, labels, origin, f"{annotations_field}[{i}]"))
+    if task == "single_label":
+        for i, ann in enumerate(anns):
+            if len(ann) != 1:
+                raise origin.error(f"single-label task: annotation {i} has {len(ann)} labels", annotations_field)
+        votes = [a[0] for a in anns]
+        p_ref = p_ref_from_votes(votes, labels)
+        if gold is None:
+            top = majority_label(votes)
+            if top is None:
+                raise origin.error("annotator votes tie: no majority label", annotations_field)
+            gold = [top]
+    else:
+        p_ref = p_ref_from_annotations(anns, labels)
+    gold_set = gold_from_shares(p_ref, labels) if gold is None else order_labels(gold, labels, origin, labels_field)
+    if task == "single_label" and len(gold_set) != 1:
+        raise origin.error(f"single-label task: {len(gold_set)} gold labels", labels_field)
+    return Example(ex_id, text, gold_set, anns, p_ref, origin)
+
+
+def example_from_distribution(ex_id: Any, text: Any, distribution: Mapping[str, Any], labels: Sequence[str],
+                              origin: Origin, *, gold: Sequence[str] | None = None, text_field: str = "text",
+                              id_field: str = "id", distribution_field: str = "distribution",
+                              labels_field: str = "labels") -> Example:
+    """Return an Example whose p_ref is a shipped label -> share mapping (missing labels = 0.0;
+    "none" missing = 1.0 when no label has a share, else 0.0); gold = share >= 0.5 unless given."""
+    ex_id = _check_id(ex_id, origin, id_field)
+    text = _check_text(text, origin, text_field)
+    if not isinstance(distribution, Mapping):
+        raise origin.error(f"expected an object of label -> share, got {type(distribution).__name__}",
+                           distribution_field)
+    if not distribution:
+        raise origin.error("empty distribution: example has zero annotators", distribution_field)
+    order_labels([k for k in distribution if k != NONE_LABEL], labels, origin, distribution_field)
+    for key, val in distribution.items():
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0.0 <= float(val) <= 1.0:
+            raise origin.error(f"share of {key!r} must be a number in [0, 1], got {val!r}", distribution_field)
+    p_ref = {lab: float(distribution.get(lab, 0.0)) for lab in labels}
+    if NONE_LABEL in distribution:
+        p_ref[NONE_LABEL] = float(distribution[NONE_LABEL])
+    else:
+        p_ref[NONE_LABEL] = 0.0 if any(v > 0 for v in p_ref.values()) else 1.0
+    gold_set = gold_from_shares(p_ref, labels) if gold is None else order_labels(gold, labels, origin, labels_field)
+    return Example(ex_id, text, gold_set, None, p_ref, origin)
+
+
+def example_from_gold(ex_id: Any, text: Any, gold: Sequence[str], labels: Sequence[str], origin: Origin, *,
+                      text_field: str = "text", id_field: str = "id", labels_field: str = "labels") -> Example:
+    """Return an Example without annotators: p_ref is 1.0 on gold labels, 0.0 elsewhere."""
+    ex_id = _check_id(ex_id, origin, id_field)
+    text = _check_text(text, origin, text_field)
+    gold_set = order_labels(gold, labels, origin, labels_field)
+    return Example(ex_id, text, gold_set, None, p_ref_from_gold(gold_set, labels), origin)
+
+
+# ---- whole-dataset checks -----------------------------------------------------------------------
+def check_dataset(data: LabelledData) -> LabelledData:
+    """Return `data` after checking it is complete: every split present and non-empty, ids unique
+    within and across splits (the DataError names both places), a non-empty label set."""
+    if not data.labels:
+        raise DataError(data.name, "empty label set", field="labels")
+    if NONE_LABEL in data.labels:
+        raise DataError(data.name, f"'{NONE_LABEL}' is reserved for the empty label set", field="labels")
+    seen: dict[str, tuple[str, Origin | None]] = {}
+    for split in SPLITS:
+        examples = data.splits.get(split)
+        if not examples:
+            raise DataError(data.name, f"split '{split}' has no examples")
+        for ex in examples:
+            if ex.id in seen:
+                prev_split, prev_origin = seen[ex.id]
+                where = ex.origin or Origin(data.name)
+                raise where.error(f"duplicate id {ex.id!r} (split '{split}'; first seen in split "
+                                  f"'{prev_split}' at {prev_origin or 'an earlier record'})", "id")
+            seen[ex.id] = (split, ex.origin)
+    return data

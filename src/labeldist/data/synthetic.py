@@ -1,0 +1,170 @@
+"""A synthetic subjective multi-label task with simulated annotators (the embedded default dataset).
+
+Each example has latent per-label intensities in [0, 1]: usually one to three labels are active,
+some strongly (0.6-0.95), some ambiguously (0.25-0.6); a share of examples has none; every inactive
+label keeps a small background intensity (0-0.08). The text is a short English-like sentence
+(8-20 words) whose cue words reflect the intensities: an active label contributes a clause with one
+cue word and a weak or neutral modifier ("slightly hopeful") or, when strong, two cue words and a
+strong modifier ("very happy and cheerful"). 3-5 simulated annotators (config `annotators`) each
+vote every label on with probability equal to its intensity, so p_ref is spread and its expected
+value is known (kept in the record as `intensity`). Gold = labels with vote share >= 0.5.
+
+Hand-written: no library generates such data. Deterministic for a seed (numpy Generator per split).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import DataError
+from .records import SPLITS, Example, LabelledData, Origin, example_from_annotations
+
+# Cue words of the study's emotion labels (GoEmotions clusters) and a few common others.
+CUES: dict[str, list[str]] = {
+    "joy": ["happy", "cheerful", "delighted", "glad", "joyful", "laughing"],
+    "optimism": ["hopeful", "optimistic", "confident", "eager", "upbeat", "encouraged"],
+    "admiration": ["impressed", "grateful", "proud", "admiring", "respectful", "thankful"],
+    "surprise": ["surprised", "shocked", "astonished", "stunned", "puzzled", "startled"],
+    "fear": ["afraid", "scared", "nervous", "worried", "anxious", "terrified"],
+    "sadness": ["sad", "unhappy", "lonely", "heartbroken", "gloomy", "tearful"],
+    "anger": ["angry", "furious", "annoyed", "irritated", "outraged", "mad"],
+    "love": ["loving", "tender", "adoring", "affectionate", "fond", "smitten"],
+    "disgust": ["disgusted", "repulsed", "sickened", "grossed", "revolted", "nauseated"],
+    "trust": ["trusting", "assured", "secure", "reliant", "certain", "faithful"],
+    "anticipation": ["expectant", "waiting", "ready", "restless", "watchful", "prepared"],
+    "pessimism": ["doubtful", "hopeless", "bleak", "cynical", "discouraged", "defeated"],
+}
+# Spare cue sets for labels without their own entry, assigned in label order.
+SPARE_CUES: list[list[str]] = [
+    ["calm", "relaxed", "peaceful", "serene"],
+    ["bored", "weary", "listless", "drained"],
+    ["curious", "intrigued", "wondering", "inquisitive"],
+    ["guilty", "ashamed", "regretful", "sorry"],
+    ["jealous", "envious", "resentful", "bitter"],
+    ["excited", "thrilled", "energized", "elated"],
+    ["confused", "baffled", "lost", "perplexed"],
+    ["lonely", "isolated", "forgotten", "abandoned"],
+]
+SUBJECTS = ["the meeting", "my brother", "our trip", "the new phone", "this weather", "her reply",
+            "the final exam", "that old song", "the long drive", "his decision", "the news today",
+            "my neighbor", "the game last night", "this little town", "the letter", "our dinner"]
+VERBS = ["made me feel", "left me", "had me", "got me feeling", "kept me", "made everyone"]
+NEUTRAL = ["happened on tuesday", "was about the usual schedule", "started at noon",
+           "took place downtown", "was mentioned in passing", "came up during lunch"]
+CONNECTIVES = ["and", "but also", "and then", "while"]
+FILLER = ["after work", "this week", "at home", "with friends", "on the bus", "again", "today",
+          "for a while", "as usual", "in town", "last weekend", "at the office", "once more", "tonight"]
+WEAK = ["slightly", "somewhat", "mildly", "faintly"]
+MEDIUM = ["rather", "fairly", "quite", "kind of"]
+STRONG = ["very", "truly", "deeply", "really"]
+
+N_ACTIVE_P = [0.15, 0.40, 0.30, 0.15]  # P(0, 1, 2, 3 active labels)
+P_STRONG = 0.6
+MIN_WORDS, MAX_WORDS = 8, 20
+
+
+def cue_words(labels: Sequence[str]) -> dict[str, list[str]]:
+    """Return each label's cue vocabulary: its own entry in CUES, else a spare set, else the label
+    name itself (lower-cased, with two derived forms) once the spare sets run out."""
+    out: dict[str, list[str]] = {}
+    spare = iter(SPARE_CUES)
+    for lab in labels:
+        key = lab.lower()
+        if key in CUES:
+            out[lab] = CUES[key]
+        else:
+            out[lab] = next(spare, None) or [key, f"{key}-like", f"quite {key}"]
+    return out
+
+
+def _intensities(rng: np.random.Generator, n_labels: int, weights: np.ndarray) -> np.ndarray:
+    """Latent intensities of one example: background noise plus 0-3 active labels."""
+    inten = rng.uniform(0.0, 0.08, size=n_labels)
+    k = min(int(rng.choice(len(N_ACTIVE_P), p=N_ACTIVE_P)), n_labels)
+    if k:
+        active = rng.choice(n_labels, size=k, replace=False, p=weights)
+        strong = rng.random(k) < P_STRONG
+        inten[active] = np.where(strong, rng.uniform(0.6, 0.95, size=k), rng.uniform(0.25, 0.6, size=k))
+    return inten
+
+
+def _clause(rng: np.random.Generator, cues: list[str], intensity: float) -> list[str]:
+    """Words that express one label at `intensity`: modifier strength and cue count grow with it."""
+    if intensity >= 0.65:
+        a, b = rng.choice(len(cues), size=2, replace=False)
+        return [str(rng.choice(STRONG)), cues[a], "and", cues[b]]
+    mods = WEAK if intensity < 0.4 else MEDIUM
+    return [str(rng.choice(mods)), cues[int(rng.integers(len(cues)))]]
+
+
+def _text(rng: np.random.Generator, labels: Sequence[str], cues: Mapping[str, list[str]],
+          inten: np.ndarray) -> str:
+    """An 8-20 word sentence carrying cue words for every active label (intensity >= 0.2)."""
+    active = [i for i in np.argsort(-inten) if inten[i] >= 0.2]
+    subject = str(rng.choice(SUBJECTS)).split()
+    if not active:
+        words = subject + str(rng.choice(NEUTRAL)).split()
+    else:
+        verb = str(rng.choice(VERBS)).split()
+        clauses = [" ".join(_clause(rng, cues[labels[i]], float(inten[i]))).split()
+                   for i in (active[j] for j in rng.permutation(len(active)))]
+        joins = [str(rng.choice(CONNECTIVES)).split() for _ in clauses[1:]]
+        n_words = len(verb) + sum(map(len, clauses)) + sum(map(len, joins))
+        if len(subject) + n_words > MAX_WORDS:  # keep every cue word: shorten the frame instead
+            joins = [["and"] for _ in joins]
+            n_words = len(verb) + sum(map(len, clauses)) + len(joins)
+            if len(subject) + n_words > MAX_WORDS:
+                subject = ["it"]
+        words = subject + verb + clauses[0]
+        for join, clause in zip(joins, clauses[1:]):
+            words += join + clause
+    extra = int(rng.integers(0, 2))
+    while len(words) < MIN_WORDS or extra > 0:
+        phrase = FILLER[int(rng.integers(len(FILLER)))].split()
+        if len(words) + len(phrase) > MAX_WORDS:
+            break
+        words += phrase
+        extra -= 1
+    return " ".join(words)
+
+
+def generate_split(labels: Sequence[str], n: int, annotators: Sequence[int], seed: int, split: str) \
+        -> list[Example]:
+    """Return `n` synthetic examples of one split, ids `syn-{split}-{i:05d}`, deterministic per
+    (seed, split): latent intensities, a cue-word text, simulated annotator votes and p_ref."""
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
+    cues = cue_words(labels)
+    n_labels = len(labels)
+    weights = 1.0 / np.sqrt(np.arange(1, n_labels + 1))  # mildly imbalanced label frequencies
+    weights = weights / weights.sum()
+    lo, hi = int(annotators[0]), int(annotators[1])
+    out = []
+    for i in range(n):
+        inten = _intensities(rng, n_labels, weights)
+        text = _text(rng, labels, cues, inten)
+        n_ann = int(rng.integers(lo, hi + 1))
+        votes = rng.random((n_ann, n_labels)) < inten[None, :]
+        anns = [[labels[j] for j in range(n_labels) if row[j]] for row in votes]
+        ex_id = f"syn-{split}-{i:05d}"
+        ex = example_from_annotations(ex_id, text, anns, labels, Origin("synthetic", None))
+        ex.extra["intensity"] = {lab: round(float(v), 4) for lab, v in zip(labels, inten)}
+        out.append(ex)
+    return out
+
+
+def load_synthetic(name: str, cfg: Mapping[str, Any]) -> LabelledData:
+    """Return the synthetic dataset described by `cfg["synthetic"]` (labels, n_train, n_dev, n_test,
+    annotators [min, max], seed)."""
+    syn = cfg.get("synthetic", {})
+    labels = list(syn.get("labels", ["joy", "optimism", "admiration", "surprise", "fear", "sadness", "anger"]))
+    annotators = syn.get("annotators", [3, 5])
+    if not 1 <= annotators[0] <= annotators[1]:
+        raise DataError(f"datasets.{name}.synthetic", f"annotators must be [min, max] with 1 <= min <= max, "
+                        f"got {annotators}", field="annotators")
+    seed = int(syn.get("seed", 0))
+    sizes = {"train": syn.get("n_train", 800), "dev": syn.get("n_dev", 120), "test": syn.get("n_test", 160)}
+    splits = {s: generate_split(labels, int(sizes[s]), annotators, seed, s) for s in SPLITS}
+    return LabelledData(name, "synthetic", labels, "multilabel", "annotators", splits,
+                        notes=["synthetic: `intensity` holds each label's latent vote probability"])
