@@ -97,7 +97,7 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
     if err.validator == "additionalProperties":
         return f"unknown key ({err.message})"
     if "propertyNames" in list(err.absolute_schema_path):
-        return f"invalid name {err.instance!r}: use letters and digits only (and not 'encoder' for a model)"
+        return f"invalid name {err.instance!r}: use letters, digits and underscores only (and not 'encoder' for a model)"
     return err.message
 
 
