@@ -1,0 +1,640 @@
+"""Estimators: from generation files to per-label confidences q(l | x) (METHODS.md section 4).
+
+Every estimator is one function that returns the same thing: a long pandas DataFrame with columns
+`id` (str), `label` (str) and `q` (float64 in [0, 1]), one row per example and label of labels.json in
+label order (plus a `none` row where the estimator defines one), sorted by id then label order
+(docs/formats.md, "Estimates").
+
+Inputs are the records of docs/formats.md, "Generations", parsed and validated by `parse_generation`,
+`parse_unary` and `parse_pairwise` (a malformed record raises DataError naming file, line and field).
+Distributions are over the labels followed by `none` (L + 1 entries); index L is `none`.
+
+Definitions chosen here where METHODS.md leaves room (each is tested):
+- *No label step at all* (the record's `steps` is empty): the model committed to no label, which the
+  output reads as the empty set. first_step, max_over_steps (both variants), conditional and joint then
+  give q = EPS to every label and 1 - EPS to `none` (the `output` estimator's values for that output);
+  compare_to_none gives EPS to every label and such records are left out of the Platt fit.
+- *Steps*: every entry of `steps` is a label slot, whatever was emitted there (a label, `none`, or an
+  unknown string with `label: null`); max_over_steps takes the max over all of them.
+- *Repeated labels*: a label emitted at several slots counts once, at its first slot (conditional,
+  joint); `output` reads the record's already deduplicated `labels`.
+- *conditional* for a label that was not emitted: its full-vocabulary probability as the first label
+  of the output, exp(whole_label_logprobs[l]) at the first label step (the same quantity the first
+  emitted label gets from its `label_logprob`).
+- *joint*: the running product of the distinct emitted labels' probabilities along the greedy path, up
+  to and including the label; a label that was not emitted gets its conditional times the product over
+  all emitted labels. `none` asserts the empty set, so it never enters another label's product; its own
+  row follows the same two rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, softmax
+
+from .errors import DataError
+from .io import iter_jsonl, read_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+EPS = 1e-8
+"""Floor of max_over_steps and the `output` estimator's value for labels not generated."""
+
+PROB_TOLERANCE = 1e-6
+"""How far outside [0, 1] a stored probability may drift by rounding before it is rejected."""
+
+LOGIT_FLOOR = -1e4
+"""compare_to_none replaces -inf logits (masked tokens) by this, so logit differences stay defined."""
+
+COLUMNS = ["id", "label", "q"]
+
+
+# ---- parsed records ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Step:
+    """One label slot of a generation: what was emitted and the scores of every label there."""
+
+    label: str | None
+    first_token_logits: np.ndarray  # [L + 1] raw logits of each label's first token in context
+    whole_label_logprobs: np.ndarray  # [L + 1] full-vocabulary log P(label's whole token sequence)
+    label_logprob: float | None  # log P(emitted label's token sequence); None if not given
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A parsed `baseline` generation record; `source`/`line` locate it for error messages."""
+
+    id: str
+    labels: tuple[str, ...]
+    steps: tuple[Step, ...]
+    marginal: np.ndarray | None  # [L + 1] or None when the generator did not compute it
+    source: str = "<records>"
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class UnaryRecord:
+    """A parsed `unary` record: P(reasonable) for each label, in label order."""
+
+    id: str
+    p_reasonable: np.ndarray  # [L]
+    source: str = "<records>"
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class PairwiseRecord:
+    """A parsed `pairwise` record: item indices (labels then none = L) and P(a preferred) per pair."""
+
+    id: str
+    a: np.ndarray  # [n_pairs] int
+    b: np.ndarray  # [n_pairs] int
+    p_a: np.ndarray  # [n_pairs] float
+    source: str = "<records>"
+    line: int | None = None
+
+
+# ---- parsing and validation -----------------------------------------------------------------------
+def _field(obj: Mapping, name: str, source: str, line: int | None, where: str = "") -> Any:
+    if name not in obj:
+        raise DataError(source, "missing field", line=line, field=where + name)
+    return obj[name]
+
+
+def _id(obj: Mapping, source: str, line: int | None) -> str:
+    value = _field(obj, "id", source, line)
+    if not isinstance(value, str) or not value:
+        raise DataError(source, f"expected a non-empty string, got {value!r}", line=line, field="id")
+    return value
+
+
+def _vector(value: Any, n: int, source: str, line: int | None, field: str,
+            allow_neg_inf: bool = True) -> np.ndarray:
+    """Return `value` as a float64 vector of length n; NaN, +inf (and -inf unless allowed) are errors."""
+    if not isinstance(value, (list, tuple)) or len(value) != n:
+        got = f"length {len(value)}" if isinstance(value, (list, tuple)) else type(value).__name__
+        raise DataError(source, f"expected a list of {n} numbers (labels then none), got {got}",
+                        line=line, field=field)
+    try:
+        vec = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(source, "expected numbers only", line=line, field=field) from None
+    if np.isnan(vec).any() or np.isposinf(vec).any() or (not allow_neg_inf and np.isneginf(vec).any()):
+        raise DataError(source, "contains NaN or infinite values", line=line, field=field)
+    if np.isneginf(vec).all():
+        raise DataError(source, "every entry is -inf: no distribution can be formed", line=line, field=field)
+    return vec
+
+
+def _logprobs(value: Any, n: int, source: str, line: int | None, field: str) -> np.ndarray:
+    """Return `value` as a vector of n log-probabilities (each <= 0 up to rounding, -inf allowed)."""
+    vec = _vector(value, n, source, line, field)
+    if np.any(vec > PROB_TOLERANCE):
+        raise DataError(source, "log-probabilities must be <= 0", line=line, field=field)
+    return np.minimum(vec, 0.0)
+
+
+def _probabilities(vec: np.ndarray, source: str, line: int | None, field: str) -> np.ndarray:
+    """Return `vec` clipped to [0, 1] after checking it is within rounding of that range."""
+    if np.any(vec < -PROB_TOLERANCE) or np.any(vec > 1 + PROB_TOLERANCE):
+        raise DataError(source, "probabilities must lie in [0, 1]", line=line, field=field)
+    return np.clip(vec, 0.0, 1.0)
+
+
+def parse_generation(obj: Mapping, labels: Sequence[str], none_label: str = "none",
+                     source: str = "<records>", line: int | None = None) -> Generation:
+    """Return the validated Generation of one `baseline` record (docs/formats.md); DataError if malformed."""
+    n = len(labels) + 1
+    known = set(labels)
+    slot_names = known | {none_label}
+    gen_id = _id(obj, source, line)
+    emitted = _field(obj, "labels", source, line)
+    if not isinstance(emitted, list) or not all(isinstance(l, str) for l in emitted):
+        raise DataError(source, "expected a list of label strings", line=line, field="labels")
+    unknown = [l for l in emitted if l not in slot_names]
+    if unknown:
+        raise DataError(source, f"labels not in labels.json: {unknown}", line=line, field="labels")
+    raw_steps = _field(obj, "steps", source, line)
+    if not isinstance(raw_steps, list):
+        raise DataError(source, "expected a list of steps", line=line, field="steps")
+    steps = []
+    for t, raw in enumerate(raw_steps):
+        where = f"steps[{t}]."
+        if not isinstance(raw, Mapping):
+            raise DataError(source, "expected an object", line=line, field=f"steps[{t}]")
+        label = raw.get("label")
+        if label is not None and label not in slot_names:
+            raise DataError(source, f"label {label!r} is neither in labels.json nor {none_label!r} "
+                            "(unknown strings are stored as null)", line=line, field=where + "label")
+        logprob = raw.get("label_logprob")
+        if logprob is not None:
+            if not isinstance(logprob, (int, float)) or isinstance(logprob, bool) or math.isnan(logprob) \
+                    or logprob > PROB_TOLERANCE:
+                raise DataError(source, f"expected a log-probability <= 0, got {logprob!r}",
+                                line=line, field=where + "label_logprob")
+            logprob = float(min(logprob, 0.0))
+        steps.append(Step(
+            label=label,
+            first_token_logits=_vector(_field(raw, "first_token_logits", source, line, where), n,
+                                       source, line, where + "first_token_logits"),
+            whole_label_logprobs=_logprobs(_field(raw, "whole_label_logprobs", source, line, where), n,
+                                           source, line, where + "whole_label_logprobs"),
+            label_logprob=logprob,
+        ))
+    marginal = obj.get("marginal")
+    if marginal is not None:
+        marginal = _probabilities(_vector(marginal, n, source, line, "marginal", allow_neg_inf=False),
+                                  source, line, "marginal")
+    return Generation(id=gen_id, labels=tuple(l for l in emitted if l in known), steps=tuple(steps),
+                      marginal=marginal, source=source, line=line)
+
+
+def parse_unary(obj: Mapping, labels: Sequence[str], source: str = "<records>",
+                line: int | None = None) -> UnaryRecord:
+    """Return the validated UnaryRecord of one `unary` record; DataError if a label is missing or bad."""
+    gen_id = _id(obj, source, line)
+    p = _field(obj, "p_reasonable", source, line)
+    if not isinstance(p, Mapping):
+        raise DataError(source, "expected an object {label: probability}", line=line, field="p_reasonable")
+    missing = [l for l in labels if l not in p]
+    if missing:
+        raise DataError(source, f"no probability for labels {missing}", line=line, field="p_reasonable")
+    vec = _vector([p[l] for l in labels], len(labels), source, line, "p_reasonable", allow_neg_inf=False)
+    return UnaryRecord(id=gen_id, p_reasonable=_probabilities(vec, source, line, "p_reasonable"),
+                       source=source, line=line)
+
+
+def parse_pairwise(obj: Mapping, labels: Sequence[str], none_label: str = "none",
+                   source: str = "<records>", line: int | None = None) -> PairwiseRecord:
+    """Return the validated PairwiseRecord of one `pairwise` record (items: labels, then none)."""
+    gen_id = _id(obj, source, line)
+    index = {l: i for i, l in enumerate(labels)}
+    index[none_label] = len(labels)
+    pairs = _field(obj, "pairs", source, line)
+    if not isinstance(pairs, list):
+        raise DataError(source, "expected a list of pairs", line=line, field="pairs")
+    a, b, p = [], [], []
+    for j, pair in enumerate(pairs):
+        where = f"pairs[{j}]"
+        if not isinstance(pair, Mapping):
+            raise DataError(source, "expected an object with a, b, p_a", line=line, field=where)
+        for key in ("a", "b"):
+            if _field(pair, key, source, line, where + ".") not in index:
+                raise DataError(source, f"{pair[key]!r} is neither in labels.json nor {none_label!r}",
+                                line=line, field=f"{where}.{key}")
+        if pair["a"] == pair["b"]:
+            raise DataError(source, "a label compared with itself", line=line, field=where)
+        p_a = _field(pair, "p_a", source, line, where + ".")
+        if not isinstance(p_a, (int, float)) or isinstance(p_a, bool) or not 0.0 <= p_a <= 1.0:
+            raise DataError(source, f"expected a probability in [0, 1], got {p_a!r}", line=line,
+                            field=f"{where}.p_a")
+        a.append(index[pair["a"]])
+        b.append(index[pair["b"]])
+        p.append(float(p_a))
+    return PairwiseRecord(id=gen_id, a=np.asarray(a, dtype=np.int64), b=np.asarray(b, dtype=np.int64),
+                          p_a=np.asarray(p, dtype=np.float64), source=source, line=line)
+
+
+def _read_records(path: str | os.PathLike, parse: Callable[..., Any]) -> list:
+    """Parse every line of a JSONL file with `parse(obj, source=, line=)`; ids must be unique."""
+    records, seen = [], {}
+    for lineno, obj in iter_jsonl(path):
+        rec = parse(obj, source=str(path), line=lineno)
+        if rec.id in seen:
+            raise DataError(path, f"duplicate id {rec.id!r} (first on line {seen[rec.id]})",
+                            line=lineno, field="id")
+        seen[rec.id] = lineno
+        records.append(rec)
+    return records
+
+
+def read_generations(path: str | os.PathLike, labels: Sequence[str],
+                     none_label: str = "none") -> list[Generation]:
+    """Return the parsed records of a `baseline` generation file (ids unique)."""
+    return _read_records(path, lambda obj, source, line: parse_generation(obj, labels, none_label,
+                                                                          source, line))
+
+
+def read_unary(path: str | os.PathLike, labels: Sequence[str]) -> list[UnaryRecord]:
+    """Return the parsed records of a `unary` generation file (ids unique)."""
+    return _read_records(path, lambda obj, source, line: parse_unary(obj, labels, source, line))
+
+
+def read_pairwise(path: str | os.PathLike, labels: Sequence[str],
+                  none_label: str = "none") -> list[PairwiseRecord]:
+    """Return the parsed records of a `pairwise` generation file (ids unique)."""
+    return _read_records(path, lambda obj, source, line: parse_pairwise(obj, labels, none_label,
+                                                                        source, line))
+
+
+def read_label_set(path: str | os.PathLike) -> tuple[list[str], str]:
+    """Return (labels in order, the none label's name) from a dataset's labels.json."""
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise DataError(path, "expected a JSON object")
+    labels = meta.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(l, str) for l in labels):
+        raise DataError(path, "expected a non-empty list of label strings", field="labels")
+    none_label = meta.get("none_label", "none")
+    if not isinstance(none_label, str) or none_label in labels:
+        raise DataError(path, "must be a string that is not one of the labels", field="none_label")
+    return labels, none_label
+
+
+def read_p_ref(path: str | os.PathLike, labels: Sequence[str]) -> dict[str, np.ndarray]:
+    """Return {id: p_ref over `labels` in order} from a data split file (docs/formats.md, "Data")."""
+    out: dict[str, np.ndarray] = {}
+    for lineno, obj in iter_jsonl(path):
+        ex_id = _id(obj, str(path), lineno)
+        p_ref = _field(obj, "p_ref", str(path), lineno)
+        if not isinstance(p_ref, Mapping):
+            raise DataError(path, "expected an object {label: share}", line=lineno, field="p_ref")
+        missing = [l for l in labels if l not in p_ref]
+        if missing:
+            raise DataError(path, f"no share for labels {missing}", line=lineno, field="p_ref")
+        vec = _vector([p_ref[l] for l in labels], len(labels), str(path), lineno, "p_ref",
+                      allow_neg_inf=False)
+        out[ex_id] = _probabilities(vec, str(path), lineno, "p_ref")
+    return out
+
+
+# ---- shared helpers ------------------------------------------------------------------------------
+def estimate_frame(ids: Sequence[str], names: Sequence[str], q: np.ndarray) -> pd.DataFrame:
+    """Return the long estimate frame (id, label, q) for a matrix q[example, name], sorted by id then name order.
+
+    Rows come in the order of `names` within each id; ids must be unique and q finite in [0, 1].
+    """
+    q = np.asarray(q, dtype=np.float64).reshape(len(ids), len(names))
+    if len(set(ids)) != len(ids):
+        raise ValueError("estimate_frame: ids must be unique")
+    if not np.all(np.isfinite(q)) or q.min(initial=0.0) < 0.0 or q.max(initial=0.0) > 1.0:
+        raise ValueError("estimate_frame: q must be finite and in [0, 1]")
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    frame = pd.DataFrame({
+        "id": np.repeat(np.asarray([ids[i] for i in order], dtype=object), len(names)),
+        "label": np.tile(np.asarray(list(names), dtype=object), len(ids)),
+        "q": q[order].reshape(-1),
+    })
+    frame["id"] = frame["id"].astype("str")
+    frame["label"] = frame["label"].astype("str")
+    return frame
+
+
+def _names(labels: Sequence[str], none_label: str, with_none: bool) -> list[str]:
+    return list(labels) + ([none_label] if with_none else [])
+
+
+def no_label_fallback(n_labels: int) -> np.ndarray:
+    """Return the [L + 1] confidences for an output without any label step: EPS per label, 1 - EPS for none."""
+    q = np.full(n_labels + 1, EPS)
+    q[-1] = 1.0 - EPS
+    return q
+
+
+def step_distributions(gen: Generation, variant: str = "first_token") -> np.ndarray:
+    """Return p_t over labels + none for each label step, shape [n_steps, L + 1] (rows sum to 1).
+
+    `first_token`: the study's softmax of the first-token logits restricted to the label set;
+    `whole_label`: the whole-label log-probabilities renormalised over the label set.
+    """
+    if variant not in ("first_token", "whole_label"):
+        raise ValueError(f"unknown distribution variant {variant!r}")
+    if not gen.steps:
+        return np.zeros((0, 0))
+    scores = np.stack([s.first_token_logits if variant == "first_token" else s.whole_label_logprobs
+                       for s in gen.steps])
+    return softmax(scores, axis=1)
+
+
+# ---- zero-shot estimators from one generation ------------------------------------------------------
+def _first_step(gens: Sequence[Generation], labels: Sequence[str], none_label: str,
+                variant: str) -> pd.DataFrame:
+    q = np.stack([step_distributions(g, variant)[0] if g.steps else no_label_fallback(len(labels))
+                  for g in gens]) if gens else np.zeros((0, len(labels) + 1))
+    return estimate_frame([g.id for g in gens], _names(labels, none_label, True), q)
+
+
+def first_step(gens: Sequence[Generation], labels: Sequence[str], none_label: str = "none") -> pd.DataFrame:
+    """Return q(l) = p_1(l), the first label step's first-token distribution (labels + none rows)."""
+    return _first_step(gens, labels, none_label, "first_token")
+
+
+def first_step_whole(gens: Sequence[Generation], labels: Sequence[str],
+                     none_label: str = "none") -> pd.DataFrame:
+    """Return q(l) = p_1(l) under the whole-label distribution of the first label step (labels + none rows)."""
+    return _first_step(gens, labels, none_label, "whole_label")
+
+
+def _max_over_steps(gens: Sequence[Generation], labels: Sequence[str], none_label: str,
+                    variant: str) -> pd.DataFrame:
+    q = np.stack([np.maximum(step_distributions(g, variant).max(axis=0), EPS) if g.steps
+                  else no_label_fallback(len(labels)) for g in gens]) if gens else np.zeros((0, len(labels) + 1))
+    return estimate_frame([g.id for g in gens], _names(labels, none_label, True), q)
+
+
+def max_over_steps(gens: Sequence[Generation], labels: Sequence[str],
+                   none_label: str = "none") -> pd.DataFrame:
+    """Return q(l) = max(max over label steps t of p_t(l), EPS), first-token distributions (labels + none)."""
+    return _max_over_steps(gens, labels, none_label, "first_token")
+
+
+def max_over_steps_whole(gens: Sequence[Generation], labels: Sequence[str],
+                         none_label: str = "none") -> pd.DataFrame:
+    """Return q(l) = max(max over label steps t of p_t(l), EPS), whole-label distributions (labels + none)."""
+    return _max_over_steps(gens, labels, none_label, "whole_label")
+
+
+def compare_to_none_features(gen: Generation) -> np.ndarray | None:
+    """Return z_l - z_none for every label from the first step's first-token logits ([L]); None without steps."""
+    if not gen.steps:
+        return None
+    z = np.maximum(gen.steps[0].first_token_logits, LOGIT_FLOOR)
+    return z[:-1] - z[-1]
+
+
+def compare_to_none(gens: Sequence[Generation], labels: Sequence[str], none_label: str = "none",
+                    w: float = 1.0, b: float = 0.0) -> pd.DataFrame:
+    """Return q(l) = sigmoid(w (z_l - z_none) + b) from the first step's logits (label rows only).
+
+    With (w, b) = (1, 0) this is p_1(l) / (p_1(l) + p_1(none)). Records without a label step get EPS.
+    """
+    rows = []
+    for g in gens:
+        x = compare_to_none_features(g)
+        rows.append(np.full(len(labels), EPS) if x is None else expit(w * x + b))
+    q = np.stack(rows) if rows else np.zeros((0, len(labels)))
+    return estimate_frame([g.id for g in gens], list(labels), q)
+
+
+def fit_platt(gens: Sequence[Generation], p_ref: Mapping[str, np.ndarray]) -> tuple[float, float]:
+    """Return one shared (w, b) minimising the BCE between sigmoid(w (z_l - z_none) + b) and p_ref(l).
+
+    All labels of all records with a label step are pooled. Soft targets are fitted exactly with
+    scikit-learn's unpenalised LogisticRegression by the standard weighting: each (x, t) becomes a
+    positive row of weight t and a negative row of weight 1 - t. Without any usable record the
+    uncalibrated (1, 0) is returned (and a warning logged). DataError if a record's id has no p_ref.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    xs, ts = [], []
+    for g in gens:
+        if g.id not in p_ref:
+            raise DataError(g.source, f"id {g.id!r} has no p_ref in the data file", line=g.line, field="id")
+        x = compare_to_none_features(g)
+        if x is not None:
+            xs.append(x)
+            ts.append(p_ref[g.id])
+    if not xs:
+        log.warning("Platt scaling: no record with a label step to fit on; using (w, b) = (1, 0)")
+        return 1.0, 0.0
+    x = np.concatenate(xs)
+    t = np.concatenate(ts)
+    model = LogisticRegression(C=np.inf, max_iter=1000)
+    model.fit(np.concatenate([x, x])[:, None], np.concatenate([np.ones_like(t), np.zeros_like(t)]),
+              sample_weight=np.concatenate([t, 1.0 - t]))
+    w, b = float(model.coef_[0, 0]), float(model.intercept_[0])
+    log.info("Platt scaling on %d records (%d label scores): w = %.4f, b = %.4f", len(xs), x.size, w, b)
+    return w, b
+
+
+def compare_to_none_platt(gens: Sequence[Generation], labels: Sequence[str], none_label: str,
+                          dev_gens: Sequence[Generation], dev_p_ref: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Return compare_to_none on `gens` with (w, b) fitted by `fit_platt` on `dev_gens` against `dev_p_ref`."""
+    w, b = fit_platt(dev_gens, dev_p_ref)
+    return compare_to_none(gens, labels, none_label, w=w, b=b)
+
+
+def output(gens: Sequence[Generation], labels: Sequence[str], none_label: str = "none") -> pd.DataFrame:
+    """Return q = 1 - EPS for the record's generated labels and EPS otherwise; none = 1 - EPS iff no label."""
+    index = {l: i for i, l in enumerate(labels)}
+    q = np.full((len(gens), len(labels) + 1), EPS)
+    for i, g in enumerate(gens):
+        for l in g.labels:
+            q[i, index[l]] = 1.0 - EPS
+        if not g.labels:
+            q[i, -1] = 1.0 - EPS
+    return estimate_frame([g.id for g in gens], _names(labels, none_label, True), q)
+
+
+# ---- token-level estimators (Praharaj & Kasundra) ------------------------------------------------------
+def _emitted(gen: Generation, labels: Sequence[str], none_label: str) -> list[tuple[int, float]]:
+    """Return (item index, exp(label_logprob)) for each distinct emitted label or none, first slot only."""
+    index = {l: i for i, l in enumerate(labels)}
+    index[none_label] = len(labels)
+    out, seen = [], set()
+    for t, step in enumerate(gen.steps):
+        if step.label is None or step.label in seen:
+            continue
+        seen.add(step.label)
+        if step.label_logprob is None:
+            raise DataError(gen.source, f"needed for emitted label {step.label!r}", line=gen.line,
+                            field=f"steps[{t}].label_logprob")
+        out.append((index[step.label], math.exp(step.label_logprob)))
+    return out
+
+
+def _token_level(gen: Generation, labels: Sequence[str], none_label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return (conditional, joint) confidences over labels + none for one record (module docstring)."""
+    n = len(labels)
+    if not gen.steps:
+        fallback = no_label_fallback(n)
+        return fallback, fallback.copy()
+    conditional = np.exp(gen.steps[0].whole_label_logprobs)
+    joint = np.empty(n + 1)
+    running = 1.0  # product over emitted labels (not none) so far
+    emitted = _emitted(gen, labels, none_label)
+    for k, p in emitted:
+        conditional[k] = p
+        joint[k] = running * p
+        if k != n:
+            running *= p
+    done = {k for k, _ in emitted}
+    for k in range(n + 1):
+        if k not in done:
+            joint[k] = conditional[k] * running
+    return np.clip(conditional, 0.0, 1.0), np.clip(joint, 0.0, 1.0)
+
+
+def conditional(gens: Sequence[Generation], labels: Sequence[str], none_label: str = "none") -> pd.DataFrame:
+    """Return q(l) = P(l's tokens | greedy prefix) where l was emitted, else exp(whole_label_logprobs_1[l]).
+
+    Labels + none rows; see the module docstring for repeats and outputs without a label step.
+    """
+    q = np.stack([_token_level(g, labels, none_label)[0] for g in gens]) if gens else np.zeros((0, len(labels) + 1))
+    return estimate_frame([g.id for g in gens], _names(labels, none_label, True), q)
+
+
+def joint(gens: Sequence[Generation], labels: Sequence[str], none_label: str = "none") -> pd.DataFrame:
+    """Return q(l) = running product of the emitted labels' probabilities up to l (labels + none rows).
+
+    Not emitted: conditional(l) times the product over all emitted labels (module docstring).
+    """
+    q = np.stack([_token_level(g, labels, none_label)[1] for g in gens]) if gens else np.zeros((0, len(labels) + 1))
+    return estimate_frame([g.id for g in gens], _names(labels, none_label, True), q)
+
+
+def marginal(gens: Sequence[Generation], labels: Sequence[str], none_label: str = "none") -> pd.DataFrame:
+    """Return q(l) = the record's `marginal` probability that l appears anywhere in the output (labels + none).
+
+    DataError if a record has no `marginal` (config generation.marginal is off).
+    """
+    rows = []
+    for g in gens:
+        if g.marginal is None:
+            raise DataError(g.source, "missing: the marginal estimator needs generation.marginal: true",
+                            line=g.line, field="marginal")
+        rows.append(g.marginal)
+    q = np.stack(rows) if rows else np.zeros((0, len(labels) + 1))
+    return estimate_frame([g.id for g in gens], _names(labels, none_label, True), q)
+
+
+# ---- extra-prompt estimators -------------------------------------------------------------------------
+def unary(records: Sequence[UnaryRecord], labels: Sequence[str]) -> pd.DataFrame:
+    """Return q(l) = P("reasonable") of the unary prompt for (example, l) (label rows only)."""
+    q = np.stack([r.p_reasonable for r in records]) if records else np.zeros((0, len(labels)))
+    return estimate_frame([r.id for r in records], list(labels), q)
+
+
+def _pairwise(records: Sequence[PairwiseRecord], labels: Sequence[str], hard: bool, seed: int,
+              **fit_kwargs: Any) -> pd.DataFrame:
+    from .bradley_terry import fit_bradley_terry
+
+    n_pairs = max((len(r.a) for r in records), default=0)
+    shape = (len(records), max(n_pairs, 1))
+    idx_a, idx_b = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
+    target, mask = np.full(shape, 0.5), np.zeros(shape, dtype=bool)
+    for i, r in enumerate(records):
+        m = len(r.a)
+        idx_a[i, :m], idx_b[i, :m], mask[i, :m] = r.a, r.b, True
+        # Hard outcome: a wins if p_a > 0.5, loses if < 0.5; an exact tie stays 0.5.
+        target[i, :m] = np.where(r.p_a > 0.5, 1.0, np.where(r.p_a < 0.5, 0.0, 0.5)) if hard else r.p_a
+    empty = [r.id for r in records if len(r.a) == 0]
+    if empty:
+        log.warning("%d records have no pairs; their labels get q = 0.5: %s", len(empty), empty[:5])
+    strengths = fit_bradley_terry(idx_a, idx_b, target, len(labels) + 1, mask, seed=seed,
+                                  progress=len(records) > 500, **fit_kwargs)
+    q = expit(strengths[:, :-1] - strengths[:, -1:])
+    return estimate_frame([r.id for r in records], list(labels), q)
+
+
+def pairwise_bt(records: Sequence[PairwiseRecord], labels: Sequence[str], seed: int = 0,
+                **fit_kwargs: Any) -> pd.DataFrame:
+    """Return q(l) = sigmoid(s_l - s_none), Bradley-Terry strengths fitted per example on P("a") (label rows).
+
+    Both presentation orders of each pair enter the fit, so a constant position bias cancels.
+    `fit_kwargs` go to `fit_bradley_terry` (l2, lr, steps, threads).
+    """
+    return _pairwise(records, labels, hard=False, seed=seed, **fit_kwargs)
+
+
+def pairwise_outcome(records: Sequence[PairwiseRecord], labels: Sequence[str], seed: int = 0,
+                     **fit_kwargs: Any) -> pd.DataFrame:
+    """Return pairwise_bt fitted on hard outcomes (1 if p_a > 0.5, 0 if < 0.5, 0.5 on a tie) (label rows)."""
+    return _pairwise(records, labels, hard=True, seed=seed, **fit_kwargs)
+
+
+# ---- registry and the file-level entry point ---------------------------------------------------------------
+GENERATION_ESTIMATORS: dict[str, Callable[..., pd.DataFrame]] = {
+    "first_step": first_step,
+    "first_step_whole": first_step_whole,
+    "compare_to_none": compare_to_none,
+    "max_over_steps": max_over_steps,
+    "max_over_steps_whole": max_over_steps_whole,
+    "output": output,
+    "conditional": conditional,
+    "joint": joint,
+    "marginal": marginal,
+}
+"""Estimators of this module that read one `baseline` generation file, by config name."""
+
+ESTIMATOR_NAMES: tuple[str, ...] = (*GENERATION_ESTIMATORS, "compare_to_none_platt", "unary",
+                                    "pairwise_bt", "pairwise_outcome")
+"""Every estimator this module computes (the estimate rule's estimator wildcard)."""
+
+
+def estimate(estimator: str, generations: str | os.PathLike, labels_file: str | os.PathLike, *,
+             seed: int = 0, dev_generations: str | os.PathLike | None = None,
+             dev_data: str | os.PathLike | None = None, threads: int = 1) -> pd.DataFrame:
+    """Return the estimate frame of `estimator` for one generation file (see the module docstring).
+
+    `compare_to_none_platt` also needs `dev_generations` (the dev subset's baseline generation file)
+    and `dev_data` (the dev split's data file with p_ref). `seed` seeds the Bradley-Terry fits, which
+    run on `threads` torch threads.
+    """
+    labels, none_label = read_label_set(labels_file)
+    if estimator in GENERATION_ESTIMATORS:
+        gens = read_generations(generations, labels, none_label)
+        log.info("%s: %d records, %d without a label step", estimator, len(gens),
+                 sum(not g.steps for g in gens))
+        return GENERATION_ESTIMATORS[estimator](gens, labels, none_label)
+    if estimator == "compare_to_none_platt":
+        if dev_generations is None or dev_data is None:
+            raise ValueError("compare_to_none_platt needs dev_generations and dev_data")
+        gens = read_generations(generations, labels, none_label)
+        dev_gens = read_generations(dev_generations, labels, none_label)
+        return compare_to_none_platt(gens, labels, none_label, dev_gens, read_p_ref(dev_data, labels))
+    if estimator == "unary":
+        return unary(read_unary(generations, labels), labels)
+    if estimator in ("pairwise_bt", "pairwise_outcome"):
+        records = read_pairwise(generations, labels, none_label)
+        fit = pairwise_bt if estimator == "pairwise_bt" else pairwise_outcome
+        return fit(records, labels, seed=seed, threads=threads)
+    raise ValueError(f"unknown estimator {estimator!r}; this module computes {', '.join(ESTIMATOR_NAMES)}")
+
+
+def write_estimate(estimator: str, generations: str | os.PathLike, labels_file: str | os.PathLike,
+                   out: str | os.PathLike, *, seed: int = 0, dev_generations: str | os.PathLike | None = None,
+                   dev_data: str | os.PathLike | None = None, threads: int = 1) -> pd.DataFrame:
+    """Compute `estimate(...)`, write it atomically as parquet to `out`, and return the frame."""
+    frame = estimate(estimator, generations, labels_file, seed=seed, dev_generations=dev_generations,
+                     dev_data=dev_data, threads=threads)
+    write_parquet(out, frame)
+    log.info("wrote %d rows (%d ids) to %s", len(frame), frame["id"].nunique(), out)
+    return frame

@@ -1,0 +1,326 @@
+"""Estimators on hand-made generation records whose answers are worked out by hand below.
+
+Label set: joy, sad, sadness, anger (+ none). `sad` and `sadness` share their first sub-token, so their
+first-token logits are identical; their whole-label log-probabilities differ (sadness is multi-token).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labeldist import estimators as est
+from labeldist.errors import DataError
+
+LABELS = ["joy", "sad", "sadness", "anger"]
+NAMES = LABELS + ["none"]
+EPS = 1e-8
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def step(label, logits, whole_probs, prob=None):
+    """A step record as the generator writes it; whole_probs are full-vocabulary probabilities."""
+    return {"position": 0, "label": label, "first_token_logits": list(logits),
+            "whole_label_logprobs": [math.log(p) for p in whole_probs],
+            "label_logprob": None if prob is None else math.log(prob)}
+
+
+# Record "b": joy, then anger, then joy again (a repeat).
+Z_B = [[2.0, 1.0, 1.0, 0.0, 0.5], [0.0, 0.0, 0.0, 3.0, 1.0], [1.0, 0.0, 0.0, 0.0, 2.0]]
+W_B = [[0.5, 0.1, 0.05, 0.05, 0.2], [0.05, 0.05, 0.05, 0.6, 0.1], [0.3, 0.02, 0.02, 0.02, 0.4]]
+REC_B = {"id": "b", "demo_ids": [], "output_text": "joy, anger, joy", "labels": ["joy", "anger"],
+         "unknown": [], "repeated": ["joy"], "n_tokens": 6, "hit_max_tokens": False, "no_label": False,
+         "steps": [step("joy", Z_B[0], W_B[0], 0.5), step("anger", Z_B[1], W_B[1], 0.6),
+                   step("joy", Z_B[2], W_B[2], 0.3)],
+         "marginal": [0.7, 0.2, 0.1, 0.65, 0.15]}
+# Record "a": "none" emitted first (and only).
+W_A = [0.02, 0.01, 0.01, 0.01, 0.9]
+REC_A = {"id": "a", "output_text": "none", "labels": [], "no_label": False,
+         "steps": [step("none", [0.0, 0.0, 0.0, 0.0, 4.0], W_A, 0.9)],
+         "marginal": [0.02, 0.01, 0.01, 0.01, 0.95]}
+# Record "c": no label step at all.
+REC_C = {"id": "c", "output_text": "", "labels": [], "no_label": True, "steps": [],
+         "marginal": [0.1, 0.1, 0.1, 0.1, 0.8]}
+# Record "d": one slot with an unknown string (label null), nothing else.
+W_D = [0.1, 0.2, 0.1, 0.05, 0.05]
+REC_D = {"id": "d", "labels": [], "unknown": ["xyz"], "no_label": True,
+         "steps": [step(None, [0.0, 1.0, 1.0, 0.0, -1.0], W_D)], "marginal": [0.1, 0.2, 0.1, 0.05, 0.5]}
+
+
+def gens(*records):
+    return [est.parse_generation(r, LABELS, "none", source="gen.jsonl", line=i + 1)
+            for i, r in enumerate(records)]
+
+
+def softmax_by_hand(z):
+    e = [math.exp(v) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def table(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    return {i: dict(zip(g["label"], g["q"])) for i, g in frame.groupby("id", sort=False)}
+
+
+def check_frame(frame: pd.DataFrame, ids: list[str], names: list[str]) -> None:
+    assert list(frame.columns) == ["id", "label", "q"]
+    assert frame["q"].dtype == np.float64
+    assert list(frame["id"]) == [i for i in sorted(ids) for _ in names]
+    assert list(frame["label"]) == names * len(ids)
+    assert frame["q"].between(0.0, 1.0).all()
+
+
+def test_first_step_is_the_first_steps_restricted_softmax_with_shared_subtokens_equal():
+    frame = est.first_step(gens(REC_B, REC_A, REC_C), LABELS)
+    check_frame(frame, ["b", "a", "c"], NAMES)
+    q = table(frame)
+    p = softmax_by_hand(Z_B[0])  # e^2, e^1, e^1, e^0, e^0.5 over their sum
+    assert [q["b"][n] for n in NAMES] == pytest.approx(p, rel=1e-12)
+    assert q["b"]["sad"] == q["b"]["sadness"]  # one first sub-token, one probability
+    # "none" emitted first: the first step is that slot's distribution.
+    e4 = math.exp(4.0)
+    assert q["a"]["none"] == pytest.approx(e4 / (4 + e4))
+    assert q["a"]["joy"] == pytest.approx(1 / (4 + e4))
+    # No label step: EPS for labels, 1 - EPS for none.
+    assert [q["c"][n] for n in NAMES] == [EPS] * 4 + [1 - EPS]
+
+
+def test_first_step_whole_separates_labels_that_share_a_first_subtoken():
+    q = table(est.first_step_whole(gens(REC_B), LABELS))["b"]
+    total = sum(W_B[0])  # 0.9: the rest of the vocabulary is renormalised away
+    assert [q[n] for n in NAMES] == pytest.approx([p / total for p in W_B[0]])
+    assert q["sad"] == pytest.approx(0.1 / 0.9) and q["sadness"] == pytest.approx(0.05 / 0.9)
+
+
+def test_max_over_steps_takes_each_labels_best_step_over_all_slots():
+    q = table(est.max_over_steps(gens(REC_B, REC_C, REC_D), LABELS))
+    per_step = [softmax_by_hand(z) for z in Z_B]
+    for k, name in enumerate(NAMES):
+        assert q["b"][name] == pytest.approx(max(p[k] for p in per_step))
+    # anger peaks at step 2, none at step 3, joy at step 1: three different steps.
+    assert q["b"]["anger"] == pytest.approx(math.exp(3) / (3 + math.exp(3) + math.e))
+    assert q["b"]["none"] == pytest.approx(math.exp(2) / (math.e + 3 + math.exp(2)))
+    assert [q["c"][n] for n in NAMES] == [EPS] * 4 + [1 - EPS]
+    # A slot with an unknown string still is a label step.
+    assert [q["d"][n] for n in NAMES] == pytest.approx(softmax_by_hand([0.0, 1.0, 1.0, 0.0, -1.0]))
+
+
+def test_max_over_steps_floors_at_eps():
+    rec = {"id": "x", "labels": ["joy"], "steps": [step("joy", [0.0, -40.0, -40.0, -40.0, -40.0],
+                                                        [0.9, 0.01, 0.01, 0.01, 0.01], 0.9)]}
+    q = table(est.max_over_steps(gens(rec), LABELS))["x"]
+    assert q["sad"] == EPS and q["none"] == EPS
+    assert q["joy"] == pytest.approx(1.0)
+
+
+def test_max_over_steps_whole_uses_the_renormalised_whole_label_scores():
+    q = table(est.max_over_steps_whole(gens(REC_B), LABELS))["b"]
+    norm = [[p / sum(w) for p in w] for w in W_B]
+    assert [q[n] for n in NAMES] == pytest.approx([max(w[k] for w in norm) for k in range(5)])
+    assert q["sad"] != pytest.approx(q["sadness"])
+
+
+def test_compare_to_none_default_is_p_l_over_p_l_plus_p_none():
+    frame = est.compare_to_none(gens(REC_B, REC_C), LABELS)
+    check_frame(frame, ["b", "c"], LABELS)  # no none row
+    q = table(frame)
+    p = softmax_by_hand(Z_B[0])
+    for k, name in enumerate(LABELS):
+        assert q["b"][name] == pytest.approx(sigmoid(Z_B[0][k] - 0.5))
+        assert q["b"][name] == pytest.approx(p[k] / (p[k] + p[4]))
+    assert all(q["c"][n] == EPS for n in LABELS)
+    q2 = table(est.compare_to_none(gens(REC_B), LABELS, w=2.0, b=-1.0))["b"]
+    assert q2["joy"] == pytest.approx(sigmoid(2.0 * 1.5 - 1.0))
+
+
+def platt_records(xs, prefix):
+    """Records whose first-step logits give z_l - z_none = xs[i][l] (z_none = 0)."""
+    return [{"id": f"{prefix}{i}", "labels": [],
+             "steps": [step("joy", list(x) + [0.0], [0.2] * 5, 0.2)]} for i, x in enumerate(xs)]
+
+
+def test_platt_fit_recovers_the_slope_and_intercept_of_soft_targets():
+    rng = np.random.default_rng(0)
+    xs = rng.normal(0.0, 2.0, size=(60, 4))
+    dev = gens(*platt_records(xs, "dev"), {**REC_C, "id": "dev-empty"})  # no step: left out of the fit
+    p_ref = {f"dev{i}": 1 / (1 + np.exp(-(2.0 * x - 1.0))) for i, x in enumerate(xs)}
+    p_ref["dev-empty"] = np.zeros(4)
+    w, b = est.fit_platt(dev, p_ref)
+    assert w == pytest.approx(2.0, abs=1e-3) and b == pytest.approx(-1.0, abs=1e-3)
+    main = gens(*platt_records([[0.5, 0.0, -1.0, 3.0]], "main"))
+    q = table(est.compare_to_none_platt(main, LABELS, "none", dev, p_ref))["main0"]
+    assert [q[n] for n in LABELS] == pytest.approx([sigmoid(2.0 * x - 1.0) for x in [0.5, 0.0, -1.0, 3.0]],
+                                                   abs=1e-4)
+
+
+def test_platt_without_usable_dev_records_falls_back_and_missing_p_ref_is_an_error():
+    assert est.fit_platt(gens(REC_C), {"c": np.zeros(4)}) == (1.0, 0.0)
+    with pytest.raises(DataError, match=r"gen.jsonl, line 1, field 'id'.*no p_ref"):
+        est.fit_platt(gens(REC_B), {})
+
+
+def test_output_marks_generated_labels_and_none_only_for_an_empty_set():
+    q = table(est.output(gens(REC_B, REC_A, REC_C), LABELS))
+    assert [q["b"][n] for n in NAMES] == [1 - EPS, EPS, EPS, 1 - EPS, EPS]
+    assert [q["a"][n] for n in NAMES] == [EPS] * 4 + [1 - EPS]
+    assert [q["c"][n] for n in NAMES] == [EPS] * 4 + [1 - EPS]
+
+
+def test_conditional_uses_the_first_emission_and_first_step_for_the_rest():
+    q = table(est.conditional(gens(REC_B, REC_A, REC_C, REC_D), LABELS))
+    # joy emitted at steps 1 and 3: counted once, at step 1 (0.5, not 0.3); anger at step 2 (0.6);
+    # sad, sadness, none not emitted: their full-vocabulary probability at the first step.
+    assert [q["b"][n] for n in NAMES] == pytest.approx([0.5, 0.1, 0.05, 0.6, 0.2])
+    assert [q["a"][n] for n in NAMES] == pytest.approx([0.02, 0.01, 0.01, 0.01, 0.9])
+    assert [q["c"][n] for n in NAMES] == [EPS] * 4 + [1 - EPS]
+    assert [q["d"][n] for n in NAMES] == pytest.approx(W_D)
+
+
+def test_joint_is_the_running_product_along_the_greedy_path():
+    q = table(est.joint(gens(REC_B, REC_A, REC_C), LABELS))
+    # joy 0.5; anger 0.5 * 0.6 = 0.3; the repeat of joy adds nothing; others: conditional * 0.3.
+    assert [q["b"][n] for n in NAMES] == pytest.approx([0.5, 0.1 * 0.3, 0.05 * 0.3, 0.3, 0.2 * 0.3])
+    # "none" emitted first is not a label: it enters no other label's product.
+    assert [q["a"][n] for n in NAMES] == pytest.approx([0.02, 0.01, 0.01, 0.01, 0.9])
+    assert [q["c"][n] for n in NAMES] == [EPS] * 4 + [1 - EPS]
+
+
+def test_conditional_needs_the_label_logprob_of_an_emitted_label():
+    rec = {"id": "x", "labels": ["joy"], "steps": [step("joy", [0.0] * 5, [0.2] * 5, None)]}
+    with pytest.raises(DataError, match=r"line 1, field 'steps\[0\].label_logprob'"):
+        est.conditional(gens(rec), LABELS)
+
+
+def test_marginal_reads_the_records_list_and_requires_it():
+    q = table(est.marginal(gens(REC_B, REC_A), LABELS))
+    assert [q["b"][n] for n in NAMES] == REC_B["marginal"]
+    assert [q["a"][n] for n in NAMES] == REC_A["marginal"]
+    no_marginal = {k: v for k, v in REC_B.items() if k != "marginal"}
+    with pytest.raises(DataError, match="field 'marginal'"):
+        est.marginal(gens(no_marginal), LABELS)
+
+
+def test_unary_is_p_reasonable_without_a_none_row():
+    recs = [est.parse_unary({"id": "u2", "p_reasonable": {"joy": 0.9, "sad": 0.1, "sadness": 0.2, "anger": 0.0}},
+                            LABELS),
+            est.parse_unary({"id": "u1", "p_reasonable": {"joy": 1.0, "sad": 0.5, "sadness": 0.5, "anger": 0.3}},
+                            LABELS)]
+    frame = est.unary(recs, LABELS)
+    check_frame(frame, ["u2", "u1"], LABELS)
+    assert list(frame["q"]) == [1.0, 0.5, 0.5, 0.3, 0.9, 0.1, 0.2, 0.0]
+
+
+def pairwise_record(ex_id, strengths, bias=0.0):
+    """Pairs in both orders with p_a = sigmoid(s_a - s_b + bias) over labels + none."""
+    pairs = [{"a": a, "b": b, "p_a": sigmoid(strengths[a] - strengths[b] + bias)}
+             for a in NAMES for b in NAMES if a != b]
+    return est.parse_pairwise({"id": ex_id, "pairs": pairs}, LABELS)
+
+
+def test_pairwise_bt_recovers_sigmoid_of_strength_minus_none():
+    s = {"joy": 2.0, "sad": -1.0, "sadness": 0.5, "anger": -2.5, "none": 0.0}
+    s2 = {"joy": -1.0, "sad": 1.5, "sadness": 1.0, "anger": 0.0, "none": 0.5}
+    frame = est.pairwise_bt([pairwise_record("p1", s), pairwise_record("p0", s2)], LABELS, l2=0.0)
+    check_frame(frame, ["p1", "p0"], LABELS)
+    q = table(frame)
+    # Without the penalty, consistent BT probabilities give back the strengths up to a shift.
+    assert [q["p1"][n] for n in LABELS] == pytest.approx([sigmoid(s[n]) for n in LABELS], abs=1e-4)
+    assert [q["p0"][n] for n in LABELS] == pytest.approx([sigmoid(s2[n] - 0.5) for n in LABELS], abs=1e-4)
+    # With the default 0.01 L2 and a position bias, the order survives (both orders cancel the bias).
+    q = table(est.pairwise_bt([pairwise_record("p1", s, bias=1.0)], LABELS))["p1"]
+    assert sorted(LABELS, key=q.get) == sorted(LABELS, key=s.get)
+    assert q["sadness"] > 0.5 > q["sad"]
+
+
+def test_pairwise_outcome_uses_hard_outcomes_and_stays_finite():
+    s = {"joy": 2.0, "sad": -1.0, "sadness": 0.5, "anger": -2.5, "none": 0.0}
+    soft = pairwise_record("x", s)
+    # Same winners, much flatter probabilities: identical hard outcomes.
+    flat = pairwise_record("x", {k: v / 20 for k, v in s.items()})
+    q_soft = est.pairwise_outcome([soft], LABELS)["q"].to_numpy()
+    q_flat = est.pairwise_outcome([flat], LABELS)["q"].to_numpy()
+    assert np.array_equal(q_soft, q_flat)
+    assert np.all(np.isfinite(q_soft)) and np.all((q_soft > 0) & (q_soft < 1))
+    assert sorted(LABELS, key=lambda n: q_soft[LABELS.index(n)]) == sorted(LABELS, key=s.get)
+    # ...while the soft fit tells them apart.
+    assert not np.allclose(est.pairwise_bt([soft], LABELS)["q"], est.pairwise_bt([flat], LABELS)["q"])
+    # A pure position bias (a always preferred) cancels: every strength equal, q = 0.5.
+    biased = est.parse_pairwise({"id": "y", "pairs": [{"a": a, "b": b, "p_a": 0.9} for a in NAMES
+                                                      for b in NAMES if a != b]}, LABELS)
+    assert est.pairwise_outcome([biased], LABELS)["q"].to_numpy() == pytest.approx(0.5, abs=1e-6)
+
+
+def test_malformed_records_name_file_line_and_field(tmp_path):
+    bad_len = {**REC_B, "steps": [{**REC_B["steps"][0], "first_token_logits": [1.0, 2.0]}]}
+    with pytest.raises(DataError, match=r"gen.jsonl, line 1, field 'steps\[0\].first_token_logits'"):
+        gens(bad_len)
+    with pytest.raises(DataError, match=r"field 'labels'.*xyz"):
+        gens({**REC_B, "labels": ["joy", "xyz"]})
+    with pytest.raises(DataError, match=r"field 'steps\[0\].first_token_logits'.*NaN"):
+        gens({**REC_B, "steps": [{**REC_B["steps"][0], "first_token_logits": [float("nan")] * 5}]})
+    with pytest.raises(DataError, match=r"field 'pairs\[0\].p_a'"):
+        est.parse_pairwise({"id": "p", "pairs": [{"a": "joy", "b": "none", "p_a": 1.5}]}, LABELS)
+    path = tmp_path / "dup.jsonl"
+    path.write_text(json.dumps(REC_B) + "\n" + json.dumps(REC_B) + "\n")
+    with pytest.raises(DataError, match=r"dup.jsonl, line 2, field 'id': duplicate id 'b'"):
+        est.read_generations(path, LABELS)
+
+
+# ---- the file-level function the workflow script calls ----------------------------------------------
+@pytest.fixture
+def files(tmp_path):
+    """labels.json, main and dev baseline generations, dev data, unary and pairwise files."""
+    (tmp_path / "labels.json").write_text(json.dumps(
+        {"dataset": "toy", "labels": LABELS, "none_label": "none", "task": "multilabel"}))
+    main = [REC_D, REC_B, REC_A, REC_C]
+    (tmp_path / "main.jsonl").write_text("".join(json.dumps(r) + "\n" for r in main))
+    rng = np.random.default_rng(1)
+    xs = rng.normal(0.0, 2.0, size=(20, 4))
+    dev = platt_records(xs, "dev")
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dev))
+    data = [{"id": f"dev{i}", "text": "t", "labels": [], "annotations": None,
+             "p_ref": {**{n: float(1 / (1 + np.exp(-(0.5 * x[k] + 0.2)))) for k, n in enumerate(LABELS)},
+                       "none": 0.1}} for i, x in enumerate(xs)]
+    (tmp_path / "dev_data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
+    unary = [{"id": r["id"], "demo_ids": [], "p_reasonable": {n: 0.25 for n in LABELS}} for r in main]
+    (tmp_path / "unary.jsonl").write_text("".join(json.dumps(r) + "\n" for r in unary))
+    pairs = [{"id": r["id"], "demo_ids": [],
+              "pairs": [{"a": a, "b": b, "p_a": 0.3 + 0.1 * NAMES.index(a)} for a in NAMES for b in NAMES
+                        if a != b]} for r in main]
+    (tmp_path / "pairwise.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    return tmp_path
+
+
+@pytest.mark.parametrize("estimator", est.ESTIMATOR_NAMES)
+def test_write_estimate_writes_the_documented_parquet(files, estimator):
+    source = {"unary": "unary.jsonl", "pairwise_bt": "pairwise.jsonl",
+              "pairwise_outcome": "pairwise.jsonl"}.get(estimator, "main.jsonl")
+    out = files / "out" / "seed0.parquet"
+    returned = est.write_estimate(estimator, files / source, files / "labels.json", out, seed=0,
+                                  dev_generations=files / "dev.jsonl", dev_data=files / "dev_data.jsonl")
+    frame = pd.read_parquet(out)
+    with_none = estimator not in ("compare_to_none", "compare_to_none_platt", "unary", "pairwise_bt",
+                                  "pairwise_outcome")
+    check_frame(frame, ["a", "b", "c", "d"], NAMES if with_none else LABELS)
+    assert frame["id"].map(type).eq(str).all() and frame["label"].map(type).eq(str).all()
+    pd.testing.assert_frame_equal(frame, returned, check_dtype=False)
+    assert not list(out.parent.glob(".*"))  # no temporary file left behind
+    if estimator == "compare_to_none_platt":
+        # fitted on dev: p_ref = sigmoid(0.5 x + 0.2), so it differs from the uncalibrated (1, 0) values
+        raw = est.estimate("compare_to_none", files / "main.jsonl", files / "labels.json")
+        q_b = frame[frame["id"] == "b"]["q"].to_numpy()
+        x_b = np.array(Z_B[0][:4]) - Z_B[0][4]
+        assert q_b == pytest.approx(1 / (1 + np.exp(-(0.5 * x_b + 0.2))), abs=1e-3)
+        assert not np.allclose(q_b, raw[raw["id"] == "b"]["q"])
+
+
+def test_pairwise_fits_are_seeded_and_reproducible(files):
+    a = est.estimate("pairwise_bt", files / "pairwise.jsonl", files / "labels.json", seed=3)
+    b = est.estimate("pairwise_bt", files / "pairwise.jsonl", files / "labels.json", seed=3)
+    pd.testing.assert_frame_equal(a, b)
