@@ -4,8 +4,12 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+# The embedded default, unless config files are given with --configfile: those then define the whole
+# configuration (Snakemake would otherwise merge them into config.yaml, adding its synthetic dataset
+# and tiny model to e.g. config/study.yaml's grid).
+if not workflow.overwrite_configfiles:
 
-configfile: "config.yaml"
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
