@@ -169,3 +169,54 @@ def final_targets():
 
 # Stages after models register a function returning their final targets here.
 STAGE_TARGETS = []
+
+
+# ---- resources at study scale (estimates from labeldist.cost; see README "Running at study scale") ---
+# Rules that load an LLM use these in `resources:`, e.g.
+#   gpu=lambda wildcards: gpu_for(wildcards.model, "generate"),
+#   mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt),
+#   runtime=lambda wildcards, attempt: runtime_for("generate", wildcards, attempt),
+# Memory and wall time grow with `attempt`, so `--retries` (profiles/slurm) recovers from OOM/TIMEOUT.
+from labeldist import cost as _cost
+
+TRAIN_STAGES = ("sft", "rl", "seq_cls_head")
+
+
+def gpu_for(model, stage="generate"):
+    """GPUs a job of `model` asks for: 0 for a CPU model (gpu_mem_gb 0) or `device: cpu`, else enough
+    80 GB cards for gpu_mem_gb (x1.5 for training stages). `model` may be ENCODER (Demux)."""
+    if config["device"] == "cpu":
+        return 0
+    if model == ENCODER:
+        return 1 if _cost.demux_uses_gpu(config["demux"]) else 0
+    need = model_cfg(model)["gpu_mem_gb"]
+    if stage in TRAIN_STAGES:
+        need *= _cost.TRAIN_MEM_FACTOR
+    return _cost.gpus_needed(need)
+
+
+def threads_for(model):
+    """CPU threads of a job that loads `model`: 4 beside a GPU (tokenising, data loading), else 2."""
+    return 4 if gpu_for(model) else 2
+
+
+def llm_mem_mb(model, attempt=1, stage="generate"):
+    """Host memory (MB) of a job that loads `model`, from its size, dtype/4-bit and device, growing by
+    half per attempt; lighter than mem_mb_for for GPU jobs (the weights live on the GPU)."""
+    return _cost.host_mem_mb(model_cfg(model), attempt, train=stage in TRAIN_STAGES)
+
+
+def runtime_for(stage, wildcards, attempt=1):
+    """Wall-time request (minutes) of one job of `stage` ('generate', 'sft', 'rl', 'seq_cls_head',
+    'demux') for its wildcards: labeldist.cost's estimate x 3 + 10 min, doubled per attempt."""
+    if stage == "generate":
+        seconds = _cost.generation_seconds(
+            config, wildcards.dataset, wildcards.model, wildcards.prompting, wildcards.subset
+        )
+    elif stage in TRAIN_STAGES:
+        seconds = _cost.finetune_seconds(config, wildcards.dataset, wildcards.model, stage)
+    elif stage == "demux":
+        seconds = _cost.demux_seconds(config, wildcards.dataset)
+    else:
+        raise ValueError(f"runtime_for: unknown stage {stage!r}")
+    return _cost.runtime_minutes(seconds, attempt)
