@@ -139,7 +139,7 @@ def load_generic(name: str, cfg: Mapping[str, Any]) -> LabelledData:
         note = f"splits from the '{f['split']}' field"
     else:
         seed = int(cfg.get("split_seed", 0))
-        by_id = seeded_split([str(p["id"]) for _, p in parts], seed)
+        by_id = seeded_split([str(p["id"]) for _, p in parts], seed, str(cfg["path"]))
         assign = [by_id[str(p["id"])] for _, p in parts]
         note = f"seeded 80/10/10 split by id (split_seed={seed})"
     source = {"annotations": "annotators", "distribution": "distribution", "labels": "gold"}[mode]

@@ -215,6 +215,8 @@ def load_goemotions_raters(name: str, cfg: Mapping[str, Any]) -> LabelledData:
             cid = row["id"].strip()
             if not cid:
                 raise origin.error("empty id", "id")
+            if not row["text"].strip():
+                raise origin.error("empty text", "text")
             g = groups.setdefault(cid, {"text": row["text"], "origin": origin, "annotations": [],
                                         "split": row.get(split_field)})
             if _truthy(row["example_very_unclear"], origin, "example_very_unclear"):
@@ -224,7 +226,7 @@ def load_goemotions_raters(name: str, cfg: Mapping[str, Any]) -> LabelledData:
             g["annotations"].append(pool(chosen, to_label))
     official = _official_splits(folder)
     if official is None and any(g["split"] in (None, "") for g in groups.values()):
-        assign = seeded_split(list(groups), int(cfg.get("split_seed", 0)))
+        assign = seeded_split(list(groups), int(cfg.get("split_seed", 0)), str(path))
         split_note = f"seeded 80/10/10 split by id (split_seed={cfg.get('split_seed', 0)})"
     elif official is None:
         assign = {cid: normalise_split(g["split"], g["origin"], split_field) for cid, g in groups.items()}

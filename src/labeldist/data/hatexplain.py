@@ -79,7 +79,7 @@ def load_hatexplain(name: str, cfg: Mapping[str, Any]) -> LabelledData:
             raise DataError(div_path, f"{len(missing)} post id(s) not in {data_path.name}, e.g. {missing[0]!r}")
         note = "splits from post_id_divisions.json (val -> dev)"
     else:
-        assign = seeded_split(list(raw), seed)
+        assign = seeded_split(list(raw), seed, str(data_path))
         note = f"seeded 80/10/10 split by post id (split_seed={seed})"
     data = LabelledData(name, "hatexplain", list(LABELS), "single_label", "annotators", empty_splits(),
                         notes=["HateXplain: gold = majority vote; posts without a majority dropped "

@@ -61,6 +61,8 @@ def load_mfrc(name: str, cfg: Mapping[str, Any]) -> LabelledData:
         if has_split is None:
             has_split = split_field in row
         text = row[text_field]
+        if not text.strip():
+            raise origin.error("empty text", text_field)
         key = row[id_field].strip() if id_field in row else _text_id(text)
         g = groups.setdefault(key, {"text": text, "origin": origin, "annotations": [], "dropped": 0,
                                     "split": normalise_split(row[split_field], origin, split_field)
@@ -75,7 +77,7 @@ def load_mfrc(name: str, cfg: Mapping[str, Any]) -> LabelledData:
         assign = {k: g["split"] for k, g in groups.items()}
         note = f"splits from the '{split_field}' column"
     else:
-        by_text = seeded_split([g["text"] for g in groups.values()], seed)
+        by_text = seeded_split([g["text"] for g in groups.values()], seed, str(path))
         assign = {k: by_text[g["text"]] for k, g in groups.items()}
         note = f"seeded 80/10/10 split by text (split_seed={seed})"
     data = LabelledData(name, "mfrc", list(FOUNDATIONS), "multilabel", "annotators", empty_splits(),

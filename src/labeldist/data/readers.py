@@ -103,17 +103,18 @@ def normalise_split(value: str, origin: Origin, field: str) -> str:
     return split
 
 
-def seeded_split(keys: Sequence[str], seed: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) \
-        -> dict[str, str]:
+def seeded_split(keys: Sequence[str], seed: int, source: str = "data",
+                 fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> dict[str, str]:
     """Return {key: split} assigning the distinct `keys` to train/dev/test in the given proportions.
 
     Deterministic for a seed and a key set (keys are sorted before a seeded permutation, so file
-    order does not matter); dev and test get at least one key each when there are >= 3 keys.
+    order does not matter); dev and test get at least one key each when there are >= 3 keys
+    (fewer is a DataError naming `source`).
     """
     uniq = sorted(set(keys))
     n = len(uniq)
     if n < 3:
-        raise DataError("split", f"cannot split {n} example(s) into train/dev/test: need at least 3")
+        raise DataError(source, f"cannot split {n} example(s) into train/dev/test: need at least 3")
     perm = np.random.default_rng(seed).permutation(n)
     n_dev = max(1, int(round(fractions[1] * n)))
     n_test = max(1, int(round(fractions[2] * n)))

@@ -1,0 +1,275 @@
+"""Bad input: each case is a DataError naming the file, the 1-based physical line and the field, and
+the data stage writes no output file."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from labeldist.data import load_labelled_data, prepare_data
+from labeldist.errors import DataError
+
+FIX = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+EMO_HEADER = "ID\tTweet\tanger\tanticipation\tdisgust\tfear\tjoy\tlove\toptimism\tpessimism\tsadness\tsurprise\ttrust"
+
+
+def expect(cfg, path, line, field=None, match=None):
+    """Load `cfg`, expect a DataError at (path, line, field); return it."""
+    with pytest.raises(DataError) as err:
+        load_labelled_data("bad", cfg)
+    e = err.value
+    assert Path(e.path) == Path(path), str(e)
+    assert e.line == line, str(e)
+    assert e.field == field, str(e)
+    if match:
+        assert match in str(e), str(e)
+    where = f"{path}, line {line}" if line is not None else str(path)
+    assert str(e).startswith(where)
+    return e
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def generic_rows(n=6):
+    return [{"id": f"r{i}", "text": f"text {i}", "labels": ["a"] if i % 2 else ["b"],
+             "split": ["train", "train", "train", "train", "dev", "test"][i % 6]} for i in range(n)]
+
+
+def goemotions_folder(tmp_path, train=None, test=None):
+    folder = tmp_path / "ge"
+    folder.mkdir()
+    (folder / "train.tsv").write_text(train or "I love it\t18\tid1\nso sad\t25\tid2\n", encoding="utf-8")
+    (folder / "dev.tsv").write_text("what?\t26\tid3\n", encoding="utf-8")
+    (folder / "test.tsv").write_text(test or "ok then\t27\tid4\n", encoding="utf-8")
+    return folder
+
+
+def semeval_folder(tmp_path, test_rows=None):
+    folder = tmp_path / "se"
+    folder.mkdir()
+    row = "\t".join(["0"] * 11)
+    (folder / "2018-E-c-En-train.txt").write_text(
+        EMO_HEADER + "\n" + "".join(f"2018-En-{i:05d}\ttweet {i}\t{row}\n" for i in range(6)), encoding="utf-8")
+    (folder / "2018-E-c-En-dev.txt").write_text(
+        EMO_HEADER + "\n" + "".join(f"2018-En-1{i:04d}\ttweet {i}\t{row}\n" for i in range(4)), encoding="utf-8")
+    if test_rows is not None:
+        (folder / "2018-E-c-En-test.txt").write_text(EMO_HEADER + "\n" + "".join(test_rows), encoding="utf-8")
+    return folder
+
+
+# ---- malformed lines ----------------------------------------------------------------------------
+def test_malformed_jsonl_line(tmp_path):
+    rows = generic_rows()
+    rows[2] = '{"id": "r2", "text": "broken'
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    expect({"loader": "generic", "path": str(path)}, path, 3, match="malformed JSON")
+
+
+def test_malformed_jsonl_line_in_mfrc_fractions(tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", [
+        {"id": "1", "split": "train", "text": "t", "distribution": {"Care": 1.0}}, "[1, 2]"])
+    expect({"loader": "mfrc_fractions", "path": str(path)}, path, 2, match="expected a JSON object")
+
+
+def test_malformed_csv_row_wrong_field_count(tmp_path):
+    src = (FIX / "mfrc" / "mfrc_annotations.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    src[4] = src[4].rstrip("\n") + ",extra\n"
+    path = tmp_path / "m.csv"
+    path.write_text("".join(src), encoding="utf-8")
+    expect({"loader": "mfrc", "path": str(path)}, path, 5, match="7 fields, the header has 6")
+
+
+def test_malformed_csv_unterminated_quote(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text('text,annotator,annotation\nok,a1,Care\n"never closed,a2,Care\nmore,a3,Care\n', encoding="utf-8")
+    expect({"loader": "mfrc", "path": str(path)}, path, 3, match="malformed CSV record")
+
+
+def test_malformed_goemotions_tsv_line(tmp_path):
+    folder = goemotions_folder(tmp_path, train="fine\t1\tid1\nno ids here\tid2\n")
+    expect({"loader": "goemotions", "path": str(folder)}, folder / "train.tsv", 2, match="2 tab-separated")
+
+
+def test_malformed_rater_value(tmp_path):
+    src = (FIX / "goemotions_raters" / "goemotions_1.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    src[3] = src[3].replace(",False,", ",maybe,", 1)
+    (tmp_path / "goemotions_1.csv").write_text("".join(src), encoding="utf-8")
+    expect({"loader": "goemotions_raters", "path": str(tmp_path)}, tmp_path / "goemotions_1.csv", 4,
+           "example_very_unclear")
+
+
+# ---- empty text ---------------------------------------------------------------------------------
+def test_empty_text_generic(tmp_path):
+    rows = generic_rows()
+    rows[4]["text"] = "   "
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    expect({"loader": "generic", "path": str(path)}, path, 5, "text", "empty text")
+
+
+def test_empty_text_goemotions(tmp_path):
+    folder = goemotions_folder(tmp_path, test="ok\t27\tid4\n\t3\tid5\n")
+    expect({"loader": "goemotions", "path": str(folder)}, folder / "test.tsv", 2, "text", "empty text")
+
+
+def test_empty_text_semeval(tmp_path):
+    folder = semeval_folder(tmp_path)
+    path = folder / "2018-E-c-En-dev.txt"
+    lines = path.read_text().splitlines()
+    lines[3] = "2018-En-10002\t \t" + "\t".join(["1"] * 11)
+    path.write_text("\n".join(lines) + "\n")
+    expect({"loader": "semeval2018_ec", "path": str(folder)}, path, 4, "Tweet", "empty text")
+
+
+def test_empty_text_mfrc(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text('text,annotator,annotation\nok,a1,Care\n"",a2,Care\n', encoding="utf-8")
+    expect({"loader": "mfrc", "path": str(path)}, path, 3, "text", "empty text")
+
+
+def test_empty_text_hatexplain(tmp_path):
+    posts = json.loads((FIX / "hatexplain" / "dataset.json").read_text())
+    posts["13851720_gab"]["post_tokens"] = []
+    (tmp_path / "dataset.json").write_text(json.dumps(posts, indent=4))
+    shutil.copy(FIX / "hatexplain" / "post_id_divisions.json", tmp_path)
+    line = json.dumps(posts, indent=4).splitlines().index('    "13851720_gab": {') + 1
+    expect({"loader": "hatexplain", "path": str(tmp_path)}, tmp_path / "dataset.json", line, "post_tokens")
+
+
+# ---- labels outside the label set ---------------------------------------------------------------
+def test_unknown_label_generic_with_configured_labels(tmp_path):
+    rows = generic_rows()
+    rows[3]["labels"] = ["a", "zzz"]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    expect({"loader": "generic", "path": str(path), "labels": ["a", "b"]}, path, 4, "labels", "'zzz'")
+
+
+def test_unknown_label_in_annotations(tmp_path):
+    rows = [{"id": f"r{i}", "text": "t", "annotations": [["a"], ["b"]]} for i in range(5)]
+    rows[1]["annotations"] = [["a"], ["c"]]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    expect({"loader": "generic", "path": str(path), "labels": ["a", "b"]}, path, 2, "annotations[1]", "'c'")
+
+
+def test_unknown_goemotions_index(tmp_path):
+    folder = goemotions_folder(tmp_path, train="fine\t1\tid1\nbad\t3,28\tid2\n")
+    expect({"loader": "goemotions", "path": str(folder)}, folder / "train.tsv", 2, "emotion ids", "'28'")
+
+
+def test_unknown_mfrc_foundation(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("text,annotator,annotation\nok,a1,Care\nbad,a2,\"Care,Liberty\"\n", encoding="utf-8")
+    expect({"loader": "mfrc", "path": str(path)}, path, 3, "annotation", "'Liberty'")
+
+
+def test_unknown_key_in_fractions(tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", [
+        {"id": "1", "split": "train", "text": "t", "distribution": {"Care": 1.0}},
+        {"id": "2", "split": "test", "text": "t", "distribution": {"Liberty": 0.5, "none": 0.5}}])
+    expect({"loader": "mfrc_fractions", "path": str(path)}, path, 2, "distribution", "'Liberty'")
+
+
+def test_unknown_hatexplain_label(tmp_path):
+    posts = json.loads((FIX / "hatexplain" / "dataset.json").read_text())
+    posts["9735183_gab"]["annotators"][2]["label"] = "toxic"
+    text = json.dumps(posts, indent=4)
+    (tmp_path / "dataset.json").write_text(text)
+    line = text.splitlines().index('    "9735183_gab": {') + 1
+    expect({"loader": "hatexplain", "path": str(tmp_path / "dataset.json")}, tmp_path / "dataset.json", line,
+           "annotators[2].label", "'toxic'")
+
+
+def test_semeval_bad_value(tmp_path):
+    folder = semeval_folder(tmp_path)
+    path = folder / "2018-E-c-En-train.txt"
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2][: lines[2].rindex("\t")] + "\t2"
+    path.write_text("\n".join(lines) + "\n")
+    expect({"loader": "semeval2018_ec", "path": str(folder)}, path, 3, "trust", "expected 0 or 1")
+
+
+# ---- zero annotators ----------------------------------------------------------------------------
+def test_zero_annotators_generic(tmp_path):
+    rows = [{"id": f"r{i}", "text": "t", "annotations": [["a"], []]} for i in range(5)]
+    rows[2]["annotations"] = []
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    expect({"loader": "generic", "path": str(path)}, path, 3, "annotations", "zero annotators")
+
+
+def test_zero_annotators_hatexplain(tmp_path):
+    posts = json.loads((FIX / "hatexplain" / "dataset.json").read_text())
+    posts["24439295_gab"]["annotators"] = []
+    text = json.dumps(posts, indent=4)
+    (tmp_path / "dataset.json").write_text(text)
+    line = text.splitlines().index('    "24439295_gab": {') + 1
+    expect({"loader": "hatexplain", "path": str(tmp_path / "dataset.json")}, tmp_path / "dataset.json", line,
+           "annotators", "zero annotators")
+
+
+def test_zero_annotators_fractions(tmp_path):
+    path = write_jsonl(tmp_path / "f.jsonl", [
+        {"id": "1", "split": "train", "text": "t", "distribution": {}}])
+    expect({"loader": "mfrc_fractions", "path": str(path)}, path, 1, "distribution", "zero annotators")
+
+
+# ---- duplicate ids ------------------------------------------------------------------------------
+def test_duplicate_id_within_a_split(tmp_path):
+    rows = generic_rows(8)
+    rows[6]["id"] = "r0"  # r0 and r6 are both train
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    expect({"loader": "generic", "path": str(path)}, path, 7, "id", "duplicate id 'r0'")
+
+
+def test_duplicate_id_across_splits(tmp_path):
+    folder = goemotions_folder(tmp_path, test="ok then\t27\tid4\nagain\t2\tid1\n")
+    e = expect({"loader": "goemotions", "path": str(folder)}, folder / "test.tsv", 2, "id", "duplicate id 'id1'")
+    assert "first seen in split 'train'" in str(e) and "train.tsv, line 1" in str(e)
+
+
+def test_duplicate_id_across_generic_split_files(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", [{"id": "x", "text": "t", "labels": "a"}, {"id": "y", "text": "t", "labels": "b"}])
+    write_jsonl(tmp_path / "dev.jsonl", [{"id": "z", "text": "t", "labels": "a"}])
+    write_jsonl(tmp_path / "test.jsonl", [{"id": "w", "text": "t", "labels": "a"}, {"id": "y", "text": "t", "labels": "a"}])
+    expect({"loader": "generic", "path": str(tmp_path)}, tmp_path / "test.jsonl", 2, "id", "duplicate id 'y'")
+
+
+# ---- SemEval's unlabeled test release -----------------------------------------------------------
+def test_semeval_all_none_test_file(tmp_path):
+    none_row = "\t".join(["NONE"] * 11)
+    folder = semeval_folder(tmp_path, [f"2018-En-9{i:04d}\ttest tweet {i}\t{none_row}\n" for i in range(3)])
+    expect({"loader": "semeval2018_ec", "path": str(folder)}, folder / "2018-E-c-En-test.txt", 2, "anger",
+           "unlabeled test release")
+
+
+# ---- missing files ------------------------------------------------------------------------------
+def test_missing_files(tmp_path):
+    folder = goemotions_folder(tmp_path)
+    (folder / "test.tsv").unlink()
+    expect({"loader": "goemotions", "path": str(folder)}, folder / "test.tsv", None, "datasets.bad.path",
+           "file not found")
+    missing = tmp_path / "nowhere.jsonl"
+    for loader in ("generic", "mfrc", "mfrc_fractions", "hatexplain"):
+        expect({"loader": loader, "path": str(missing)}, missing, None, "datasets.bad.path", "not found")
+    se = semeval_folder(tmp_path)
+    (se / "2018-E-c-En-dev.txt").unlink()
+    expect({"loader": "semeval2018_ec", "path": str(se)}, se / "2018-E-c-En-dev.txt", None, "datasets.bad.path")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    expect({"loader": "goemotions_raters", "path": str(empty)}, empty, None, "datasets.bad.path",
+           "no goemotions_*.csv")
+    expect({"loader": "hatexplain", "path": str(empty)}, empty / "dataset.json", None, "datasets.bad.path")
+
+
+# ---- no partial output --------------------------------------------------------------------------
+def test_bad_input_leaves_no_output_file(tmp_path):
+    rows = generic_rows(12)
+    rows[11]["labels"] = ["c"]  # the last line is bad: everything before it was fine
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    out_dir = tmp_path / "results" / "data" / "bad"
+    out = {k: str(out_dir / k) for k in ("train", "dev", "test", "labels", "subsets")}
+    with pytest.raises(DataError, match="line 12"):
+        prepare_data("bad", {"loader": "generic", "path": str(path), "labels": ["a", "b"]}, out)
+    assert not out_dir.exists() or not any(out_dir.iterdir())
