@@ -2,32 +2,22 @@
 # model pretrained here (save_pretrained folder + pretrain_log.csv), or model_ref.json pointing at a hub id
 # or a local save_pretrained folder. Base folders are part of final_targets() (common.smk), so no
 # STAGE_TARGETS entry is needed.
-
-
-def base_model_inputs(wildcards):
-    """The pretraining dataset's train split and labels.json for a builtin model; nothing otherwise."""
-    cfg = model_cfg(wildcards.model)
-    if cfg["source"] != "builtin":
-        return {}
-    files = data_files(cfg["builtin"]["pretrain_dataset"])
-    return {"train": files["train"], "labels": files["labels"]}
-
-
-def base_model_prompt(wildcards):
-    """The prompt config block of a builtin model's pretraining dataset (None for hub/local models)."""
-    cfg = model_cfg(wildcards.model)
-    if cfg["source"] != "builtin":
-        return None
-    return config["prompts"][config["datasets"][cfg["builtin"]["pretrain_dataset"]]["prompt"]]
-
-
-def is_builtin(model):
-    return model_cfg(model)["source"] == "builtin"
+from labeldist.models import pretrain_dataset, pretrain_prompt
 
 
 rule base_model:
     input:
-        unpack(base_model_inputs),
+        # builtin: the pretraining dataset's train split and labels.json; hub/local: nothing
+        unpack(
+            lambda wildcards: (
+                {
+                    key: data_files(pretrain_dataset(model_cfg(wildcards.model)))[key]
+                    for key in ("train", "labels")
+                }
+                if pretrain_dataset(model_cfg(wildcards.model))
+                else {}
+            )
+        ),
     output:
         directory(base_model_dir("{model}")),
     log:
@@ -36,11 +26,11 @@ rule base_model:
         f"{R}/benchmarks/models/{{model}}/base.tsv"
     params:
         model=lambda wildcards: model_cfg(wildcards.model),
-        prompt=base_model_prompt,
+        prompt=lambda wildcards: pretrain_prompt(config, wildcards.model),
     threads: 2
     resources:
-        mem_mb=lambda wildcards: 3000 if is_builtin(wildcards.model) else 500,
-        runtime=lambda wildcards: 30 if is_builtin(wildcards.model) else 5,
+        mem_mb=lambda wildcards: 3000 if pretrain_dataset(model_cfg(wildcards.model)) else 500,
+        runtime=lambda wildcards: 30 if pretrain_dataset(model_cfg(wildcards.model)) else 5,
     conda:
         ENV
     script:
