@@ -1,4 +1,4 @@
-"""A real, single-node SLURM cluster on localhost for the tests (Debian's slurm-wlm + munge).
+"""SLURM for the tests: a real single-node cluster on localhost, and the plugin's sbatch calls per job.
 
 `ensure_installed()` installs the Debian packages when missing (root + apt), `LocalSlurm` writes
 slurm.conf/gres.conf into a temp folder, starts munged, slurmctld and `slurmd -N localhost` with a
@@ -6,18 +6,28 @@ fake GPU (a gres backed by /dev/null) and two partitions, `cpu` (default) and `g
 profiles/slurm/partitions.yaml, and stops every daemon it started by its pid file.
 The recipe and its traps are in /work/shared/STACK.md ("A real SLURM on localhost").
 Clients (sbatch, squeue, scontrol) reach this cluster through the SLURM_CONF variable in `env`.
+
+`planned_jobs()` (also `python -m tests.slurm_cluster jobs ...`, JSON on stdout) builds the workflow's
+DAG with the Snakemake API and, for every job, returns its evaluated resources and the sbatch command
+line that snakemake-executor-plugin-slurm itself builds for it (`get_submit_command`,
+`set_gres_string`, partition choice from profiles/slurm/partitions.yaml): no cluster needed.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PACKAGES = ["slurm-wlm", "slurmctld", "slurmd", "slurm-client", "munge"]
 BINARIES = ["slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "munged"]
@@ -236,3 +246,79 @@ PartitionName=gpu Nodes=localhost MaxTime=INFINITE State=UP
         if self._started_munge:
             _stop_pid_file(MUNGE_PID)
             self._started_munge = False
+
+
+# ---- the plugin's sbatch call for every job of a DAG (no cluster needed) --------------------------
+def _profile_default_resources(profile: Path) -> dict[str, Any]:
+    import yaml
+
+    cfg = yaml.safe_load((profile / "config.yaml").read_text())
+    return dict(cfg.get("default-resources") or {})
+
+
+def planned_jobs(repo: Path, configfile: Path | None, profile: Path, targets: list[str] | None = None,
+                 attempt: int = 1) -> list[dict[str, Any]]:
+    """Return, for every job of the DAG (everything forced, nothing run): rule, wildcards, outputs,
+    evaluated resources (threads, mem_mb, runtime, gpu), the chosen partition and the sbatch call the
+    SLURM plugin builds for it at `attempt`.
+
+    Uses the profile's default-resources and its partitions.yaml. Changes the working directory to
+    `repo` (the Snakemake API does): call it in a subprocess (`python -m tests.slurm_cluster jobs`).
+    """
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+    from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    log = logging.getLogger("slurm-plan")
+    partitions = read_partition_file(profile / "partitions.yaml")
+    config = ConfigSettings(configfiles=[configfile.resolve()] if configfile else [])
+    resources = ResourceSettings(nodes=1000, default_resources=_profile_default_resources(profile))
+    out = []
+    with SnakemakeApi(OutputSettings()) as api:
+        wf_api = api.workflow(resource_settings=resources, config_settings=config,
+                              snakefile=repo / "Snakefile", workdir=repo)
+        wf_api.dag(DAGSettings(targets=frozenset(targets or []), forceall=True))
+        workflow = wf_api._workflow
+        workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+        workflow._build_dag()
+        for job in workflow.dag.jobs:
+            job.attempt = attempt
+            res = job.resources
+            partition = "" if job.is_local else (get_best_partition(partitions, job, log) or "")
+            params = {
+                "run_uuid": "plan", "slurm_logfile": "slurm.log", "comment_str": f"rule_{job.name}",
+                "account": "", "partition": f" -p {partition}" if partition else "", "workdir": str(repo),
+            }
+            sbatch = "" if job.is_local else get_submit_command(job, params) + set_gres_string(job)
+            out.append({
+                "rule": job.name,
+                "local": bool(job.is_local),
+                "wildcards": dict(job.wildcards_dict),
+                "output": [str(f) for f in job.output],
+                "threads": job.threads,
+                "resources": {k: res.get(k) for k in ("mem_mb", "runtime", "gpu")},
+                "partition": partition,
+                "sbatch": sbatch,
+            })
+    return out
+
+
+def _main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Print the planned jobs and their sbatch calls as JSON.")
+    ap.add_argument("command", choices=["jobs"])
+    ap.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1])
+    ap.add_argument("--configfile", type=Path)
+    ap.add_argument("--profile", type=Path)
+    ap.add_argument("--attempt", type=int, default=1)
+    ap.add_argument("targets", nargs="*")
+    args = ap.parse_args(argv)
+    profile = (args.profile or args.repo / "profiles" / "slurm").resolve()
+    configfile = args.configfile.resolve() if args.configfile else None
+    jobs = planned_jobs(args.repo.resolve(), configfile, profile, args.targets, args.attempt)
+    sys.stdout.write("\n@@JOBS@@" + json.dumps(jobs) + "\n")
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,85 @@
+"""labeldist.cost: GPU-hour estimates follow the grid's arithmetic and the documented heuristics."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+
+from labeldist import cost
+from labeldist.config import load_config
+
+from .conftest import REPO
+
+# Pure compute: no memory-bound steps, no overheads, no checkpoint loading.
+COMPUTE_ONLY = cost.Hardware(mem_bandwidth_gbs=math.inf, step_overhead_s=0.0, train_step_overhead_s=0.0,
+                             disk_gbps=math.inf)
+
+
+@pytest.fixture(scope="module")
+def study() -> dict:
+    return load_config(REPO / "config" / "study.yaml", base_dir=REPO)
+
+
+def test_generation_follows_flop_arithmetic(study):
+    cfg = copy.deepcopy(study)
+    m = cfg["models"]["llama31_8b"]
+    ds = cfg["datasets"]["goemotions"]
+    n, n_ex = cost.n_labels(ds), ds["subsets"]["main_size"]
+    plen = cost.prompt_tokens(cfg["prompts"][ds["prompt"]], n)
+    rate = COMPUTE_ONLY.peak_tflops * 1e12 * COMPUTE_ONLY.mfu
+    # unary: one prompt per (example, label), one new token, label suffix on the prompt
+    expected = 2 * m["size_b"] * 1e9 * n_ex * n * (plen + cost.LABEL_TOKENS + 8 + 1) / rate
+    got = cost.generation_seconds(cfg, "goemotions", "llama31_8b", "unary", "main", COMPUTE_ONLY)
+    assert got == pytest.approx(expected)
+    # pairwise prompts grow as L(L+1), unary as L
+    pair = cost.generation_seconds(cfg, "goemotions", "llama31_8b", "pairwise", "main", COMPUTE_ONLY)
+    assert pair / got == pytest.approx((n + 1) * (plen + 2 * cost.LABEL_TOKENS + 9) / (plen + cost.LABEL_TOKENS + 9))
+    # twice the parameters, twice the compute; 4-bit is slower by quant_slowdown
+    m["size_b"] *= 2
+    assert cost.generation_seconds(cfg, "goemotions", "llama31_8b", "unary", "main", COMPUTE_ONLY) \
+        == pytest.approx(2 * got)
+    m["load_in_4bit"] = True
+    assert cost.generation_seconds(cfg, "goemotions", "llama31_8b", "unary", "main", COMPUTE_ONLY) \
+        == pytest.approx(2 * got * COMPUTE_ONLY.quant_slowdown)
+
+
+def test_stage_job_counts_match_the_grid(study):
+    costs = {c.stage: c for c in cost.stage_costs(study)}
+    d, m, r, s = (len(study[k]) for k in ("datasets", "models", "regimes", "seeds"))
+    subsets = {"baseline": 4, "unary": 2, "pairwise": 2, "icl_sweep": 1}  # linear_probe adds train
+    for prompting in study["prompting"]:
+        assert costs[prompting].jobs == d * m * r * s * subsets[prompting]
+    assert costs["sft"].jobs == costs["rl"].jobs == costs["seq_cls_head"].jobs == d * m
+    assert costs["demux"].jobs == d * s
+    # every study model needs a GPU; pairwise prompting costs most
+    assert all(c.gpu_jobs == c.jobs for c in costs.values())
+    assert max(costs.values(), key=lambda c: c.gpu_hours).stage == "pairwise"
+
+
+def test_cpu_models_cost_no_gpu_hours():
+    cfg = load_config(REPO / "config.yaml", base_dir=REPO)  # the tiny built-in model, gpu_mem_gb 0
+    costs = cost.stage_costs(cfg)
+    assert costs and all(c.gpu_hours == 0 and c.gpu_jobs == 0 for c in costs)
+    assert sum(c.jobs for c in costs) > 0
+
+
+def test_table_has_a_row_per_stage_and_the_total(study, capsys):
+    costs = cost.stage_costs(study)
+    table = cost.cost_table(costs)
+    rows = table.splitlines()
+    assert len(rows) == 2 + len(costs) + 1
+    assert f"**{sum(c.gpu_hours for c in costs):,.0f}**" in rows[-1]
+    cost.main([str(REPO / "config" / "study.yaml"), "--base-dir", str(REPO)])
+    assert capsys.readouterr().out.strip() == table
+
+
+def test_resource_requests_grow_with_attempt(study):
+    assert cost.runtime_minutes(1.0) == cost.RUNTIME_MIN_MIN
+    assert cost.runtime_minutes(3600) % 5 == 0 and cost.runtime_minutes(3600) >= 3 * 60
+    assert cost.runtime_minutes(3600, attempt=2) == 2 * cost.runtime_minutes(3600)
+    big, small = study["models"]["llama31_70b"], study["models"]["llama32_1b"]
+    assert cost.host_mem_mb(big) > cost.host_mem_mb(small)
+    assert cost.host_mem_mb(big, attempt=3) == pytest.approx(2 * cost.host_mem_mb(big), rel=0.01)
+    assert cost.gpus_needed(0) == 0 and cost.gpus_needed(48) == 1 and cost.gpus_needed(100) == 2
