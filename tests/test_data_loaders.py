@@ -130,13 +130,14 @@ def test_goemotions_raters_fixture_unpooled_and_official_splits(tmp_path):
     for f in ("goemotions_1.csv", "goemotions_2.csv"):
         shutil.copy(FIX / "goemotions_raters" / f, tmp_path / f)
     split_of = {"train": ["eefx001", "eefx002", "eefx003", "eefx004", "eefx005", "eefx006", "eefx007"],
-                "dev": ["eefx008", "eefx009"], "test": ["eefx010", "eefx011"]}
+                "dev": ["eefx008", "eefx009"], "test": ["eefx010"]}  # eefx011: in no official split
     for split, ids in split_of.items():
         (tmp_path / f"{split}.tsv").write_text("".join(f"text {i}\t27\t{i}\n" for i in ids), encoding="utf-8")
     data = load_labelled_data("gr", {"loader": "goemotions_raters", "path": str(tmp_path)})
     assert {s: [e.id for e in exs] for s, exs in data.splits.items()} == {
         "train": ["eefx001", "eefx002", "eefx003", "eefx005", "eefx006", "eefx007"],
-        "dev": ["eefx008", "eefx009"], "test": ["eefx010", "eefx011"]}
+        "dev": ["eefx008", "eefx009"], "test": ["eefx010"]}
+    assert "1 rated comment(s) in none of the official splits: left out" in data.notes
 
 
 def test_mfrc_fixture_drop_rule():

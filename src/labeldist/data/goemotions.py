@@ -198,7 +198,8 @@ def load_goemotions_raters(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     """Return GoEmotions from the raw rater CSVs (goemotions_1.csv ...; one row per rater): rows
     grouped by `id` into annotations, very-unclear ratings dropped, pooled as configured.
 
-    Splits: the official ones when train/dev/test.tsv sit in the same folder, else a `split_field`
+    Splits: the official ones when train/dev/test.tsv sit in the same folder (comments outside them
+    are left out, as in the official release, and noted), else a `split_field`
     column if present, else a seeded 80/10/10 split by id (config `split_seed`).
     """
     path = Path(str(cfg["path"]))
@@ -237,14 +238,18 @@ def load_goemotions_raters(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     data = LabelledData(name, "goemotions_raters", labels, "multilabel", "annotators", empty_splits(),
                         notes=[f"GoEmotions raters, pooling={pooling}, neutral -> none, very-unclear ratings "
                                f"dropped, gold = share >= 0.5", split_note])
+    outside = 0
     for cid, g in groups.items():
         split = assign.get(cid)
-        if split is None:
-            raise g["origin"].error(f"comment {cid!r} is in none of the official splits", "id")
+        if split is None:  # the official splits keep only comments whose raters agreed on something
+            outside += 1
+            continue
         data.skipped_annotations[split] += unclear.get(cid, 0)
         if not g["annotations"]:
             data.skipped[split] += 1  # every rating was very unclear
             continue
         data.splits[split].append(example_from_annotations(cid, g["text"], g["annotations"], labels,
                                                            g["origin"], annotations_field="emotions"))
+    if outside:
+        data.notes.append(f"{outside} rated comment(s) in none of the official splits: left out")
     return data
