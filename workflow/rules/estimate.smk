@@ -1,28 +1,38 @@
 # Estimators that turn generation files into per-label confidences q(l | x) (METHODS.md section 4):
 # results/estimates/{dataset}/{model}/{regime}/{estimator}/{subset}/seed{seed}.parquet (docs/formats.md).
+# Input and target functions are lambdas: `snakemake --lint` flags files that mix `def`s and rules.
 from labeldist.estimators import ESTIMATOR_NAMES as GENERATION_ESTIMATOR_NAMES
 
 
-def estimate_inputs(wildcards):
-    """The generation file an estimator reads, labels.json, and for Platt scaling the dev inputs."""
-    prompting = ESTIMATOR_PROMPTING[wildcards.estimator]
-    args = (wildcards.dataset, wildcards.model, wildcards.regime, prompting)
-    inputs = {
-        "generations": generation_file(*args, wildcards.subset, wildcards.seed),
-        "labels": data_files(wildcards.dataset)["labels"],
-    }
-    if wildcards.estimator == "compare_to_none_platt":
-        # (w, b) is fitted on the dev subset's generations against the dev split's p_ref, then applied
-        # to the requested subset; for subset dev itself that means fitting and applying on dev (there
-        # is no other held-out split), which is in-sample and only used for threshold tuning.
-        inputs["dev_generations"] = generation_file(*args, "dev", wildcards.seed)
-        inputs["dev_data"] = data_files(wildcards.dataset)["dev"]
-    return inputs
-
-
+# Inputs: the generation file of the estimator's prompting mode for the same subset and seed, and
+# labels.json. compare_to_none_platt also reads the dev subset's baseline generation and the dev split's
+# p_ref: (w, b) is fitted there and applied to the requested subset. For subset dev itself that means
+# fitting and applying on dev (there is no other held-out split): in-sample, only used for thresholds.
 rule estimate:
     input:
-        unpack(estimate_inputs),
+        unpack(
+            lambda wildcards: {
+                "generations": generation_file(
+                    wildcards.dataset,
+                    wildcards.model,
+                    wildcards.regime,
+                    ESTIMATOR_PROMPTING[wildcards.estimator],
+                    wildcards.subset,
+                    wildcards.seed,
+                ),
+                "labels": data_files(wildcards.dataset)["labels"],
+            }
+            | (
+                {
+                    "dev_generations": generation_file(
+                        wildcards.dataset, wildcards.model, wildcards.regime, "baseline", "dev", wildcards.seed
+                    ),
+                    "dev_data": data_files(wildcards.dataset)["dev"],
+                }
+                if wildcards.estimator == "compare_to_none_platt"
+                else {}
+            )
+        ),
     output:
         estimate_file("{dataset}", "{model}", "{regime}", "{estimator}", "{subset}", "{seed}"),
     log:
@@ -44,15 +54,13 @@ rule estimate:
         "../scripts/estimate.py"
 
 
-def estimate_targets():
-    """Estimates of this rule's estimators for subsets main and dev, every seed."""
-    return [
+# Final targets of this stage: its estimators' estimates for subsets main and dev, every seed.
+STAGE_TARGETS.append(
+    lambda: [
         estimate_file(d, m, r, est, subset, seed)
         for d, m, r, est in estimate_combos()
         if est in GENERATION_ESTIMATOR_NAMES
         for subset in ("main", "dev")
         for seed in SEEDS
     ]
-
-
-STAGE_TARGETS.append(estimate_targets)
+)
