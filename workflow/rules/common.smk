@@ -157,7 +157,7 @@ def metric_files():
 
 # ---- targets ------------------------------------------------------------------------------------
 def final_targets():
-    """Everything `rule all` builds: data, base models, then whatever later stages declare."""
+    """The final outputs of the workflow: data, base models, then what each later stage registers."""
     targets = []
     for d in DATASETS:
         targets += list(data_files(d).values())
