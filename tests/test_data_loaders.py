@@ -141,7 +141,12 @@ def test_goemotions_raters_fixture_unpooled_and_official_splits(tmp_path):
 
 
 def test_mfrc_fixture_drop_rule():
-    data = load_labelled_data("mfrc", {"loader": "mfrc", "path": str(FIX / "mfrc" / "mfrc_annotations.csv")})
+    cfg = {"loader": "mfrc", "path": str(FIX / "mfrc" / "mfrc_annotations.csv")}
+    # the seeded split covers every text, dropped ones too (so drop rules never move other texts):
+    # with split_seed 0 the only test text of this tiny file is the dropped one -> a clear error
+    with pytest.raises(DataError, match="split 'test' has no examples \\(1 dropped"):
+        load_labelled_data("mfrc", {**cfg, "split_seed": 0})
+    data = load_labelled_data("mfrc", {**cfg, "split_seed": 1})
     texts = {ex.text: ex for exs in data.splits.values() for ex in exs}
     # Equality,Proportionality / Equality / Non-Moral
     ex = texts["Taxing the rich is the only fair thing to do."]

@@ -11,7 +11,6 @@ the remaining raters.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from pathlib import Path

@@ -13,9 +13,9 @@ import hashlib
 from pathlib import Path
 from typing import Any, Mapping
 
-from .readers import empty_splits, iter_csv, normalise_split, require_file, seeded_split, split_list
-from .records import (LabelledData, Origin, example_from_annotations, example_from_distribution)
 from ..io import iter_jsonl
+from .readers import empty_splits, iter_csv, normalise_split, require_file, seeded_split, split_list
+from .records import LabelledData, Origin, example_from_annotations, example_from_distribution
 
 FOUNDATIONS = ["Authority", "Care", "Equality", "Loyalty", "Proportionality", "Purity"]
 NON_MORAL = ("Non-Moral", "Thin Morality")

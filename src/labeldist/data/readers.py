@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
+from sklearn.model_selection import train_test_split
 
 from ..errors import DataError
 from .records import SPLITS, Origin
@@ -107,23 +107,22 @@ def seeded_split(keys: Sequence[str], seed: int, source: str = "data",
                  fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> dict[str, str]:
     """Return {key: split} assigning the distinct `keys` to train/dev/test in the given proportions.
 
-    Deterministic for a seed and a key set (keys are sorted before a seeded permutation, so file
-    order does not matter); dev and test get at least one key each when there are >= 3 keys
-    (fewer is a DataError naming `source`).
+    Deterministic for a seed and a key set (keys are sorted before sklearn's seeded
+    `train_test_split`, so file order does not matter); dev and test get at least one key each when
+    there are >= 3 keys (fewer is a DataError naming `source`). Loaders split every key, also those
+    a drop rule removes later, so a drop rule never moves another example to a different split.
     """
     uniq = sorted(set(keys))
     n = len(uniq)
     if n < 3:
         raise DataError(source, f"cannot split {n} example(s) into train/dev/test: need at least 3")
-    perm = np.random.default_rng(seed).permutation(n)
     n_dev = max(1, int(round(fractions[1] * n)))
     n_test = max(1, int(round(fractions[2] * n)))
     if n_dev + n_test >= n:
         n_dev, n_test = 1, 1
-    out = {}
-    for rank, idx in enumerate(perm):
-        out[uniq[idx]] = "test" if rank < n_test else "dev" if rank < n_test + n_dev else "train"
-    return out
+    rest, test = train_test_split(uniq, test_size=n_test, random_state=seed, shuffle=True)
+    train, dev = train_test_split(rest, test_size=n_dev, random_state=seed, shuffle=True)
+    return {**{k: "train" for k in train}, **{k: "dev" for k in dev}, **{k: "test" for k in test}}
 
 
 def empty_splits() -> dict[str, list]:

@@ -103,7 +103,7 @@ def order_labels(chosen: Iterable[str], label_set: Sequence[str], origin: Origin
 
     The literal "none" stands for the empty set and is dropped (it may not be combined with labels).
     """
-    chosen = [c for c in chosen]
+    chosen = list(chosen)
     known = set(label_set)
     picked = set()
     for lab in chosen:
@@ -257,14 +257,16 @@ def check_dataset(data: LabelledData) -> LabelledData:
     """Return `data` after checking it is complete: every split present and non-empty, ids unique
     within and across splits (the DataError names both places), a non-empty label set."""
     if not data.labels:
-        raise DataError(data.name, "empty label set", field="labels")
+        raise DataError(f"datasets.{data.name}", "empty label set", field="labels")
     if NONE_LABEL in data.labels:
-        raise DataError(data.name, f"'{NONE_LABEL}' is reserved for the empty label set", field="labels")
+        raise DataError(f"datasets.{data.name}", f"'{NONE_LABEL}' is reserved for the empty label set", field="labels")
     seen: dict[str, tuple[str, Origin | None]] = {}
     for split in SPLITS:
         examples = data.splits.get(split)
         if not examples:
-            raise DataError(data.name, f"split '{split}' has no examples")
+            raise DataError(f"datasets.{data.name}", f"split '{split}' has no examples ({data.skipped.get(split, 0)} "
+                            f"dropped by a documented rule; a seeded split may need more data or another "
+                            f"split_seed)")
         for ex in examples:
             if ex.id in seen:
                 prev_split, prev_origin = seen[ex.id]

@@ -4,8 +4,8 @@
 Files: 2018-E-c-En-{train,dev}.txt and, when present, the labelled test file
 2018-E-c-En-test-gold.txt (or 2018-E-c-En-test.txt). The official unlabeled test release (every
 label column `NONE`) is a DataError. **Decision:** without a labelled test file the test split is
-carved from dev deterministically: a seeded permutation of the dev ids (config `split_seed`) puts
-half of dev (rounded down) into test, the rest stays dev.
+carved from dev deterministically: a seeded split of the dev examples (config `split_seed`) puts
+half of dev (rounded down) into test (sklearn `train_test_split`), the rest stays dev.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
+from sklearn.model_selection import train_test_split
 
 from ..errors import DataError
 from .readers import iter_csv, require_dir, require_file
@@ -49,13 +49,11 @@ def read_semeval_file(path: Path) -> list[Example]:
 
 
 def carve_test(dev: list[Example], seed: int) -> tuple[list[Example], list[Example]]:
-    """Return (dev, test): a seeded permutation of `dev` sends floor(n/2) examples to test; both keep
-    file order."""
-    n = len(dev)
-    perm = np.random.default_rng(seed).permutation(n)
-    test_idx = set(perm[: n // 2].tolist())
-    return ([ex for i, ex in enumerate(dev) if i not in test_idx],
-            [ex for i, ex in enumerate(dev) if i in test_idx])
+    """Return (dev, test): sklearn's seeded `train_test_split` sends floor(n/2) examples of `dev` to
+    test; both keep file order."""
+    _, test_idx = train_test_split(list(range(len(dev))), test_size=len(dev) // 2, random_state=seed)
+    chosen = set(test_idx)
+    return ([ex for i, ex in enumerate(dev) if i not in chosen], [ex for i, ex in enumerate(dev) if i in chosen])
 
 
 def load_semeval2018_ec(name: str, cfg: Mapping[str, Any]) -> LabelledData:
@@ -70,5 +68,5 @@ def load_semeval2018_ec(name: str, cfg: Mapping[str, Any]) -> LabelledData:
         note = f"test from {test_file.name}"
     else:
         splits["dev"], splits["test"] = carve_test(splits["dev"], seed)
-        note = f"no labelled test file: test = half of dev by a seeded permutation (split_seed={seed})"
+        note = f"no labelled test file: test = half of dev by a seeded split (split_seed={seed})"
     return LabelledData(name, "semeval2018_ec", list(EMOTIONS), "multilabel", "gold", splits, notes=[note])
