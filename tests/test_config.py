@@ -79,3 +79,12 @@ def test_load_config_names_the_file(tmp_path):
     broken.write_text("datasets: [unclosed\n")
     with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
         load_config(broken)
+
+
+def test_goemotions_hub_id_is_accepted_without_a_local_folder(raw):
+    cfg = copy.deepcopy(raw)
+    cfg["datasets"]["go"] = {"loader": "goemotions", "path": "google-research-datasets/go_emotions"}
+    validate_config(cfg, base_dir=REPO)
+    cfg["datasets"]["go"]["loader"] = "semeval2018_ec"
+    with pytest.raises(ConfigError, match="datasets.go.path: file or folder not found"):
+        validate_config(cfg, base_dir=REPO)

@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .data.goemotions import is_hub_id
 from .errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -111,7 +112,9 @@ def _check_references(cfg: dict, base: Path, source: str) -> None:
         if ds["loader"] in LOADERS_WITH_PATH:
             if "path" not in ds:
                 problems.append(f"{key}.path: required for loader {ds['loader']!r}")
-            elif not (base / ds["path"]).exists():
+            elif not (base / ds["path"]).exists() and not (
+                ds["loader"] == "goemotions" and is_hub_id(ds["path"])
+            ):
                 problems.append(f"{key}.path: file or folder not found: {base / ds['path']}")
         label_lists = []
         if ds["loader"] == "synthetic":
