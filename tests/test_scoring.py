@@ -188,10 +188,10 @@ def test_hidden_and_read_equal_direct_forward():
     assert torch.allclose(picked.hidden[1], res.hidden[1][[0, 2]])
 
 
-@pytest.mark.parametrize("answers", [(" a", " b"), (" yes", " yesterday")])
+@pytest.mark.parametrize("answers", [(" joy", " fear"), (" yes", " yesterday")])
 def test_choice_probabilities_equal_naive(answers):
-    """Shared-prefix unary/pairwise probabilities equal one full forward per prompt; the second case
-    has answers sharing their first token, scored as whole sequences."""
+    """Shared-prefix unary/pairwise probabilities equal one full forward per prompt; single-token answers
+    compare first-token logits, multi-token ones (the second case) whole answer sequences."""
     tok, model = tiny_tokenizer(), tiny_model()
     prefixes = [p + "\n" for p in prompts_of_different_lengths()]
     suffixes = [[f"Which label fits the input better? a: {a}, b: {b}\nAnswer:"
@@ -199,13 +199,13 @@ def test_choice_probabilities_equal_naive(answers):
     suffixes[2] = suffixes[2][:3]
     got = choice_probabilities(model, tok, prefixes, suffixes, answers, batch_size=2, max_rows=5)
     ans = [tokens_in_context(tok, prefixes[0] + suffixes[0][0], a) for a in answers]
-    shared_first = ans[0][0] == ans[1][0]
-    assert shared_first == (answers[1] == " yesterday")
+    whole = answers[1] == " yesterday"
+    assert whole == (len(ans[0]) > 1 or len(ans[1]) > 1)
     for i, prefix in enumerate(prefixes):
         assert len(got[i]) == len(suffixes[i])
         for j, suffix in enumerate(suffixes[i]):
             ids = tok(prefix)["input_ids"] + tok(suffix, add_special_tokens=False)["input_ids"]
-            if shared_first:
+            if whole:
                 scores = torch.tensor([naive_logprob(model, ids, list(a)) for a in ans])
             else:
                 scores = naive_last(model, ids)[0][[a[0] for a in ans]]

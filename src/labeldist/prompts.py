@@ -242,3 +242,110 @@ def sample_demos(
     chosen += rng.sample(rest, k - len(chosen))
     rng.shuffle(chosen)
     return chosen
+
+
+# ---- unary and pairwise prompts (METHODS.md section 4, "Zero-shot, extra prompts") -------------------
+UNARY_ANSWERS = ("reasonable", "unreasonable")
+PAIRWISE_ANSWERS = ("a", "b")
+_SUFFIX_MARKER = "\x00SUFFIX\x00"
+
+
+def unary_question(label: str) -> str:
+    """The label-specific end of a unary prompt: `Label: {l}` / `Is the label reasonable:`."""
+    return f"Label: {label}\nIs the label reasonable:"
+
+
+def pairwise_question(a: str, b: str) -> str:
+    """The pair-specific end of a pairwise prompt; the answer is `a` or `b`."""
+    return f"Which label fits the input better? a: {a}, b: {b}\nAnswer:"
+
+
+def unary_instruction(spec: PromptSpec, label_set: Sequence[str]) -> str:
+    """The instruction of unary prompts: the task's instruction plus what the answer means."""
+    return instruction_text(spec, label_set) + \
+        "\nFor each input, say whether the given label is reasonable or unreasonable."
+
+
+def pairwise_instruction(spec: PromptSpec, label_set: Sequence[str]) -> str:
+    """The instruction of pairwise prompts: the task's instruction plus what the answer means."""
+    return instruction_text(spec, label_set) + \
+        "\nFor each input, say which of the two labels, a or b, fits it better."
+
+
+def unary_demos(
+    demos: Sequence[tuple[str, Sequence[str]]], label_set: Sequence[str], rng: random.Random
+) -> list[tuple[str, str, str]]:
+    """(text, question, answer) per demo: alternately (random start) a gold label marked `reasonable`
+    and a non-gold label marked `unreasonable`; a demo without the needed kind of label gets the other
+    kind, and the next demo is asked for the kind still owed."""
+    out = []
+    want = rng.random() < 0.5
+    for text, gold in demos:
+        gold = [g for g in gold if g in label_set]
+        wrong = [l for l in label_set if l not in gold]
+        reasonable = (want and bool(gold)) or not wrong
+        if reasonable == want:
+            want = not want
+        label = rng.choice(gold) if reasonable else rng.choice(wrong)
+        out.append((text, unary_question(label), UNARY_ANSWERS[0] if reasonable else UNARY_ANSWERS[1]))
+    return out
+
+
+def pairwise_demos(
+    demos: Sequence[tuple[str, Sequence[str]]], label_set: Sequence[str], rng: random.Random
+) -> list[tuple[str, str, str]]:
+    """(text, question, answer) per demo: a gold label (`none` for an empty set) against a wrong one
+    (`none` counts as wrong when gold labels exist), in random order; the answer names the gold one."""
+    out = []
+    options = list(label_set) + [NONE_LABEL]
+    for text, gold in demos:
+        right = [g for g in gold if g in label_set] or [NONE_LABEL]
+        wrong = [o for o in options if o not in right]
+        g, w = rng.choice(right), rng.choice(wrong)
+        if rng.random() < 0.5:
+            out.append((text, pairwise_question(g, w), PAIRWISE_ANSWERS[0]))
+        else:
+            out.append((text, pairwise_question(w, g), PAIRWISE_ANSWERS[1]))
+    return out
+
+
+@dataclass(frozen=True)
+class ChoicePrompt:
+    """Prompts sharing one prefix: `prefix` (instruction, demos, the query's input line) + each of
+    `suffixes` (one question each); the answers follow as `answer_texts` (e.g. " a", " b")."""
+
+    prefix: str
+    suffixes: list[str]
+    answer_texts: tuple[str, ...]
+
+
+def choice_prompt(
+    spec: PromptSpec,
+    instruction: str,
+    demos: Sequence[tuple[str, str, str]],
+    query: str,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    tokenizer: Any = None,
+) -> ChoicePrompt:
+    """A unary/pairwise prompt split into its shared prefix and per-question suffixes.
+
+    Plain text: the instruction, then each demo as `Input: {text}` / `{question} {answer}` (blank line
+    between blocks), then `Input: {query}` / `{question}`. With the chat template (when the spec asks
+    for it and the tokenizer has one): instruction as system, demos as user/assistant turns, the query
+    as the last user turn; the rendered text is cut where the question starts.
+    """
+    if spec.use_chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "system", "content": instruction}]
+        for text, question, answer in demos:
+            messages.append({"role": "user", "content": f"{spec.input_prefix}{text}\n{question}"})
+            messages.append({"role": "assistant", "content": answer})
+        messages.append({"role": "user", "content": f"{spec.input_prefix}{query}\n{_SUFFIX_MARKER}"})
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prefix, tail = rendered.split(_SUFFIX_MARKER, 1)
+        return ChoicePrompt(prefix, [q + tail for q in questions], tuple(answers))
+    parts = [instruction.strip(), ""]
+    for text, question, answer in demos:
+        parts.append(f"{spec.input_prefix}{text}\n{question} {answer}\n")
+    parts.append(f"{spec.input_prefix}{query}\n")
+    return ChoicePrompt("\n".join(parts), list(questions), tuple(" " + a for a in answers))

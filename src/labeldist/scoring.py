@@ -257,8 +257,9 @@ def choice_probabilities(
 
     The prefix (instruction + demos + query) is encoded once per example; only the suffixes run,
     batched on its cache (the unary and pairwise prompts). Suffixes are tokenized on their own and
-    appended to the prefix's ids. The answers' ids are those following the first prefix + suffix; when
-    two answers share their first token, their whole token sequences are scored instead.
+    appended to the prefix's ids. The answers' ids are those following the first prefix + suffix. When
+    an answer is more than one token (small tokenizers spell ` b` as ` ` + `b`), the answers' whole
+    token sequences are scored and compared instead (P(answer | prompt), softmax over the answers).
     """
     if len(prefixes) != len(suffixes):
         raise ValueError("one list of suffixes per prefix is needed")
@@ -270,7 +271,7 @@ def choice_probabilities(
     if any(not ids for ids in answer_ids):
         raise ValueError(f"an answer of {list(answers)} has no tokens after the prompt")
     firsts = [ids[0] for ids in answer_ids]
-    by_first = len(set(firsts)) == len(firsts)
+    by_first = all(len(ids) == 1 for ids in answer_ids) and len(set(firsts)) == len(firsts)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     suffix_cache: dict[str, tuple[int, ...]] = {}

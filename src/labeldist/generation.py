@@ -1,0 +1,294 @@
+"""The generation stage: load a subset and the demo pool, draw seeded demos, build prompts, run one
+prompting mode and write `generations/.../{prompting}/{subset}/seed{seed}.jsonl` (+ hidden states for
+baseline) exactly as docs/formats.md "Generations" says.
+
+Prompting modes: `baseline` (one generation per example: per-step label distributions, hidden states,
+optionally the marginal), `icl_sweep` (the same per share of multi-label demos, a record per example
+and ratio), `unary` (P(reasonable) per example and label) and `pairwise` (P(a) per ordered label pair,
+`none` included). Reproducible: the demos are drawn from `random.Random` seeded by the seed wildcard
+(one demo set per seed, and per ratio in the sweep), torch is seeded, and decoding is greedy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import DataError
+from .extraction import ExtractionSettings, extract
+from .io import atomic_path, iter_jsonl, read_json, write_jsonl
+from .prompts import (
+    NONE_LABEL,
+    PAIRWISE_ANSWERS,
+    UNARY_ANSWERS,
+    PromptSpec,
+    choice_prompt,
+    pairwise_demos,
+    pairwise_instruction,
+    pairwise_question,
+    render_prompt,
+    sample_demos,
+    unary_demos,
+    unary_instruction,
+    unary_question,
+)
+from .scoring import choice_probabilities
+
+log = logging.getLogger(__name__)
+
+PROMPTING_MODES = ("baseline", "icl_sweep", "unary", "pairwise")
+# The split each evaluation subset's ids come from (docs/formats.md, subsets.json).
+SUBSET_SPLIT = {"main": "test", "multi": "test", "dev": "dev", "train": "train"}
+
+
+# ---- data -----------------------------------------------------------------------------------------------
+@dataclass
+class TaskData:
+    """What a generation run needs from the data stage: the label set, the subset's examples
+    (dicts with id, text, labels) in subsets.json order, and the demo pool (train split minus the
+    `train` subset) as id -> (text, labels)."""
+
+    label_set: list[str]
+    examples: list[dict]
+    pool: dict[str, tuple[str, list[str]]]
+
+
+def read_examples(path: str | os.PathLike, label_set: Sequence[str]) -> list[dict]:
+    """Return the records of a split file, checked for id (string), text (string) and labels (a list
+    drawn from the label set); DataError names file, line and field."""
+    known = set(label_set)
+    records = []
+    for lineno, rec in iter_jsonl(path):
+        for field, kind in (("id", str), ("text", str), ("labels", list)):
+            if field not in rec:
+                raise DataError(path, "missing field", line=lineno, field=field)
+            if not isinstance(rec[field], kind):
+                raise DataError(path, f"must be a {kind.__name__}", line=lineno, field=field)
+        unknown = [l for l in rec["labels"] if l not in known]
+        if unknown:
+            raise DataError(path, f"labels {unknown} are not in labels.json", line=lineno, field="labels")
+        records.append({"id": rec["id"], "text": rec["text"], "labels": list(rec["labels"])})
+    return records
+
+
+def load_task_data(data_files: Mapping[str, str], subset: str) -> TaskData:
+    """Read labels.json, subsets.json, the subset's split and the train split (paths by data stage key:
+    train, dev, test, labels, subsets)."""
+    info = read_json(data_files["labels"])
+    if not isinstance(info, dict) or not isinstance(info.get("labels"), list):
+        raise DataError(data_files["labels"], "expected an object with a list", field="labels")
+    label_set = [str(l) for l in info["labels"]]
+    subsets = read_json(data_files["subsets"])
+    if not isinstance(subsets, dict) or not isinstance(subsets.get(subset), list):
+        raise DataError(data_files["subsets"], f"expected a list of ids for subset {subset!r}", field=subset)
+    split = SUBSET_SPLIT[subset]
+    train = read_examples(data_files["train"], label_set)
+    split_records = train if split == "train" else read_examples(data_files[split], label_set)
+    by_id = {r["id"]: r for r in split_records}
+    missing = [i for i in subsets[subset] if i not in by_id]
+    if missing:
+        raise DataError(data_files["subsets"], f"ids not in the {split} split: {missing[:5]}", field=subset)
+    excluded = set(subsets.get("train", []))
+    pool = {r["id"]: (r["text"], r["labels"]) for r in train if r["id"] not in excluded}
+    return TaskData(label_set=label_set, examples=[by_id[i] for i in subsets[subset]], pool=pool)
+
+
+def choose_demos(data: TaskData, spec: PromptSpec, rng: random.Random) -> list[str]:
+    """Ids of the k demos (spec's sampling strategy and multi-label share) drawn with `rng`."""
+    pool = [(i, labels) for i, (_, labels) in data.pool.items()]
+    return sample_demos(pool, spec.k, spec.demo_sampling, data.label_set, rng, spec.multilabel_ratio)
+
+
+def demo_rng(mode: str, seed: int, ratio: float | None = None) -> random.Random:
+    """The seeded RNG of one run's demos: the same (mode family, seed, ratio) always gives the same draw.
+    baseline, unary and pairwise share the baseline demo set; the sweep draws one set per ratio."""
+    if mode == "icl_sweep":
+        return random.Random(f"icl_sweep:{seed}:{ratio}")
+    return random.Random(seed)
+
+
+# ---- the prompting modes ---------------------------------------------------------------------------------
+@dataclass
+class GenerationOutput:
+    """Records of one run (docs/formats.md) and, for baseline, hidden states [n, layers, hidden_size]
+    in record order with the layer indices kept."""
+
+    records: list[dict]
+    hidden: torch.Tensor | None = None
+    layers: list[int] | None = None
+
+
+def _is_chat(spec: PromptSpec, tokenizer: Any) -> bool:
+    return bool(spec.use_chat_template and getattr(tokenizer, "chat_template", None))
+
+
+def _extraction_records(
+    model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, demo_ids: list[str],
+    settings: ExtractionSettings, extra: Mapping[str, Any], progress: bool,
+) -> tuple[list[dict], list[torch.Tensor | None]]:
+    demos = [data.pool[i] for i in demo_ids]
+    prompts = [render_prompt(spec, data.label_set, demos, ex["text"], tokenizer) for ex in data.examples]
+    results = extract(model, tokenizer, prompts, spec, data.label_set, settings,
+                      add_special_tokens=not _is_chat(spec, tokenizer), progress=progress)
+    records = [{"id": ex["id"], "demo_ids": list(demo_ids), **extra, **res.record}
+               for ex, res in zip(data.examples, results)]
+    return records, [res.hidden for res in results]
+
+
+def _hidden_layers(cfg: Mapping[str, Any], model: Any) -> list[int]:
+    n_states = int(model.config.get_text_config().num_hidden_layers) + 1
+    layers = cfg.get("hidden_layers", "all")
+    return list(range(n_states)) if layers == "all" else [int(i) for i in layers]
+
+
+def baseline(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_cfg: Mapping[str, Any],
+             seed: int, progress: bool = True) -> GenerationOutput:
+    """One generation per example with per-step distributions, hidden states and (config) marginal."""
+    demo_ids = choose_demos(data, spec, demo_rng("baseline", seed))
+    settings = ExtractionSettings.from_config(dict(gen_cfg), hidden=True)
+    records, hidden = _extraction_records(model, tokenizer, data, spec, demo_ids, settings, {}, progress)
+    layers = _hidden_layers(gen_cfg, model)
+    size = model.config.get_text_config().hidden_size
+    stacked = torch.stack(hidden) if hidden else torch.zeros(0, len(layers), size)
+    return GenerationOutput(records, stacked, layers)
+
+
+def icl_sweep(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_cfg: Mapping[str, Any],
+              seed: int, progress: bool = True) -> GenerationOutput:
+    """Baseline generation once per share of multi-label demos (config icl_sweep_ratios), no marginal."""
+    settings = ExtractionSettings.from_config(dict(gen_cfg), marginal=False)
+    records: list[dict] = []
+    for ratio in gen_cfg.get("icl_sweep_ratios", [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]):
+        spec_r = replace(spec, demo_sampling="multilabel", multilabel_ratio=float(ratio))
+        demo_ids = choose_demos(data, spec_r, demo_rng("icl_sweep", seed, ratio))
+        recs, _ = _extraction_records(model, tokenizer, data, spec_r, demo_ids, settings,
+                                      {"ratio": float(ratio)}, progress)
+        records += recs
+    return GenerationOutput(records)
+
+
+def _choice_run(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_cfg: Mapping[str, Any],
+                seed: int, kind: str, progress: bool) -> tuple[list[str], list[list[float]], list]:
+    """Shared body of unary and pairwise: demos, one shared-prefix prompt per example, probabilities."""
+    demo_ids = choose_demos(data, spec, demo_rng("baseline", seed))
+    demos = [data.pool[i] for i in demo_ids]
+    rng = random.Random(f"{kind}:{seed}")
+    if kind == "unary":
+        marked = unary_demos(demos, data.label_set, rng)
+        instruction = unary_instruction(spec, data.label_set)
+        keys = list(data.label_set)
+        questions = [unary_question(l) for l in keys]
+        answers = UNARY_ANSWERS
+    else:
+        marked = pairwise_demos(demos, data.label_set, rng)
+        instruction = pairwise_instruction(spec, data.label_set)
+        options = list(data.label_set) + [NONE_LABEL]
+        keys = [(a, b) for a in options for b in options if a != b]
+        questions = [pairwise_question(a, b) for a, b in keys]
+        answers = PAIRWISE_ANSWERS
+    prompts = [choice_prompt(spec, instruction, marked, ex["text"], questions, answers, tokenizer)
+               for ex in data.examples]
+    bar = tqdm(total=len(prompts), desc=kind, unit="ex", disable=not progress)
+    probs = choice_probabilities(
+        model, tokenizer, [p.prefix for p in prompts], [p.suffixes for p in prompts],
+        prompts[0].answer_texts if prompts else (), add_special_tokens=not _is_chat(spec, tokenizer),
+        batch_size=int(gen_cfg.get("batch_size", 8)), progress=bar,
+    )
+    bar.close()
+    return demo_ids, probs, keys
+
+
+def unary(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_cfg: Mapping[str, Any],
+          seed: int, progress: bool = True) -> GenerationOutput:
+    """P(reasonable) per example and label (no `none`), the prompt prefix shared over labels."""
+    demo_ids, probs, keys = _choice_run(model, tokenizer, data, spec, gen_cfg, seed, "unary", progress)
+    return GenerationOutput([
+        {"id": ex["id"], "demo_ids": list(demo_ids), "p_reasonable": dict(zip(keys, p))}
+        for ex, p in zip(data.examples, probs)
+    ])
+
+
+def pairwise(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_cfg: Mapping[str, Any],
+             seed: int, progress: bool = True) -> GenerationOutput:
+    """P(a) per example and ordered label pair (`none` included, both presentation orders)."""
+    demo_ids, probs, keys = _choice_run(model, tokenizer, data, spec, gen_cfg, seed, "pairwise", progress)
+    return GenerationOutput([
+        {"id": ex["id"], "demo_ids": list(demo_ids),
+         "pairs": [{"a": a, "b": b, "p_a": p_a} for (a, b), p_a in zip(keys, p)]}
+        for ex, p in zip(data.examples, probs)
+    ])
+
+
+MODES = {"baseline": baseline, "icl_sweep": icl_sweep, "unary": unary, "pairwise": pairwise}
+
+
+def run_prompting(model: Any, tokenizer: Any, data: TaskData, prompting: str, spec: PromptSpec,
+                  gen_cfg: Mapping[str, Any], seed: int, progress: bool = True) -> GenerationOutput:
+    """Seed torch and run one prompting mode on the subset; return its records (and hidden states)."""
+    if prompting not in MODES:
+        raise ValueError(f"unknown prompting mode {prompting!r} (use one of {', '.join(MODES)})")
+    torch.manual_seed(seed)
+    return MODES[prompting](model, tokenizer, data, spec, gen_cfg, seed, progress=progress)
+
+
+# ---- files --------------------------------------------------------------------------------------------
+def write_hidden(path: str | os.PathLike, hidden: torch.Tensor, ids: Sequence[str], layers: Sequence[int]) -> None:
+    """Write hidden states as safetensors: tensor `hidden` [n, layers, hidden_size] float32, tensor
+    `layers` (int64 hidden-state indices, 0 = embeddings) and metadata `ids` (JSON list, record order).
+
+    One metadata key only: safetensors writes several in hash order, which would make the bytes of two
+    identical runs differ.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {"hidden": hidden.float().contiguous(), "layers": torch.tensor(list(layers), dtype=torch.int64)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"ids": json.dumps(list(ids))})
+
+
+def write_generation(output: GenerationOutput, path: str | os.PathLike,
+                     hidden_path: str | os.PathLike | None = None) -> None:
+    """Write the records (JSONL) and, when a path is given, the hidden states, atomically."""
+    write_jsonl(path, output.records)
+    if hidden_path is not None:
+        if output.hidden is None:
+            raise ValueError("a hidden-state file was asked for but this mode produces none")
+        write_hidden(hidden_path, output.hidden, [r["id"] for r in output.records], output.layers or [])
+
+
+def generate_file(
+    model_dir: str | os.PathLike,
+    data_files: Mapping[str, str],
+    prompting: str,
+    subset: str,
+    seed: int,
+    gen_cfg: Mapping[str, Any],
+    prompt_cfg: Mapping[str, Any],
+    model_cfg: Mapping[str, Any],
+    output: str | os.PathLike,
+    hidden_output: str | os.PathLike | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+) -> GenerationOutput:
+    """The generation rule: load the model folder and data, run `prompting` on `subset` with `seed`,
+    write the generation file (and the hidden-state file for baseline); return what was written."""
+    from .models import load_causal_lm
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    data = load_task_data(data_files, subset)
+    spec = PromptSpec.from_config(prompt_cfg)
+    model, tokenizer = load_causal_lm(model_dir, device=device, dtype=model_cfg.get("dtype", "auto"),
+                                      load_in_4bit=bool(model_cfg.get("load_in_4bit", False)))
+    log.info("%s on %s/%s: %d examples, %d demos in the pool, seed %d", prompting, subset,
+             model_dir, len(data.examples), len(data.pool), seed)
+    result = run_prompting(model, tokenizer, data, prompting, spec, gen_cfg, int(seed))
+    write_generation(result, output, hidden_output if prompting == "baseline" else None)
+    return result
