@@ -1,0 +1,369 @@
+"""Linear probes on the LLM's hidden state at the first label step (METHODS.md section 4, `linear_probe`).
+
+Per label, a scikit-learn pipeline `StandardScaler -> [TruncatedSVD] -> LogisticRegression` is fitted on
+the hidden states of the `train` subset against the train split's aggregate gold labels; q(l | x) is its
+`predict_proba` on the `main` and `dev` subsets. The main estimate uses the last layer; one probe set per
+configured layer shows where label information lives. A second probe set predicts the model's *own*
+emitted labels (all of them, and the study's "non-first" variant: every emitted label but the first) to
+test whether the first-step state already encodes labels the model emits later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from safetensors import safe_open
+from sklearn.decomposition import TruncatedSVD
+from sklearn.dummy import DummyClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from .errors import DataError
+from .io import atomic_path, iter_jsonl, read_json, write_parquet
+
+log = logging.getLogger("labeldist.probes")
+
+NONE_LABEL = "none"
+OWN_LABEL_VARIANTS = ("all", "non_first")
+Probe = Pipeline | DummyClassifier
+
+
+@dataclass(frozen=True)
+class HiddenStates:
+    """Hidden states at the first label step: `hidden[i, layer]` belongs to example `ids[i]`."""
+
+    ids: list[str]
+    hidden: np.ndarray  # [n_examples, n_layers + 1, hidden_size], float32
+
+    @property
+    def n_layers(self) -> int:
+        """Number of layer slots (embeddings + transformer layers)."""
+        return int(self.hidden.shape[1])
+
+
+# ---- reading ------------------------------------------------------------------------------------
+def read_hidden_states(path: str | os.PathLike) -> HiddenStates:
+    """Return the `hidden` tensor and `ids` metadata of a `.hidden.safetensors` file (docs/formats.md).
+
+    Raises DataError naming the file and field when the tensor or the ids are missing or inconsistent.
+    """
+    try:
+        with safe_open(str(path), framework="np") as fh:
+            meta = fh.metadata() or {}
+            if "hidden" not in fh.keys():
+                raise DataError(path, "no tensor named 'hidden'", field="hidden")
+            hidden = np.asarray(fh.get_tensor("hidden"), dtype=np.float32)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except DataError:
+        raise
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise DataError(path, f"not a readable safetensors file ({err})") from None
+    if hidden.ndim != 3:
+        raise DataError(path, f"expected shape [n, n_layers + 1, d], got {list(hidden.shape)}", field="hidden")
+    try:
+        ids = json.loads(meta["ids"])
+    except KeyError:
+        raise DataError(path, "metadata has no 'ids'", field="ids") from None
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"metadata 'ids' is not JSON ({err.msg})", field="ids") from None
+    if not isinstance(ids, list) or len(ids) != hidden.shape[0]:
+        raise DataError(path, f"metadata 'ids' must list {hidden.shape[0]} ids (one per row of 'hidden')",
+                        field="ids")
+    if not np.isfinite(hidden).all():
+        raise DataError(path, "non-finite values in the hidden states", field="hidden")
+    return HiddenStates(ids=[str(i) for i in ids], hidden=hidden)
+
+
+def read_label_set(path: str | os.PathLike) -> list[str]:
+    """Return the dataset's label list (labels.json `labels`, in order, without `none`)."""
+    meta = read_json(path)
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, list) or not labels or not all(isinstance(l, str) for l in labels):
+        raise DataError(path, "expected a non-empty list of label names", field="labels")
+    return labels
+
+
+def read_gold_labels(path: str | os.PathLike, labels: Sequence[str]) -> dict[str, list[str]]:
+    """Return {id: aggregate gold labels} of a data split (`{split}.jsonl`), checking every label is known."""
+    known = set(labels)
+    gold: dict[str, list[str]] = {}
+    for line, rec in iter_jsonl(path):
+        rid, labs = rec.get("id"), rec.get("labels")
+        if not isinstance(rid, str):
+            raise DataError(path, "missing or non-string id", line=line, field="id")
+        if not isinstance(labs, list):
+            raise DataError(path, "expected a list of labels", line=line, field="labels")
+        unknown = [l for l in labs if l not in known]
+        if unknown:
+            raise DataError(path, f"labels not in labels.json: {unknown}", line=line, field="labels")
+        gold[rid] = list(labs)
+    return gold
+
+
+def emitted_labels(record: Mapping, labels: Sequence[str]) -> list[str]:
+    """Return the labels of the label set a generation record emitted, in emission order, each once.
+
+    The order comes from the record's `steps` (sorted by `position`) when present, else from `labels`;
+    `none`, unknown strings and repeats are dropped.
+    """
+    known = set(labels)
+    steps = record.get("steps")
+    if isinstance(steps, list) and steps:
+        ordered = [s.get("label") for s in sorted(steps, key=lambda s: s.get("position", 0))]
+    else:
+        ordered = list(record.get("labels") or [])
+    out: list[str] = []
+    for lab in ordered:
+        if lab in known and lab not in out:
+            out.append(lab)
+    return out
+
+
+def read_emitted_labels(path: str | os.PathLike, labels: Sequence[str]) -> dict[str, list[str]]:
+    """Return {id: emitted labels in order} of a baseline generation file (see `emitted_labels`)."""
+    out: dict[str, list[str]] = {}
+    for line, rec in iter_jsonl(path):
+        rid = rec.get("id")
+        if not isinstance(rid, str):
+            raise DataError(path, "missing or non-string id", line=line, field="id")
+        if not isinstance(rec.get("labels"), list):
+            raise DataError(path, "expected a list of labels", line=line, field="labels")
+        out[rid] = emitted_labels(rec, labels)
+    return out
+
+
+def align(ids: Sequence[str], table: Mapping[str, list[str]], source: str | os.PathLike,
+          what: str) -> list[list[str]]:
+    """Return `table[id]` for every id, in order; a DataError names `source` when an id is missing."""
+    missing = [i for i in ids if i not in table]
+    if missing:
+        raise DataError(source, f"{len(missing)} id(s) of the {what} not found, e.g. {missing[:3]}", field="id")
+    return [table[i] for i in ids]
+
+
+def multi_hot(label_sets: Sequence[Sequence[str]], columns: Sequence[str]) -> np.ndarray:
+    """Return an int matrix [n, len(columns)]: 1 where the example has the label.
+
+    The column named `none` (if any) is 1 exactly when the example's label set is empty.
+    """
+    index = {l: j for j, l in enumerate(columns)}
+    y = np.zeros((len(label_sets), len(columns)), dtype=np.int64)
+    for i, labs in enumerate(label_sets):
+        for lab in labs:
+            if lab in index:
+                y[i, index[lab]] = 1
+        if NONE_LABEL in index and not any(l in index and l != NONE_LABEL for l in labs):
+            y[i, index[NONE_LABEL]] = 1
+    return y
+
+
+# ---- probes -------------------------------------------------------------------------------------
+def svd_components(hidden_size: int, max_svd_dim: int, n_samples: int) -> int | None:
+    """Return the TruncatedSVD size for features of width `hidden_size`, or None when no SVD is needed.
+
+    The target is max(hidden_size // 4, max_svd_dim) (the study's max(d/4, 512)); SVD applies only when
+    `hidden_size` exceeds it. It is capped at n_samples - 1, the most components centred data can have.
+    """
+    target = max(hidden_size // 4, max_svd_dim)
+    if hidden_size <= target:
+        return None
+    return max(1, min(target, n_samples - 1))
+
+
+def make_probe(hidden_size: int, n_samples: int, max_svd_dim: int = 512, seed: int = 0) -> Pipeline:
+    """Return an unfitted probe: StandardScaler, TruncatedSVD when `hidden_size` is large, LogisticRegression."""
+    steps: list = [("scale", StandardScaler())]
+    k = svd_components(hidden_size, max_svd_dim, n_samples)
+    if k is not None:
+        steps.append(("svd", TruncatedSVD(n_components=k, random_state=seed)))
+    steps.append(("lr", LogisticRegression(max_iter=2000, random_state=seed)))
+    return Pipeline(steps)
+
+
+def fit_probes(x: np.ndarray, y: np.ndarray, max_svd_dim: int = 512, seed: int = 0) -> list[Probe]:
+    """Return one fitted probe per column of the multi-hot targets `y` [n, L], features `x` [n, d].
+
+    A column with a single class in the training data gets a DummyClassifier (strategy "prior") that
+    predicts its training prevalence (0 or 1) for every input, instead of failing.
+    """
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"features {x.shape} and targets {y.shape} do not match")
+    probes: list[Probe] = []
+    for j in range(y.shape[1]):
+        target = y[:, j]
+        if np.unique(target).size < 2:
+            probes.append(DummyClassifier(strategy="prior").fit(x, target))
+        else:
+            probes.append(make_probe(x.shape[1], x.shape[0], max_svd_dim, seed).fit(x, target))
+    return probes
+
+
+def positive_proba(probe: Probe, x: np.ndarray) -> np.ndarray:
+    """Return P(class 1) per row of `x` (0 where the probe never saw the positive class)."""
+    proba = probe.predict_proba(x)
+    classes = list(probe.classes_)
+    if 1 in classes:
+        return proba[:, classes.index(1)].astype(np.float64)
+    return np.zeros(x.shape[0], dtype=np.float64)
+
+
+def predict_probes(probes: Sequence[Probe], x: np.ndarray) -> np.ndarray:
+    """Return q [n, L] in [0, 1]: each probe's positive-class probability on the features `x`."""
+    q = np.stack([positive_proba(p, x) for p in probes], axis=1) if probes else np.zeros((len(x), 0))
+    return np.clip(q, 0.0, 1.0)
+
+
+def estimate_frame(ids: Sequence[str], columns: Sequence[str], q: np.ndarray) -> pd.DataFrame:
+    """Return the long estimate table (docs/formats.md): one row per example and label, columns id, label, q."""
+    n, k = q.shape
+    return pd.DataFrame({
+        "id": pd.Series(np.repeat(np.asarray(ids, dtype=object), k), dtype="string"),
+        "label": pd.Series(np.tile(np.asarray(columns, dtype=object), n), dtype="string"),
+        "q": q.reshape(-1).astype(np.float64),
+    })
+
+
+def resolve_layers(spec: str | Sequence[int], n_layers: int, source: str = "probes.layers") -> list[int]:
+    """Return the layer indices to probe: every slot 0..n_layers-1 for "all", else the listed ones.
+
+    Index 0 is the embedding output, n_layers - 1 the last layer. A listed index out of range raises
+    DataError naming `source`.
+    """
+    if spec == "all":
+        return list(range(n_layers))
+    layers = sorted({int(l) for l in spec})
+    bad = [l for l in layers if not 0 <= l < n_layers]
+    if bad:
+        raise DataError(source, f"layers {bad} out of range: the hidden states have {n_layers} layer slots")
+    return layers
+
+
+def layer_probe_frames(train_x: np.ndarray, train_y: np.ndarray, evals: Mapping[str, HiddenStates],
+                       columns: Sequence[str], layers: Sequence[int], max_svd_dim: int = 512,
+                       seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Fit one probe set per layer and return, per evaluation subset, the long table layer, id, label, q.
+
+    `train_x` is [n, n_layers + 1, d]; each `evals` value holds the same layer slots.
+    """
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in evals}
+    for layer in tqdm(layers, desc="probe layers", mininterval=5):
+        probes = fit_probes(train_x[:, layer, :], train_y, max_svd_dim, seed)
+        for name, hs in evals.items():
+            frame = estimate_frame(hs.ids, columns, predict_probes(probes, hs.hidden[:, layer, :]))
+            frame.insert(0, "layer", layer)
+            parts[name].append(frame)
+    return {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
+
+
+def own_label_targets(emitted: Sequence[Sequence[str]], labels: Sequence[str], variant: str) -> np.ndarray:
+    """Return multi-hot targets [n, L] of the model's own emitted labels.
+
+    `all`: every emitted label; `non_first`: every emitted label except the first one emitted.
+    """
+    if variant == "all":
+        sets = [list(e) for e in emitted]
+    elif variant == "non_first":
+        sets = [list(e[1:]) for e in emitted]
+    else:
+        raise ValueError(f"unknown own-label variant {variant!r}: use one of {OWN_LABEL_VARIANTS}")
+    return multi_hot(sets, list(labels))
+
+
+def own_label_scores(train_x: np.ndarray, train_emitted: Sequence[Sequence[str]], eval_x: np.ndarray,
+                     eval_emitted: Sequence[Sequence[str]], labels: Sequence[str], max_svd_dim: int = 512,
+                     seed: int = 0) -> pd.DataFrame:
+    """Return per variant and label the F1 and accuracy of probes predicting the model's own labels.
+
+    Probes are fitted on (`train_x`, targets from `train_emitted`) and scored at threshold 0.5 on
+    (`eval_x`, `eval_emitted`); columns variant, label, f1, accuracy, n_pos (positives in the evaluation
+    set). F1 is 0 when a label has neither positives nor positive predictions.
+    """
+    rows = []
+    for variant in OWN_LABEL_VARIANTS:
+        y_train = own_label_targets(train_emitted, labels, variant)
+        y_eval = own_label_targets(eval_emitted, labels, variant)
+        pred = (predict_probes(fit_probes(train_x, y_train, max_svd_dim, seed), eval_x) >= 0.5).astype(int)
+        for j, lab in enumerate(labels):
+            rows.append({
+                "variant": variant, "label": lab,
+                "f1": float(f1_score(y_eval[:, j], pred[:, j], zero_division=0)),
+                "accuracy": float(accuracy_score(y_eval[:, j], pred[:, j])),
+                "n_pos": int(y_eval[:, j].sum()),
+            })
+    return pd.DataFrame(rows, columns=["variant", "label", "f1", "accuracy", "n_pos"])
+
+
+def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    """Write a DataFrame as CSV (no index), atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+# ---- the rule -----------------------------------------------------------------------------------
+def run_linear_probes(*, hidden: Mapping[str, str | os.PathLike], generations: Mapping[str, str | os.PathLike],
+                      train_data: str | os.PathLike, labels_json: str | os.PathLike,
+                      estimates: Mapping[str, str | os.PathLike], layer_tables: Mapping[str, str | os.PathLike],
+                      own_labels: str | os.PathLike, layers: str | Sequence[int] = "all",
+                      max_svd_dim: int = 512, seed: int = 0, threads: int = 1) -> dict[str, float]:
+    """Fit and apply every probe of one (dataset, model, regime, seed); write all outputs.
+
+    `hidden` maps subset (train, main, dev) to hidden-state files; `generations` maps train and main to
+    baseline generation files (own-label probes); `estimates` and `layer_tables` map main and dev to the
+    estimate parquet and the per-layer CSV. The main estimate uses the last layer and predicts the L
+    labels plus `none` (the empty gold set). BLAS/OpenMP pools are limited to `threads` (oversubscribed
+    pools are many times slower). Returns a few summary numbers for the log.
+    """
+    with threadpool_limits(limits=max(1, int(threads))):
+        return _run_linear_probes(hidden, generations, train_data, labels_json, estimates, layer_tables,
+                                  own_labels, layers, max_svd_dim, seed)
+
+
+def _run_linear_probes(hidden, generations, train_data, labels_json, estimates, layer_tables, own_labels,
+                       layers, max_svd_dim, seed) -> dict[str, float]:
+    labels = read_label_set(labels_json)
+    columns = labels + [NONE_LABEL]
+    states = {name: read_hidden_states(path) for name, path in hidden.items()}
+    train = states["train"]
+    for name, hs in states.items():
+        if hs.hidden.shape[1:] != train.hidden.shape[1:]:
+            raise DataError(hidden[name], f"hidden shape {list(hs.hidden.shape[1:])} differs from the train "
+                            f"subset's {list(train.hidden.shape[1:])}", field="hidden")
+    gold = align(train.ids, read_gold_labels(train_data, labels), train_data, f"hidden states {hidden['train']}")
+    train_y = multi_hot(gold, columns)
+    last = train.n_layers - 1
+    log.info("train subset: %d examples, %d layer slots, width %d; gold positives per label %s",
+             len(train.ids), train.n_layers, train.hidden.shape[2], dict(zip(columns, train_y.sum(0).tolist())))
+
+    evals = {name: states[name] for name in estimates}
+    main_probes = fit_probes(train.hidden[:, last, :], train_y, max_svd_dim, seed)
+    for name, path in estimates.items():
+        q = predict_probes(main_probes, evals[name].hidden[:, last, :])
+        write_parquet(path, estimate_frame(evals[name].ids, columns, q))
+
+    chosen = resolve_layers(layers, train.n_layers)
+    for name, frame in layer_probe_frames(train.hidden, train_y, evals, columns, chosen, max_svd_dim,
+                                          seed).items():
+        write_csv(layer_tables[name], frame)
+
+    train_emitted = align(train.ids, read_emitted_labels(generations["train"], labels), generations["train"],
+                          f"hidden states {hidden['train']}")
+    main = states["main"]
+    main_emitted = align(main.ids, read_emitted_labels(generations["main"], labels), generations["main"],
+                         f"hidden states {hidden['main']}")
+    scores = own_label_scores(train.hidden[:, last, :], train_emitted, main.hidden[:, last, :], main_emitted,
+                              labels, max_svd_dim, seed)
+    write_csv(own_labels, scores)
+    summary = {f"own_{v}_mean_f1": float(scores.loc[scores.variant == v, "f1"].mean()) for v in OWN_LABEL_VARIANTS}
+    log.info("own-label probes (mean F1 over labels): %s", summary)
+    return summary
