@@ -1,0 +1,506 @@
+"""Metrics of METHODS.md section 6: how well per-label confidences q match p_ref and the gold labels.
+
+For one run (dataset x model x regime x estimator x seed) `run_metrics` returns a JSON-ready dict:
+alignment of q with p_ref over the L labels (none excluded), classification after thresholding q
+(config threshold and a threshold tuned on the dev subset), micro ROC-AUC, expected calibration error,
+the reliability bins behind the calibration figure, the generation-file counts the estimator inherits
+(outputs with no label, unknown or repeated labels, hit_max_tokens) and a bootstrap over examples of
+every scalar metric (the same resamples for every seed and estimator, so tables can pair them).
+
+scikit-learn supplies F1, Jaccard, ROC-AUC, MAE, MSE and log-loss; the soft BCE (probabilistic
+targets) and the ECE binning are written here because scikit-learn has neither.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    f1_score,
+    jaccard_score,
+    log_loss,
+    mean_absolute_error,
+    mean_squared_error,
+    roc_auc_score,
+)
+
+from .errors import DataError
+from .io import iter_jsonl, read_json
+
+NONE_LABEL = "none"
+EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before taking logs
+BOOTSTRAP_SEED = 0  # fixed: every run resamples the same example indices, so seeds and estimators pair up
+THRESHOLD_GRID = np.round(np.linspace(0.01, 0.99, 99), 4)
+
+ALIGNMENT_METRICS = ["l1", "mse", "bce", "nll", "ece_p_ref"]
+AVERAGES = {"micro": "micro", "macro": "macro", "example": "samples"}
+THRESHOLD_METRICS = [f"{kind}_{avg}" for kind in ("f1", "jaccard") for avg in AVERAGES]
+CLASSIFICATION_METRICS = (
+    THRESHOLD_METRICS + [f"{m}_tuned" for m in THRESHOLD_METRICS] + ["auc_micro", "ece"]
+)
+GENERATION_COUNTS = ["n_outputs", "no_label", "unknown", "repeated", "hit_max_tokens"]
+
+
+# ---- reading the data stage's files -------------------------------------------------------------
+@dataclass(frozen=True)
+class LabelSet:
+    """A dataset's labels.json: label order (none excluded), task and where p_ref comes from."""
+
+    dataset: str
+    labels: list[str]
+    none_label: str = NONE_LABEL
+    task: str = "multilabel"
+    p_ref_source: str = "annotators"
+
+    @property
+    def with_none(self) -> list[str]:
+        """The labels followed by the none label: the order of every per-step distribution."""
+        return [*self.labels, self.none_label]
+
+
+def read_label_set(path: str | Path) -> LabelSet:
+    """Return the LabelSet of a `data/{dataset}/labels.json` file (DataError names a missing field)."""
+    obj = read_json(path)
+    if not isinstance(obj, dict):
+        raise DataError(path, "expected a JSON object")
+    for key in ("dataset", "labels"):
+        if key not in obj:
+            raise DataError(path, "missing field", field=key)
+    labels = obj["labels"]
+    if not isinstance(labels, list) or not labels or not all(isinstance(l, str) for l in labels):
+        raise DataError(path, "expected a non-empty list of label names", field="labels")
+    return LabelSet(
+        dataset=str(obj["dataset"]),
+        labels=list(labels),
+        none_label=str(obj.get("none_label", NONE_LABEL)),
+        task=str(obj.get("task", "multilabel")),
+        p_ref_source=str(obj.get("p_ref_source", "annotators")),
+    )
+
+
+@dataclass
+class Reference:
+    """Gold labels and p_ref of a set of examples, as arrays in the label order (none excluded)."""
+
+    ids: list[str]
+    p_ref: np.ndarray  # (n, L) float: share of annotators per label
+    gold: np.ndarray  # (n, L) int 0/1: the aggregate gold set
+
+    def subset(self, ids: Sequence[str], source: str = "reference") -> "Reference":
+        """Return the rows for `ids`, in that order (DataError when an id is unknown)."""
+        index = {ex_id: i for i, ex_id in enumerate(self.ids)}
+        missing = [ex_id for ex_id in ids if ex_id not in index]
+        if missing:
+            raise DataError(source, f"{len(missing)} id(s) not in the data split, e.g. {missing[:3]}", field="id")
+        rows = [index[ex_id] for ex_id in ids]
+        return Reference(list(ids), self.p_ref[rows], self.gold[rows])
+
+
+def read_reference(path: str | Path, label_set: LabelSet, ids: Iterable[str] | None = None) -> Reference:
+    """Return gold labels and p_ref of the examples of a `data/{dataset}/{split}.jsonl` file.
+
+    Only the examples in `ids` are kept when given (in file order). A record without p_ref for a
+    label, a share outside [0, 1] or an unknown gold label raises DataError naming file, line and field.
+    """
+    keep = None if ids is None else set(ids)
+    labels = label_set.labels
+    position = {l: j for j, l in enumerate(labels)}
+    out_ids: list[str] = []
+    p_rows: list[list[float]] = []
+    g_rows: list[list[int]] = []
+    for lineno, rec in iter_jsonl(path):
+        ex_id = rec.get("id")
+        if not isinstance(ex_id, str):
+            raise DataError(path, "missing or non-string id", line=lineno, field="id")
+        if keep is not None and ex_id not in keep:
+            continue
+        p_ref = rec.get("p_ref")
+        if not isinstance(p_ref, dict):
+            raise DataError(path, "missing p_ref object", line=lineno, field="p_ref")
+        row = []
+        for label in labels:
+            value = p_ref.get(label)
+            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+                raise DataError(path, f"expected a share in [0, 1] for label {label!r}, got {value!r}",
+                                line=lineno, field=f"p_ref.{label}")
+            row.append(float(value))
+        gold = [0] * len(labels)
+        chosen = rec.get("labels")
+        if not isinstance(chosen, list):
+            raise DataError(path, "expected a list of gold labels", line=lineno, field="labels")
+        for label in chosen:
+            if label == label_set.none_label:
+                continue
+            if label not in position:
+                raise DataError(path, f"unknown gold label {label!r}", line=lineno, field="labels")
+            gold[position[label]] = 1
+        out_ids.append(ex_id)
+        p_rows.append(row)
+        g_rows.append(gold)
+    if keep is not None:
+        missing = sorted(keep - set(out_ids))
+        if missing:
+            raise DataError(path, f"{len(missing)} requested id(s) not found, e.g. {missing[:3]}", field="id")
+    n_labels = len(labels)
+    return Reference(
+        out_ids,
+        np.asarray(p_rows, dtype=float).reshape(-1, n_labels),
+        np.asarray(g_rows, dtype=int).reshape(-1, n_labels),
+    )
+
+
+def read_estimates(path: str | Path, labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Return (ids sorted, q of shape (n, L)) from an estimate parquet file (id, label, q long format).
+
+    Rows for `none` or other extra labels are ignored; a missing (id, label) row, a duplicate, or a q
+    that is not a number in [0, 1] raises DataError naming the file and field.
+    """
+    try:
+        frame = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except Exception as err:  # pyarrow raises several types for a corrupt file
+        raise DataError(path, f"not a readable parquet file ({err})") from None
+    return estimates_matrix(frame, labels, source=str(path))
+
+
+def estimates_matrix(frame: pd.DataFrame, labels: Sequence[str], source: str = "estimates") \
+        -> tuple[list[str], np.ndarray]:
+    """Return (ids sorted, q of shape (n, L)) from a long id/label/q frame (see read_estimates)."""
+    for column in ("id", "label", "q"):
+        if column not in frame.columns:
+            raise DataError(source, "missing column", field=column)
+    frame = frame[frame["label"].isin(list(labels))]
+    if frame.empty:
+        raise DataError(source, f"no rows for the labels {list(labels)}", field="label")
+    q = pd.to_numeric(frame["q"], errors="coerce")
+    bad = frame[q.isna() | (q < 0) | (q > 1)]
+    if not bad.empty:
+        row = bad.iloc[0]
+        raise DataError(source, f"q must be a number in [0, 1], got {row['q']!r} "
+                                f"(id {row['id']!r}, label {row['label']!r})", field="q")
+    dupes = frame.duplicated(["id", "label"])
+    if dupes.any():
+        row = frame[dupes].iloc[0]
+        raise DataError(source, f"duplicate row for id {row['id']!r}, label {row['label']!r}", field="label")
+    wide = frame.assign(q=q, id=frame["id"].astype(str)).pivot(index="id", columns="label", values="q")
+    wide = wide.reindex(columns=list(labels)).sort_index()
+    if wide.isna().any().any():
+        where = wide.isna().stack()
+        ex_id, label = where[where].index[0]
+        raise DataError(source, f"no q for id {ex_id!r}, label {label!r} "
+                                f"({int(where.sum())} missing rows in all)", field="q")
+    return list(wide.index), wide.to_numpy(dtype=float)
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+def _clip(q: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(q, dtype=float), EPS, 1.0 - EPS)
+
+
+def soft_bce(q: np.ndarray, target: np.ndarray) -> float:
+    """Return the mean binary cross-entropy (nats) of q against probabilistic targets in [0, 1].
+
+    Hand-written: scikit-learn's log_loss takes class labels, not soft targets.
+    """
+    q = _clip(q)
+    target = np.asarray(target, dtype=float)
+    return float(np.mean(-(target * np.log(q) + (1.0 - target) * np.log1p(-q))))
+
+
+def alignment_metrics(q: np.ndarray, p_ref: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """Return L1 (mean |q - p_ref|), MSE (Brier against p_ref), soft BCE with p_ref targets, and the
+    per-label binary NLL of the gold labels under q; every mean is over examples x labels.
+    """
+    q = np.asarray(q, dtype=float)
+    return {
+        "l1": float(mean_absolute_error(p_ref, q)),
+        "mse": float(mean_squared_error(p_ref, q)),
+        "bce": soft_bce(q, p_ref),
+        "nll": float(log_loss(np.asarray(gold).ravel(), _clip(q).ravel(), labels=[0, 1])),
+    }
+
+
+def threshold_metrics(q: np.ndarray, gold: np.ndarray, threshold: float) -> dict[str, float]:
+    """Return micro, macro and example-based F1 and Jaccard of `q >= threshold` against gold.
+
+    **Decision:** an example with no gold label and no prediction counts as a perfect match in the
+    example-based scores (zero_division=1: "none" predicted for a "none" example); micro and macro use
+    zero_division=0.
+    """
+    gold = np.asarray(gold, dtype=int)
+    pred = (np.asarray(q) >= threshold).astype(int)
+    out = {}
+    for name, average in AVERAGES.items():
+        zero = 1.0 if average == "samples" else 0.0
+        out[f"f1_{name}"] = float(f1_score(gold, pred, average=average, zero_division=zero))
+        out[f"jaccard_{name}"] = float(jaccard_score(gold, pred, average=average, zero_division=zero))
+    return out
+
+
+def tune_threshold(q: np.ndarray, gold: np.ndarray, default: float = 0.5,
+                   grid: Sequence[float] = THRESHOLD_GRID) -> float:
+    """Return the threshold of `grid` that maximises micro F1 of `q >= t` (ties: closest to `default`)."""
+    gold = np.asarray(gold, dtype=int)
+    q = np.asarray(q)
+    scores = np.array([f1_score(gold, (q >= t).astype(int), average="micro", zero_division=0.0)
+                       for t in grid])
+    best = np.flatnonzero(np.isclose(scores, scores.max()))
+    candidates = np.asarray(grid)[best]
+    return float(candidates[np.argmin(np.abs(candidates - default))])
+
+
+def micro_auc(q: np.ndarray, gold: np.ndarray) -> float:
+    """Return micro-averaged ROC-AUC of q against gold, or NaN when gold is all 0 or all 1."""
+    gold = np.asarray(gold, dtype=int)
+    if gold.min() == gold.max():
+        return math.nan
+    return float(roc_auc_score(gold, q, average="micro"))
+
+
+def _bin_index(q: np.ndarray, n_bins: int) -> np.ndarray:
+    # equal-width bins on [0, 1], the last one closed (sklearn.calibration_curve's "uniform" binning)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.searchsorted(edges[1:-1], np.asarray(q, dtype=float).ravel(), side="right")
+
+
+def reliability_bins(q: np.ndarray, target: np.ndarray, n_bins: int) -> dict[str, list]:
+    """Return per-bin count, mean q and mean target (gold 0/1 or p_ref) over equal-width bins of q.
+
+    Empty bins have count 0 and null means. Pooled over examples x labels.
+    """
+    idx = _bin_index(q, n_bins)
+    q_flat = np.asarray(q, dtype=float).ravel()
+    t_flat = np.asarray(target, dtype=float).ravel()
+    count = np.bincount(idx, minlength=n_bins)
+    sum_q = np.bincount(idx, weights=q_flat, minlength=n_bins)
+    sum_t = np.bincount(idx, weights=t_flat, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_q = np.where(count > 0, sum_q / np.maximum(count, 1), np.nan)
+        mean_t = np.where(count > 0, sum_t / np.maximum(count, 1), np.nan)
+    return {
+        "edges": np.linspace(0.0, 1.0, n_bins + 1).round(6).tolist(),
+        "count": count.astype(int).tolist(),
+        "mean_q": [None if np.isnan(v) else float(v) for v in mean_q],
+        "mean_target": [None if np.isnan(v) else float(v) for v in mean_t],
+    }
+
+
+def expected_calibration_error(q: np.ndarray, target: np.ndarray, n_bins: int) -> float:
+    """Return ECE: sum over equal-width bins of (bin share) x |mean target - mean q|.
+
+    Hand-written (scikit-learn's calibration_curve gives the curve, not the bin weights); `target` is
+    gold 0/1 (the usual ECE) or p_ref (calibration against annotator shares).
+    """
+    idx = _bin_index(q, n_bins)
+    q_flat = np.asarray(q, dtype=float).ravel()
+    t_flat = np.asarray(target, dtype=float).ravel()
+    gap = np.abs(np.bincount(idx, weights=t_flat - q_flat, minlength=n_bins))
+    return float(gap.sum() / max(len(q_flat), 1))
+
+
+def scalar_metrics(q: np.ndarray, ref: Reference, threshold: float, tuned: float,
+                   n_bins: int) -> dict[str, float]:
+    """Return every scalar metric of one run (ALIGNMENT_METRICS + CLASSIFICATION_METRICS)."""
+    out = alignment_metrics(q, ref.p_ref, ref.gold)
+    out["ece_p_ref"] = expected_calibration_error(q, ref.p_ref, n_bins)
+    out.update(threshold_metrics(q, ref.gold, threshold))
+    out.update({f"{k}_tuned": v for k, v in threshold_metrics(q, ref.gold, tuned).items()})
+    out["auc_micro"] = micro_auc(q, ref.gold)
+    out["ece"] = expected_calibration_error(q, ref.gold, n_bins)
+    return out
+
+
+def bootstrap_indices(n_examples: int, n_resamples: int, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """Return an (n_resamples, n_examples) array of example indices drawn with replacement, seeded."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n_examples, size=(n_resamples, n_examples))
+
+
+def _ratio(num: np.ndarray, den: np.ndarray, zero_division: float) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), zero_division)
+
+
+def _threshold_batch(gold: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+    """F1 and Jaccard (micro, macro, example) for a batch of resamples: gold, pred are (B, n, L) 0/1."""
+    tp = (gold & pred).astype(float)
+    fp = ((1 - gold) & pred).astype(float)
+    fn = (gold & (1 - pred)).astype(float)
+    out = {}
+    # micro: pooled counts; macro: per label (axis 1 = examples), then mean; example: per example, then mean
+    for name, axis, zero in (("micro", (1, 2), 0.0), ("macro", 1, 0.0), ("example", 2, 1.0)):
+        t, f_p, f_n = tp.sum(axis=axis), fp.sum(axis=axis), fn.sum(axis=axis)
+        f1 = _ratio(2 * t, 2 * t + f_p + f_n, zero)
+        jac = _ratio(t, t + f_p + f_n, zero)
+        out[f"f1_{name}"] = f1 if f1.ndim == 1 else f1.mean(axis=1)
+        out[f"jaccard_{name}"] = jac if jac.ndim == 1 else jac.mean(axis=1)
+    return out
+
+
+def bootstrap_metrics(q: np.ndarray, ref: Reference, threshold: float, tuned: float, n_bins: int,
+                      n_resamples: int, seed: int = BOOTSTRAP_SEED, chunk: int = 50) -> dict[str, np.ndarray]:
+    """Return {metric: values over resamples} of every scalar metric (as scalar_metrics) over seeded
+    bootstrap resamples of the examples (bootstrap_indices), computed in chunks of resamples.
+
+    Vectorised over resamples with the textbook formulas (counts of true/false positives per label,
+    example or pooled): scikit-learn's input validation costs ~8 ms per call, i.e. seconds per run at
+    200 resamples. tests/test_metrics.py checks these values against scalar_metrics (scikit-learn).
+    ROC-AUC still goes through roc_auc_score, one call per resample.
+    """
+    q = np.asarray(q, dtype=float)
+    gold = np.asarray(ref.gold, dtype=int)
+    indices = bootstrap_indices(len(q), n_resamples, seed)
+    chunks: list[dict[str, np.ndarray]] = []
+    for start in range(0, n_resamples, chunk):
+        idx = indices[start:start + chunk]
+        qb, pb, gb = q[idx], ref.p_ref[idx], gold[idx]
+        clipped = _clip(qb)
+        part = {
+            "l1": np.abs(qb - pb).mean(axis=(1, 2)),
+            "mse": ((qb - pb) ** 2).mean(axis=(1, 2)),
+            "bce": -(pb * np.log(clipped) + (1 - pb) * np.log1p(-clipped)).mean(axis=(1, 2)),
+            "nll": -np.where(gb == 1, np.log(clipped), np.log1p(-clipped)).mean(axis=(1, 2)),
+        }
+        bins = _bin_index(qb.reshape(len(idx), -1), n_bins).reshape(len(idx), -1)
+        offset = bins + n_bins * np.arange(len(idx))[:, None]
+        n_cells = qb[0].size
+        for key, target in (("ece_p_ref", pb), ("ece", gb)):
+            gap = np.bincount(offset.ravel(), weights=(target - qb).ravel(), minlength=n_bins * len(idx))
+            part[key] = np.abs(gap.reshape(len(idx), n_bins)).sum(axis=1) / n_cells
+        part.update(_threshold_batch(gb, (qb >= threshold).astype(int)))
+        part.update({f"{k}_tuned": v for k, v in _threshold_batch(gb, (qb >= tuned).astype(int)).items()})
+        part["auc_micro"] = np.array([micro_auc(qb[b], gb[b]) for b in range(len(idx))])
+        chunks.append(part)
+    if not chunks:
+        return {}
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+# ---- generation counts --------------------------------------------------------------------------
+def generation_counts(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Return how many outputs had no label, unknown labels, repeated labels or hit max_new_tokens.
+
+    `unknown` and `repeated` count outputs (not strings); nothing is dropped, only counted.
+    """
+    counts = dict.fromkeys(GENERATION_COUNTS, 0)
+    for rec in records:
+        counts["n_outputs"] += 1
+        counts["no_label"] += int(bool(rec.get("no_label")))
+        counts["unknown"] += int(bool(rec.get("unknown")))
+        counts["repeated"] += int(bool(rec.get("repeated")))
+        counts["hit_max_tokens"] += int(bool(rec.get("hit_max_tokens")))
+    return counts
+
+
+def read_generation_counts(path: str | Path) -> dict[str, int]:
+    """Return generation_counts of a generation JSONL file."""
+    return generation_counts(rec for _, rec in iter_jsonl(path))
+
+
+# ---- one run --------------------------------------------------------------------------------------
+def ids_digest(ids: Sequence[str]) -> str:
+    """Return a short hash of the sorted example ids (tables check that seeds were scored on one set)."""
+    return hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest()[:12]
+
+
+def run_metrics(*, estimates: str | Path, dev_estimates: str | Path, test_data: str | Path,
+                dev_data: str | Path, labels: str | Path, subsets: str | Path,
+                generation: str | Path | None, meta: Mapping[str, Any], threshold: float = 0.5,
+                ece_bins: int = 10, n_bootstrap: int = 200) -> dict[str, Any]:
+    """Return the metrics JSON object of one run (docs/formats.md, Metrics).
+
+    `estimates`/`dev_estimates`: the estimator's main and dev parquet files; `test_data`/`dev_data`:
+    the data splits they come from; `subsets`: subsets.json, whose `main` ids the estimates must cover
+    exactly; `generation`: the baseline generation file the estimator read (None if it reads none);
+    `meta`: dataset, model, regime, estimator and seed, copied into the result.
+    """
+    label_set = read_label_set(labels)
+    main_ids = read_json(subsets).get("main")
+    if not isinstance(main_ids, list):
+        raise DataError(subsets, "expected a list of ids", field="main")
+    ids, q = read_estimates(estimates, label_set.labels)
+    extra = sorted(set(ids) - set(main_ids))
+    missing = sorted(set(main_ids) - set(ids))
+    if extra or missing:
+        raise DataError(estimates, f"ids differ from subsets.json 'main': {len(missing)} missing "
+                                   f"(e.g. {missing[:3]}), {len(extra)} extra (e.g. {extra[:3]})", field="id")
+    ref = read_reference(test_data, label_set, ids).subset(ids, source=str(test_data))
+    dev_ids, dev_q = read_estimates(dev_estimates, label_set.labels)
+    dev_ref = read_reference(dev_data, label_set, dev_ids).subset(dev_ids, source=str(dev_data))
+    tuned = tune_threshold(dev_q, dev_ref.gold, default=threshold)
+
+    values = scalar_metrics(q, ref, threshold, tuned, ece_bins)
+    boot = bootstrap_metrics(q, ref, threshold, tuned, ece_bins, n_bootstrap)
+    return {
+        **{k: meta[k] for k in ("dataset", "model", "regime", "estimator", "seed")},
+        "task": label_set.task,
+        "p_ref_source": label_set.p_ref_source,
+        "labels": label_set.labels,
+        "n_examples": len(ids),
+        "ids_sha1": ids_digest(ids),
+        "threshold": float(threshold),
+        "tuned_threshold": tuned,
+        "dev_n_examples": len(dev_ids),
+        "alignment": {k: _json_float(values[k]) for k in ALIGNMENT_METRICS},
+        "classification": {k: _json_float(values[k]) for k in CLASSIFICATION_METRICS},
+        "reliability": reliability_bins(q, ref.gold, ece_bins),
+        "generation": None if generation is None else read_generation_counts(generation),
+        "bootstrap": {
+            "n": int(n_bootstrap), "seed": BOOTSTRAP_SEED,
+            "values": {k: [_json_float(v) for v in vs] for k, vs in boot.items()},
+        },
+    }
+
+
+def _json_float(value: float) -> float | None:
+    """NaN becomes null (JSON has no NaN)."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+# ---- per-layer probe estimates ------------------------------------------------------------------
+LAYER_COLUMNS = ["layer", "id", "label", "q"]
+
+
+def read_layer_estimates(path: str | Path) -> pd.DataFrame:
+    """Return a probe's per-layer estimates file (`seed{seed}.layers.csv`: layer, id, label, q)."""
+    try:
+        frame = pd.read_csv(path, dtype={"id": str, "label": str})
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(path, f"not a readable CSV file ({err})") from None
+    for column in LAYER_COLUMNS:
+        if column not in frame.columns:
+            raise DataError(path, "missing column", field=column)
+    layer = pd.to_numeric(frame["layer"], errors="coerce")
+    if layer.isna().any() or (layer % 1 != 0).any():
+        line = int(np.flatnonzero(layer.isna() | (layer % 1 != 0))[0]) + 2
+        raise DataError(path, "layer must be an integer", line=line, field="layer")
+    return frame.assign(layer=layer.astype(int))
+
+
+def metrics_by_layer(layers: pd.DataFrame, ref: Reference, labels: Sequence[str],
+                     threshold: float = 0.5, source: str = "layers") -> pd.DataFrame:
+    """Return one row per layer: micro F1 at `threshold`, L1 and BCE against p_ref, micro AUC.
+
+    `ref` gives p_ref and gold for the ids of `layers` (each layer must cover the same ids).
+    """
+    rows = []
+    for layer, frame in layers.groupby("layer", sort=True):
+        ids, q = estimates_matrix(frame, labels, source=f"{source} (layer {layer})")
+        sub = ref.subset(ids, source=source)
+        rows.append({
+            "layer": int(layer),
+            "f1_micro": threshold_metrics(q, sub.gold, threshold)["f1_micro"],
+            "l1": float(mean_absolute_error(sub.p_ref, q)),
+            "bce": soft_bce(q, sub.p_ref),
+            "auc_micro": micro_auc(q, sub.gold),
+        })
+    return pd.DataFrame(rows)
