@@ -40,6 +40,10 @@ ESTIMATOR_PROMPTING: dict[str, str | None] = {
 
 # What each figure needs in the config, as (config key, value) pairs.
 FIGURE_NEEDS: dict[str, list[tuple[str, str]]] = {
+    "step_probabilities": [("prompting", "baseline")],
+    "step_entropy": [("prompting", "baseline")],
+    "first_step_spikiness": [("prompting", "baseline")],
+    "label_order_accuracy": [("prompting", "baseline")],
     "icl_sweep": [("prompting", "icl_sweep")],
     "probe_layers": [("estimators", "linear_probe")],
     "training_curves": [("regimes", "sft")],
