@@ -16,6 +16,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/estimate.smk"
+include: "workflow/rules/probes.smk"
+include: "workflow/rules/demux.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"
 

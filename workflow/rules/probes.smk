@@ -3,43 +3,45 @@
 # labels, applied to the `main` and `dev` subsets. One job per dataset x model x regime x seed writes
 #   estimates/{d}/{m}/{r}/linear_probe/{main,dev}/seed{s}.parquet      (last layer; docs/formats.md)
 #   estimates/{d}/{m}/{r}/linear_probe/{main,dev}/seed{s}.layers.csv   (layer, id, label, q per probes.layers)
-#   estimates/{d}/{m}/{r}/linear_probe/main/seed{s}.own_labels.csv     (probes of the model's own labels)
+#   estimates/{d}/{m}/{r}/linear_probe/main/seed{s}.own_labels.csv     (probes of the model's own labels:
+#                                                                      variant, label, f1, accuracy, n_pos)
+# Input and target functions are lambdas: `snakemake --lint` flags files that mix `def`s and rules.
 
 
-def probe_layers_file(dataset, model, regime, subset, seed):
-    """Per-layer probe estimates (long format: layer, id, label, q) of one subset."""
-    return f"{R}/estimates/{dataset}/{model}/{regime}/linear_probe/{subset}/seed{seed}.layers.csv"
-
-
-def own_labels_file(dataset, model, regime, seed):
-    """F1/accuracy per label of probes predicting the model's own emitted labels (variants all, non_first)."""
-    return f"{R}/estimates/{dataset}/{model}/{regime}/linear_probe/main/seed{seed}.own_labels.csv"
-
-
-def probe_inputs(wildcards):
-    """Hidden states of the train/main/dev subsets, baseline generations of train/main, gold labels."""
-    args = (wildcards.dataset, wildcards.model, wildcards.regime)
-    data = data_files(wildcards.dataset)
-    return {
-        **{f"hidden_{s}": hidden_file(*args, s, wildcards.seed) for s in ("train", "main", "dev")},
-        **{
-            f"generations_{s}": generation_file(*args, "baseline", s, wildcards.seed)
-            for s in ("train", "main")
-        },
-        "train": data["train"],
-        "labels": data["labels"],
-    }
-
-
+# Inputs: hidden states of the train/main/dev subsets, baseline generations of train and main (the
+# model's own emitted labels), the train split's gold labels and labels.json.
 rule linear_probe:
     input:
-        unpack(probe_inputs),
+        unpack(
+            lambda wildcards: {
+                **{
+                    f"hidden_{s}": hidden_file(
+                        wildcards.dataset, wildcards.model, wildcards.regime, s, wildcards.seed
+                    )
+                    for s in ("train", "main", "dev")
+                },
+                **{
+                    f"generations_{s}": generation_file(
+                        wildcards.dataset, wildcards.model, wildcards.regime, "baseline", s, wildcards.seed
+                    )
+                    for s in ("train", "main")
+                },
+                "train": data_files(wildcards.dataset)["train"],
+                "labels": data_files(wildcards.dataset)["labels"],
+            }
+        ),
     output:
         main=estimate_file("{dataset}", "{model}", "{regime}", "linear_probe", "main", "{seed}"),
         dev=estimate_file("{dataset}", "{model}", "{regime}", "linear_probe", "dev", "{seed}"),
-        layers_main=probe_layers_file("{dataset}", "{model}", "{regime}", "main", "{seed}"),
-        layers_dev=probe_layers_file("{dataset}", "{model}", "{regime}", "dev", "{seed}"),
-        own_labels=own_labels_file("{dataset}", "{model}", "{regime}", "{seed}"),
+        layers_main=estimate_file("{dataset}", "{model}", "{regime}", "linear_probe", "main", "{seed}")
+        .removesuffix(".parquet")
+        + ".layers.csv",
+        layers_dev=estimate_file("{dataset}", "{model}", "{regime}", "linear_probe", "dev", "{seed}")
+        .removesuffix(".parquet")
+        + ".layers.csv",
+        own_labels=estimate_file("{dataset}", "{model}", "{regime}", "linear_probe", "main", "{seed}")
+        .removesuffix(".parquet")
+        + ".own_labels.csv",
     log:
         f"{R}/logs/linear_probe/{{dataset}}/{{model}}/{{regime}}/seed{{seed}}.log",
     benchmark:
@@ -57,17 +59,15 @@ rule linear_probe:
         "../scripts/probe.py"
 
 
-def probe_targets():
-    """Linear-probe estimates (main, dev), per-layer tables and own-label scores, every seed."""
-    out = []
-    for d, m, r, est in estimate_combos():
-        if est != "linear_probe":
-            continue
-        for seed in SEEDS:
-            out += [estimate_file(d, m, r, est, s, seed) for s in ("main", "dev")]
-            out += [probe_layers_file(d, m, r, s, seed) for s in ("main", "dev")]
-            out.append(own_labels_file(d, m, r, seed))
-    return out
-
-
-STAGE_TARGETS.append(probe_targets)
+# Final targets: estimates (main, dev), per-layer tables (main, dev) and own-label scores, every seed.
+STAGE_TARGETS.append(
+    lambda: [
+        estimate_file(d, m, r, est, subset, seed).removesuffix(".parquet") + suffix
+        for d, m, r, est in estimate_combos()
+        if est == "linear_probe"
+        for seed in SEEDS
+        for subset, suffixes in (("main", (".parquet", ".layers.csv", ".own_labels.csv")),
+                                 ("dev", (".parquet", ".layers.csv")))
+        for suffix in suffixes
+    ]
+)

@@ -1,0 +1,46 @@
+# Supervised estimator `demux` (METHODS.md section 4): a BERT-style encoder reading
+# `label_1, ..., label_L [SEP] text`, trained per dataset and seed on the train split with early stopping
+# on dev. Not tied to an LLM: model key `encoder`, regime `base` (docs/formats.md). One job per dataset
+# and seed writes estimates/{d}/encoder/base/demux/{main,dev}/seed{s}.parquet and the trained model,
+# models/{d}/encoder/demux/seed{s}/ (save_pretrained encoder + tokenizer, head, demux.json,
+# training_log.csv with the early-stopping history).
+
+
+rule demux:
+    input:
+        **data_files("{dataset}"),
+    output:
+        main=estimate_file("{dataset}", ENCODER, "base", "demux", "main", "{seed}"),
+        dev=estimate_file("{dataset}", ENCODER, "base", "demux", "dev", "{seed}"),
+        model=directory(f"{R}/models/{{dataset}}/{ENCODER}/demux/seed{{seed}}"),
+    log:
+        f"{R}/logs/demux/{{dataset}}/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/demux/{{dataset}}/seed{{seed}}.tsv"
+    params:
+        demux=config["demux"],
+        device=config["device"],
+        seed=lambda wildcards: int(wildcards.seed),
+    # the built-in encoder (<1M parameters) gains nothing from intra-op threads; measured on a loaded
+    # 2-core machine, 2 torch threads made an epoch 7-10x slower than 1
+    threads: 1 if config["demux"]["encoder"] == "builtin" else threads_for(ENCODER)
+    resources:
+        mem_mb=lambda wildcards, attempt: (16000 if gpu_for(ENCODER) else 4000) * attempt,
+        runtime=lambda wildcards, attempt: runtime_for("demux", wildcards, attempt),
+        gpu=gpu_for(ENCODER),
+    conda:
+        ENV
+    script:
+        "../scripts/demux.py"
+
+
+# Final targets: Demux estimates for subsets main and dev, every seed (one training job per seed).
+STAGE_TARGETS.append(
+    lambda: [
+        estimate_file(d, m, r, est, subset, seed)
+        for d, m, r, est in estimate_combos()
+        if est == "demux"
+        for subset in ("main", "dev")
+        for seed in SEEDS
+    ]
+)
