@@ -286,15 +286,17 @@ def planned_jobs(repo: Path, configfile: Path | None, profile: Path, targets: li
         for job in workflow.dag.jobs:
             job.attempt = attempt
             res = job.resources
-            partition = "" if job.is_local else (get_best_partition(partitions, job, log) or "")
+            # what Workflow.is_local decides under a remote executor (this API workflow has none)
+            local = job.rule.group is None and (job.rule.name in workflow._localrules or job.rule.norun)
+            partition = "" if local else (get_best_partition(partitions, job, log) or "")
             params = {
                 "run_uuid": "plan", "slurm_logfile": "slurm.log", "comment_str": f"rule_{job.name}",
                 "account": "", "partition": f" -p {partition}" if partition else "", "workdir": str(repo),
             }
-            sbatch = "" if job.is_local else get_submit_command(job, params) + set_gres_string(job)
+            sbatch = "" if local else get_submit_command(job, params) + set_gres_string(job)
             out.append({
                 "rule": job.name,
-                "local": bool(job.is_local),
+                "local": bool(local),
                 "wildcards": dict(job.wildcards_dict),
                 "output": [str(f) for f in job.output],
                 "threads": job.threads,

@@ -78,7 +78,8 @@ def test_table_has_a_row_per_stage_and_the_total(study, capsys):
 def test_resource_requests_grow_with_attempt(study):
     assert cost.runtime_minutes(1.0) == cost.RUNTIME_MIN_MIN
     assert cost.runtime_minutes(3600) % 5 == 0 and cost.runtime_minutes(3600) >= 3 * 60
-    assert cost.runtime_minutes(3600, attempt=2) == 2 * cost.runtime_minutes(3600)
+    assert cost.runtime_minutes(3600, attempt=3) == 2 * cost.runtime_minutes(3600)
+    assert cost.runtime_minutes(3600) < cost.runtime_minutes(3600, attempt=2) < cost.runtime_minutes(3600, attempt=3)
     big, small = study["models"]["llama31_70b"], study["models"]["llama32_1b"]
     assert cost.host_mem_mb(big) > cost.host_mem_mb(small)
     assert cost.host_mem_mb(big, attempt=3) == pytest.approx(2 * cost.host_mem_mb(big), rel=0.01)

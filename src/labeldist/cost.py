@@ -329,12 +329,13 @@ RUNTIME_MIN_MIN = 15
 
 
 def runtime_minutes(seconds: float, attempt: int = 1) -> int:
-    """Return a wall-time request (minutes) for a job estimated at `seconds`, doubled per retry.
+    """Return a wall-time request (minutes) for a job estimated at `seconds`, growing by half per retry.
 
-    Estimate x RUNTIME_SAFETY + RUNTIME_STARTUP_MIN, at least RUNTIME_MIN_MIN, rounded up to 5 minutes.
+    Estimate x RUNTIME_SAFETY + RUNTIME_STARTUP_MIN, at least RUNTIME_MIN_MIN, times 1 + (attempt - 1) / 2,
+    rounded up to 5 minutes.
     """
     minutes = max(RUNTIME_MIN_MIN, seconds * RUNTIME_SAFETY / 60 + RUNTIME_STARTUP_MIN)
-    return int(math.ceil(minutes / 5) * 5) * 2 ** (max(attempt, 1) - 1)
+    return int(math.ceil(minutes * (1 + 0.5 * (max(attempt, 1) - 1)) / 5) * 5)
 
 
 def host_mem_mb(model_cfg: Mapping[str, Any], attempt: int = 1, train: bool = False) -> int:

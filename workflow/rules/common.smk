@@ -208,7 +208,7 @@ def llm_mem_mb(model, attempt=1, stage="generate"):
 
 def runtime_for(stage, wildcards, attempt=1):
     """Wall-time request (minutes) of one job of `stage` ('generate', 'sft', 'rl', 'seq_cls_head',
-    'demux') for its wildcards: labeldist.cost's estimate x 3 + 10 min, doubled per attempt."""
+    'demux') for its wildcards: labeldist.cost's estimate x 3 + 10 min, growing by half per attempt."""
     if stage == "generate":
         seconds = _cost.generation_seconds(
             config, wildcards.dataset, wildcards.model, wildcards.prompting, wildcards.subset
