@@ -138,6 +138,13 @@ def test_read_generation_checks_the_contract(tmp_path):
     path.write_text(good + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(DataError, match=r"seed3.jsonl, line 2, field 'steps\[0\].first_token_logits'"):
         A.read_generation(path, LS)
+    inf = dict(R2, steps=[dict(R2["steps"][0], first_token_logits=[float("-inf")] * 4)])
+    path.write_text(json.dumps(inf) + "\n")  # Python's json writes -Infinity, as the generator may
+    with pytest.raises(DataError, match="every score is -inf"):
+        A.read_generation(path, LS)
+    partly = dict(R2, steps=[dict(R2["steps"][0], first_token_logits=[0.0, float("-inf"), 0.0, 0.0])])
+    path.write_text(json.dumps(partly) + "\n")
+    assert A.step_distribution(A.read_generation(path, LS)[0]["steps"][0]).tolist() == pytest.approx([1/3, 0, 1/3, 1/3])
     unknown = dict(R2, steps=[dict(R2["steps"][0], label="zzz")])
     path.write_text(json.dumps(unknown) + "\n")
     with pytest.raises(DataError, match=r"line 1, field 'steps\[0\].label'"):

@@ -234,6 +234,22 @@ def test_step_probabilities_drops_panels_without_intermediate_steps(tree):
     assert any("no intermediate steps" in t.get_text() for t in fig.texts)
 
 
+def test_runs_without_any_label_step_are_named_not_blank(tree, tmp_path):
+    root, cfg = tree
+    inputs = _inputs(root, cfg, "step_probabilities")
+    silent = tmp_path / "generations" / "synthetic" / "tiny" / "rl" / "baseline" / "main" / "seed0.jsonl"
+    silent.parent.mkdir(parents=True)
+    silent.write_text("".join(json.dumps({"id": f"s{i}", "labels": [], "no_label": True, "steps": []}) + "\n"
+                              for i in range(5)))
+    inputs["generations"] = [p for p in inputs["generations"] if "/rl/" not in p] + [str(silent)]
+    for name in ("step_probabilities", "step_entropy", "first_step_spikiness"):
+        fig = plots.render_figure(name, inputs, {"regimes": cfg["regimes"]})
+        assert_every_axis_has_data(fig)
+        notes = "\n".join(t.get_text() for t in fig.texts)
+        assert "synthetic · tiny · rl: no label step in any output" in notes, (name, notes)
+        assert len([t for t in fig.texts if t.get_gid() == "footnote"]) == 1  # one footnote, notes appended
+
+
 def test_by_estimator_figures_from_tables(tmp_path):
     rows = []
     for est, l1, f1 in (("first_step", 0.30, 0.5), ("max_over_steps", 0.2, 0.6), ("unary", 0.25, 0.55)):
@@ -333,20 +349,19 @@ def test_metrics_and_figure_rules_plan_every_configured_figure(tree, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
     (tmp_path / "Snakefile").write_text(SCRATCH_SNAKEFILE.format(config=config, repo=REPO))
-    res = _run(["-n", "--quiet", "rules", "--cores", "1"], cwd=tmp_path)
+    res = _run(["-n", "--summary", "--cores", "1"], cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    out = res.stdout + res.stderr
+    rows = [line.split("\t") for line in res.stdout.splitlines() if line.startswith(str(root))]
+    by_rule: dict[str, list[str]] = {}
+    for row in rows:
+        by_rule.setdefault(row[2], []).append(row[0])
     for name in cfg["figures"]:
-        assert f"figure_{name} " in out, f"figure {name} is not planned"
-    n_runs = 0
-    for est in cfg["estimators"]:
-        n_runs += 1 if est == "demux" else len(cfg["models"]) * len(cfg["regimes"])
-    assert f"metrics {n_runs * len(cfg['seeds'])}" in " ".join(out.split()), out
-    listed = _run(["-n", "--summary", "--cores", "1"], cwd=tmp_path)
-    assert listed.returncode == 0, listed.stderr[-3000:]
-    for name in cfg["figures"]:
-        for ext in ("png", "pdf"):
-            assert str(root / "figures" / f"{name}.{ext}") in listed.stdout
+        assert sorted(by_rule.get(f"figure_{name}", [])) == [str(root / "figures" / f"{name}.{ext}")
+                                                             for ext in ("pdf", "png")], name
+    n_runs = sum(1 if est == "demux" else len(cfg["models"]) * len(cfg["regimes"]) for est in cfg["estimators"])
+    assert len(by_rule["metrics"]) == n_runs * len(cfg["seeds"])
+    assert sorted(Path(p).name for p in by_rule["tables"]) == sorted(
+        f"{t}.{ext}" for t in ("alignment", "classification") for ext in ("csv", "html", "md"))
 
 
 def test_repo_dry_run_targets_every_figure(tmp_path):

@@ -55,8 +55,10 @@ def _check_scores(path: Any, lineno: int, field: str, values: Any, n: int) -> No
     if not isinstance(values, list) or len(values) != n:
         got = len(values) if isinstance(values, list) else type(values).__name__
         raise DataError(path, f"expected a list of {n} scores (L + 1), got {got}", line=lineno, field=field)
-    if not all(isinstance(v, (int, float)) and not math.isnan(v) for v in values):
-        raise DataError(path, "scores must be numbers (not null or NaN)", line=lineno, field=field)
+    if not all(isinstance(v, (int, float)) and not math.isnan(v) and v != math.inf for v in values):
+        raise DataError(path, "scores must be numbers or -inf (not null, NaN or +inf)", line=lineno, field=field)
+    if all(v == -math.inf for v in values):
+        raise DataError(path, "every score is -inf: no distribution", line=lineno, field=field)
 
 
 def read_generation(path: str | Path, label_set: LabelSet, kinds: Sequence[str] = ("first_token",)) \

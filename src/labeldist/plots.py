@@ -64,9 +64,22 @@ def _panel_order(frame: pd.DataFrame, keys: Sequence[str], orders: Mapping[str, 
 
 
 def _footnote(fig: Figure, lines: Sequence[str]) -> None:
-    """Write what had no data under the figure (never silently left out)."""
-    if lines:
-        fig.text(0.01, -0.01, "\n".join(lines), ha="left", va="top", fontsize=7, color="0.3")
+    """Write what had no data under the figure (never silently left out); adds to an earlier note."""
+    if not lines:
+        return
+    for text in fig.texts:
+        if text.get_gid() == "footnote":
+            text.set_text(text.get_text() + "\n" + "\n".join(lines))
+            return
+    fig.text(0.01, -0.01, "\n".join(lines), ha="left", va="top", fontsize=7, color="0.3", gid="footnote")
+
+
+def _missing_runs(paths: Sequence[str], frame: pd.DataFrame, what: str) -> list[str]:
+    """Notes for the dataset x model x regime runs among `paths` (generation files) with no row in `frame`."""
+    runs = list(dict.fromkeys(tuple(analysis.parse_generation_path(p)[k] for k in ("dataset", "model", "regime"))
+                              for p in paths))
+    present = set() if frame.empty else set(map(tuple, frame[["dataset", "model", "regime"]].drop_duplicates().values))
+    return [f"{d} · {m} · {r}: {what}" for d, m, r in runs if (d, m, r) not in present]
 
 
 def _require(frame: pd.DataFrame, what: str) -> None:
@@ -414,14 +427,23 @@ def _step_frame(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> pd.Data
         lambda recs, ls: analysis.step_table(recs, ls, kind), kinds=(kind,))
 
 
+NO_STEPS = "no label step in any output (every output had no label)"
+
+
 def _figure_step_probabilities(inputs, params):
-    return plot_step_probabilities(_step_frame(inputs, params), params.get("regimes", REGIMES))
+    steps = _step_frame(inputs, params)
+    fig = plot_step_probabilities(steps, params.get("regimes", REGIMES))
+    _footnote(fig, _missing_runs(_as_list(inputs["generations"]), steps, NO_STEPS))
+    return fig
 
 
 def _figure_step_entropy(inputs, params):
     label_sets = read_label_sets(_as_list(inputs["labels"]))
     max_bits = {d: math.log2(len(s.with_none)) for d, s in label_sets.items()}
-    return plot_step_entropy(_step_frame(inputs, params), params.get("regimes", REGIMES), max_bits)
+    steps = _step_frame(inputs, params)
+    fig = plot_step_entropy(steps, params.get("regimes", REGIMES), max_bits)
+    _footnote(fig, _missing_runs(_as_list(inputs["generations"]), steps, NO_STEPS))
+    return fig
 
 
 def _figure_first_step_spikiness(inputs, params):
@@ -430,7 +452,9 @@ def _figure_first_step_spikiness(inputs, params):
     ranks = analysis.load_generation_frames(
         _as_list(inputs["generations"]), label_sets,
         lambda recs, ls: analysis.first_step_ranks(recs, ls, kind), kinds=(kind,))
-    return plot_first_step_spikiness(ranks, params.get("regimes", REGIMES))
+    fig = plot_first_step_spikiness(ranks, params.get("regimes", REGIMES))
+    _footnote(fig, _missing_runs(_as_list(inputs["generations"]), ranks, NO_STEPS))
+    return fig
 
 
 def _figure_label_order_accuracy(inputs, params):
@@ -443,7 +467,11 @@ def _figure_label_order_accuracy(inputs, params):
         recs = analysis.read_generation(path, ls, kinds=())
         frames.append(analysis.label_order_rows(recs, gold[meta["dataset"]], ls.none_label,
                                                 source=str(path)).assign(**meta))
-    return plot_label_order_accuracy(pd.concat(frames, ignore_index=True), params.get("regimes", REGIMES))
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    fig = plot_label_order_accuracy(rows, params.get("regimes", REGIMES))
+    _footnote(fig, _missing_runs(_as_list(inputs["generations"]), rows,
+                                 "no labelled output on the multi-label subset (empty subset or no labels)"))
+    return fig
 
 
 def _figure_icl_sweep(inputs, params):
