@@ -7,8 +7,9 @@ Snakemake job starts.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import jsonschema
 import yaml
@@ -71,7 +72,23 @@ def _extend_with_default(validator_class: type) -> type:
                     instance[prop] = copy.deepcopy(subschema["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    # Integers are strict: jsonschema accepts 4.0 as an integer, which later breaks range(k) and friends.
+    type_checker = validator_class.TYPE_CHECKER.redefine(
+        "integer", lambda checker, instance: isinstance(instance, int) and not isinstance(instance, bool))
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults}, type_checker=type_checker)
+
+
+def _non_finite(value: Any, path: tuple = ()) -> Iterator[str]:
+    """Yield the dotted key of every NaN or infinite number in a config (YAML's .nan / .inf pass the
+    schema's minimum/maximum checks, since comparisons with NaN are false)."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _non_finite(v, path + (k,))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _non_finite(v, path + (i,))
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield _key(path)
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
@@ -87,7 +104,13 @@ def validate_config(config: dict, base_dir: str | Path = ".", source: str = "con
     references to undefined datasets, prompts or models, missing input files, label-set problems, and
     estimators or figures whose inputs the config does not produce.
     """
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(config).__name__}")
     cfg = copy.deepcopy(dict(config))
+    bad_numbers = list(_non_finite(cfg))
+    if bad_numbers:
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(
+            f"  - {k}: NaN or infinite number (use a finite value)" for k in bad_numbers[:10]))
     schema = load_schema()
     validator = _extend_with_default(jsonschema.Draft7Validator)(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
@@ -103,6 +126,13 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
         return f"unknown key ({err.message})"
     if "propertyNames" in list(err.absolute_schema_path):
         return f"invalid name {err.instance!r}: use letters, digits and underscores only (and not 'encoder' for a model)"
+    if err.validator == "type" and isinstance(err.instance, str) and "number" in str(err.validator_value):
+        try:
+            float(err.instance)
+        except ValueError:
+            pass
+        else:  # PyYAML (YAML 1.1) reads 1e-3 as a string; 1.0e-3 is a number
+            return f"{err.message} (YAML reads {err.instance} as text: write it with a dot, e.g. 1.0e-3)"
     return err.message
 
 
@@ -176,6 +206,8 @@ def load_config(path: str | Path, base_dir: str | Path = ".") -> dict:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason}); re-save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):

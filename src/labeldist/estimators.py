@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -122,10 +123,10 @@ def _vector(value: Any, n: int, source: str, line: int | None, field: str,
         got = f"length {len(value)}" if isinstance(value, (list, tuple)) else type(value).__name__
         raise DataError(source, f"expected a list of {n} numbers (labels then none), got {got}",
                         line=line, field=field)
-    try:
-        vec = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(source, "expected numbers only", line=line, field=field) from None
+    # JSON numbers only: numpy would silently read "1.5" and true as numbers, and nested lists as a matrix.
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in value):
+        raise DataError(source, "expected numbers only", line=line, field=field)
+    vec = np.asarray(value, dtype=np.float64)
     if np.isnan(vec).any() or np.isposinf(vec).any() or (not allow_neg_inf and np.isneginf(vec).any()):
         raise DataError(source, "contains NaN or infinite values", line=line, field=field)
     if np.isneginf(vec).all():
@@ -170,7 +171,7 @@ def parse_generation(obj: Mapping, labels: Sequence[str], none_label: str = "non
         if not isinstance(raw, Mapping):
             raise DataError(source, "expected an object", line=line, field=f"steps[{t}]")
         label = raw.get("label")
-        if label is not None and label not in slot_names:
+        if label is not None and (not isinstance(label, str) or label not in slot_names):
             raise DataError(source, f"label {label!r} is neither in labels.json nor {none_label!r} "
                             "(unknown strings are stored as null)", line=line, field=where + "label")
         logprob = raw.get("label_logprob")
@@ -226,7 +227,8 @@ def parse_pairwise(obj: Mapping, labels: Sequence[str], none_label: str = "none"
         if not isinstance(pair, Mapping):
             raise DataError(source, "expected an object with a, b, p_a", line=line, field=where)
         for key in ("a", "b"):
-            if _field(pair, key, source, line, where + ".") not in index:
+            item = _field(pair, key, source, line, where + ".")
+            if not isinstance(item, str) or item not in index:
                 raise DataError(source, f"{pair[key]!r} is neither in labels.json nor {none_label!r}",
                                 line=line, field=f"{where}.{key}")
         if pair["a"] == pair["b"]:

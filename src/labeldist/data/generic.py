@@ -23,7 +23,7 @@ from typing import Any, Iterator, Mapping
 from ..errors import DataError
 from ..io import iter_jsonl
 from .readers import empty_splits, iter_csv, normalise_split, seeded_split, split_list
-from .records import (NONE_LABEL, SPLITS, LabelledData, Origin, example_from_annotations,
+from .records import (NONE_LABEL, SPLITS, LabelledData, Origin, check_label_name, example_from_annotations,
                       example_from_distribution, example_from_gold)
 
 EXTENSIONS = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv"}
@@ -59,20 +59,30 @@ def _files(path: Path, name: str) -> list[tuple[Path, str | None]]:
 
 
 def _as_list(value: Any, origin: Origin, field: str) -> list[str]:
+    """The labels of a list of strings or a comma-separated string, each a usable label name."""
     if isinstance(value, str):
-        return split_list(value)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return [v.strip() for v in value]
-    raise origin.error(f"expected a list of labels or a comma-separated string, got {value!r}", field)
+        items = split_list(value)
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = [v.strip() for v in value]
+    else:
+        raise origin.error(f"expected a list of labels or a comma-separated string, got {_short(value)}", field)
+    return [check_label_name(v, origin, field) for v in items]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _as_json(value: Any, origin: Origin, field: str) -> Any:
+    """A field's value, or the JSON it holds when it is a string (CSV cells hold JSON strings)."""
     if not isinstance(value, str):
         return value
     try:
         return json.loads(value)
-    except json.JSONDecodeError as err:
-        raise origin.error(f"malformed JSON in a CSV cell ({err.msg})", field) from None
+    except (json.JSONDecodeError, RecursionError):
+        raise origin.error(f"expected JSON (a list or an object, as text in a CSV cell), got {_short(value)}",
+                           field) from None
 
 
 def _parse(rec: Mapping[str, Any], mode: str, f: Mapping[str, str], origin: Origin) -> dict[str, Any]:
@@ -94,6 +104,10 @@ def _parse(rec: Mapping[str, Any], mode: str, f: Mapping[str, str], origin: Orig
                               for a in anns]
     else:
         out["distribution"] = _as_json(rec[f["distribution"]], origin, f["distribution"])
+        if isinstance(out["distribution"], Mapping):
+            for key in out["distribution"]:
+                if key != NONE_LABEL:
+                    check_label_name(key, origin, f["distribution"])
     return out
 
 
@@ -154,7 +168,7 @@ def load_generic(name: str, cfg: Mapping[str, Any]) -> LabelledData:
             if gold is None and task == "single_label":
                 gold = _argmax(p["distribution"], p["origin"], f["distribution"])
             ex = example_from_distribution(p["id"], p["text"], p["distribution"], labels, p["origin"], gold=gold,
-                                           distribution_field=f["distribution"], **kw)
+                                           distribution_field=f["distribution"], task=task, **kw)
         else:
             ex = example_from_gold(p["id"], p["text"], p["gold"], labels, p["origin"], **kw)
         if task == "single_label" and len(ex.labels) != 1:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import DataError
-from ..io import read_json
+from ..io import TEXT_ENCODING, decode_error, read_json
 from .readers import (empty_splits, iter_csv, iter_tsv_lines, normalise_split, require_dir, require_file,
                       seeded_split)
 from .records import LabelledData, Origin, example_from_annotations, example_from_gold
@@ -91,7 +91,11 @@ def _emotions_and_clusters(folder: Path | None) -> tuple[list[str], dict[str, li
     emotions, clusters = list(EMOTIONS), dict(CLUSTERS)
     if folder is not None and (folder / "emotions.txt").is_file():
         path = folder / "emotions.txt"
-        emotions = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        try:
+            text = path.read_text(encoding=TEXT_ENCODING)
+        except UnicodeDecodeError as err:
+            raise decode_error(path, err) from None
+        emotions = [ln.strip() for ln in text.splitlines() if ln.strip()]
         if NEUTRAL not in emotions:
             raise DataError(path, f"no '{NEUTRAL}' emotion in the list")
     if folder is not None and (folder / "emotion_clustering.json").is_file():

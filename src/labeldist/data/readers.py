@@ -7,14 +7,21 @@ Hand-written on top of the standard `csv` module (and `labeldist.io.iter_jsonl`)
 from __future__ import annotations
 
 import csv
-import re
+import json
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from sklearn.model_selection import train_test_split
 
 from ..errors import DataError
-from .records import SPLITS, Origin
+from ..io import TEXT_ENCODING, decode_error, nul_error
+from .records import MAX_TEXT_CHARS, SPLITS, Origin
+
+CSV_FIELD_LIMIT = 1 << 24
+"""Longest CSV/TSV field read (16 Mi characters; the csv module's default is 131,072). Longer texts
+than records.MAX_TEXT_CHARS still get a DataError naming their line and field, from the example
+builders; a field over this limit is a DataError naming the line."""
+csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
 
 SPLIT_ALIASES = {"train": "train", "dev": "dev", "val": "dev", "valid": "dev", "validation": "dev",
                  "test": "test"}
@@ -39,9 +46,19 @@ def require_dir(path: str | Path, config_key: str | None = None) -> Path:
 
 def _decode_guard(path: Path):
     try:
-        return open(path, encoding="utf-8", newline="")
+        return open(path, encoding=TEXT_ENCODING, newline="")
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, expected a file") from None
+
+
+def _no_nul(path: Path, lines: Iterable[str]) -> Iterator[str]:
+    """Pass `lines` through; a line holding NUL characters (UTF-16 text, binary data) is a DataError."""
+    for lineno, line in enumerate(lines, start=1):
+        if "\x00" in line:
+            raise nul_error(path, lineno)
+        yield line
 
 
 def iter_csv(path: str | Path, delimiter: str = ",", required: Sequence[str] = ()) \
@@ -51,7 +68,7 @@ def iter_csv(path: str | Path, delimiter: str = ",", required: Sequence[str] = (
     of fields, an unterminated quote or non-UTF-8 bytes, naming the file and line."""
     path = Path(path)
     with _decode_guard(path) as fh:
-        reader = csv.reader(fh, delimiter=delimiter, strict=True)
+        reader = csv.reader(_no_nul(path, fh), delimiter=delimiter, strict=True)
         last = 0  # physical lines consumed so far: a record starts on line last + 1
         try:
             header = next(reader, None)
@@ -71,9 +88,12 @@ def iter_csv(path: str | Path, delimiter: str = ",", required: Sequence[str] = (
                                     line=start)
                 yield start, dict(zip(header, row))
         except csv.Error as err:
+            if "field limit" in str(err):
+                raise DataError(path, f"a field is longer than {CSV_FIELD_LIMIT:,} characters "
+                                      f"(texts may have at most {MAX_TEXT_CHARS:,})", line=last + 1) from None
             raise DataError(path, f"malformed CSV record: {err}", line=last + 1) from None
         except UnicodeDecodeError as err:
-            raise DataError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+            raise decode_error(path, err) from None
 
 
 def iter_tsv_lines(path: str | Path, n_fields: int) -> Iterator[tuple[int, list[str]]]:
@@ -82,7 +102,7 @@ def iter_tsv_lines(path: str | Path, n_fields: int) -> Iterator[tuple[int, list[
     path = Path(path)
     with _decode_guard(path) as fh:
         try:
-            for lineno, line in enumerate(fh, start=1):
+            for lineno, line in enumerate(_no_nul(path, fh), start=1):
                 line = line.rstrip("\r\n")
                 if not line.strip():
                     continue
@@ -92,7 +112,7 @@ def iter_tsv_lines(path: str | Path, n_fields: int) -> Iterator[tuple[int, list[
                                     line=lineno)
                 yield lineno, parts
         except UnicodeDecodeError as err:
-            raise DataError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+            raise decode_error(path, err) from None
 
 
 def normalise_split(value: str, origin: Origin, field: str) -> str:
@@ -131,8 +151,27 @@ def empty_splits() -> dict[str, list]:
 
 
 def split_list(value: str) -> list[str]:
-    """Return the items of a comma-separated string (or a JSON-style list string), stripped, no blanks."""
+    """Return the items of a comma-separated string, a JSON list of strings or a Python-style list
+    string (`['a', 'b']`), stripped, no blanks. Quotes are honoured: `a, "b,c"` gives ['a', 'b,c']
+    (which label checks then reject); an unbalanced quote stays in its item."""
     value = value.strip()
     if value.startswith("[") and value.endswith("]"):
+        try:
+            parsed = json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            parsed = None
+        if isinstance(parsed, list) and all(isinstance(v, str) for v in parsed):
+            return [v.strip() for v in parsed if v.strip()]
         value = value[1:-1]
-    return [v.strip().strip("'\"").strip() for v in re.split(r",", value) if v.strip().strip("'\"").strip()]
+    try:
+        items = next(csv.reader([value], skipinitialspace=True, strict=True), [])
+    except csv.Error:  # an unbalanced quote: plain split, the quote stays visible
+        items = value.split(",")
+    out = []
+    for item in items:
+        item = item.strip()
+        if len(item) >= 2 and item[0] == item[-1] and item[0] in "'\"":
+            item = item[1:-1].strip()
+        if item:
+            out.append(item)
+    return out

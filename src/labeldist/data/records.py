@@ -9,6 +9,13 @@ below, so gold labels, annotations and p_ref follow one set of rules whatever th
   majority label (ties are left to the loader's documented rule);
 - shipped fractions ("distribution"): p_ref = the fractions; gold = share >= 0.5 unless given;
 - gold only: p_ref = 1.0 for gold labels, 0.0 otherwise, none = 1.0 when the gold set is empty.
+
+Bad input is a DataError naming file, line and field, never a silent fix. Beyond malformed records
+this covers: texts longer than MAX_TEXT_CHARS (a corrupt record, e.g. a missing closing quote that
+swallowed the rest of a CSV file; the prompt of any model would be truncated anyway); label names that
+are empty or contain a comma, a double quote, a tab or a line break (they would break the comma and
+JSON label formats of the prompts); a label set of fewer than MIN_LABELS labels; single-label shares
+that do not sum to 1 (within SUM_TOLERANCE).
 """
 
 from __future__ import annotations
@@ -25,6 +32,13 @@ TASKS = ("multilabel", "single_label")
 P_REF_SOURCES = ("annotators", "distribution", "gold")
 GOLD_THRESHOLD = 0.5
 _EPS = 1e-9  # shares are k/n floats: compare `>= 0.5` with a little slack
+MAX_TEXT_CHARS = 100_000
+"""Longest text accepted (characters; about 25k tokens, far beyond every dataset of the study)."""
+MIN_LABELS = 2
+"""Smallest label set: one label plus `none` is a binary task, not a multi-label one."""
+SUM_TOLERANCE = 0.02
+"""How far a single-label example's shipped shares may sum away from 1 (rounded fractions)."""
+_BAD_LABEL_CHARS = {",": "a comma", '"': "a double quote", "\t": "a tab", "\n": "a line break", "\r": "a line break"}
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,22 @@ class LabelledData:
 
 
 # ---- label sets ---------------------------------------------------------------------------------
+def check_label_name(label: Any, origin: Origin, field: str) -> str:
+    """Return `label` if it is a usable label name: a non-empty string without edge spaces, commas,
+    double quotes, tabs or line breaks (they would break the prompts' label formats); else DataError."""
+    if not isinstance(label, str):
+        raise origin.error(f"label must be a string, got {label!r}", field)
+    if not label.strip():
+        raise origin.error("empty label name", field)
+    for ch, what in _BAD_LABEL_CHARS.items():
+        if ch in label:
+            raise origin.error(f"label {label!r} contains {what}: label names may not (they would break "
+                               f"the comma and JSON label formats of the prompts)", field)
+    if label != label.strip():
+        raise origin.error(f"label {label!r} has leading or trailing spaces", field)
+    return label
+
+
 def order_labels(chosen: Iterable[str], label_set: Sequence[str], origin: Origin, field: str) -> list[str]:
     """Return `chosen` deduplicated, in `label_set` order; a label outside the set is a DataError.
 
@@ -166,6 +196,10 @@ def _check_text(text: Any, origin: Origin, field: str) -> str:
         raise origin.error(f"text must be a string, got {type(text).__name__}", field)
     if not text.strip():
         raise origin.error("empty text", field)
+    if len(text) > MAX_TEXT_CHARS:
+        raise origin.error(f"text of {len(text):,} characters, over the limit of {MAX_TEXT_CHARS:,} "
+                           f"(labeldist.data.records.MAX_TEXT_CHARS): a corrupt record (e.g. an unclosed "
+                           f"quote) or a document to shorten", field)
     return text
 
 
@@ -220,9 +254,10 @@ def example_from_annotations(ex_id: Any, text: Any, annotations: Sequence[Sequen
 def example_from_distribution(ex_id: Any, text: Any, distribution: Mapping[str, Any], labels: Sequence[str],
                               origin: Origin, *, gold: Sequence[str] | None = None, text_field: str = "text",
                               id_field: str = "id", distribution_field: str = "distribution",
-                              labels_field: str = "labels") -> Example:
+                              labels_field: str = "labels", task: str = "multilabel") -> Example:
     """Return an Example whose p_ref is a shipped label -> share mapping (missing labels = 0.0;
-    "none" missing = 1.0 when no label has a share, else 0.0); gold = share >= 0.5 unless given."""
+    "none" missing = 1.0 when no label has a share, else 0.0); gold = share >= 0.5 unless given.
+    Single-label (`task`): the shares, none included, must sum to 1 within SUM_TOLERANCE."""
     ex_id = _check_id(ex_id, origin, id_field)
     text = _check_text(text, origin, text_field)
     if not isinstance(distribution, Mapping):
@@ -239,6 +274,9 @@ def example_from_distribution(ex_id: Any, text: Any, distribution: Mapping[str, 
         p_ref[NONE_LABEL] = float(distribution[NONE_LABEL])
     else:
         p_ref[NONE_LABEL] = 0.0 if any(v > 0 for v in p_ref.values()) else 1.0
+    if task == "single_label" and abs(sum(p_ref.values()) - 1.0) > SUM_TOLERANCE:
+        raise origin.error(f"single-label task: the shares sum to {sum(p_ref.values()):.4g}, not 1",
+                           distribution_field)
     gold_set = gold_from_shares(p_ref, labels) if gold is None else order_labels(gold, labels, origin, labels_field)
     return Example(ex_id, text, gold_set, None, p_ref, origin)
 
@@ -255,11 +293,18 @@ def example_from_gold(ex_id: Any, text: Any, gold: Sequence[str], labels: Sequen
 # ---- whole-dataset checks -----------------------------------------------------------------------
 def check_dataset(data: LabelledData) -> LabelledData:
     """Return `data` after checking it is complete: every split present and non-empty, ids unique
-    within and across splits (the DataError names both places), a non-empty label set."""
+    within and across splits (the DataError names both places), a label set of at least MIN_LABELS
+    usable names (see check_label_name)."""
     if not data.labels:
         raise DataError(f"datasets.{data.name}", "empty label set", field="labels")
     if NONE_LABEL in data.labels:
         raise DataError(f"datasets.{data.name}", f"'{NONE_LABEL}' is reserved for the empty label set", field="labels")
+    for lab in data.labels:
+        check_label_name(lab, Origin(f"datasets.{data.name}"), "labels")
+    if len(data.labels) < MIN_LABELS:
+        raise DataError(f"datasets.{data.name}", f"label set {data.labels} has {len(data.labels)} label(s), "
+                        f"need at least {MIN_LABELS} (list every label in datasets.{data.name}.labels when some "
+                        f"never occur in the data)", field="labels")
     seen: dict[str, tuple[str, Origin | None]] = {}
     for split in SPLITS:
         examples = data.splits.get(split)
