@@ -210,7 +210,7 @@ def label_correlation_loss(label_emb: torch.Tensor, targets: torch.Tensor) -> to
     there; their contextual label embeddings are pushed apart by penalising their cosine similarity
     (Demux's "local, inter-group" term, Chochlakis et al. 2023, on the label representations).
     Averaged over the pairs of an example, then over the examples that have both kinds of label;
-    0 when no example does.
+    0 when no example does. Hand-written: no library ships this regulariser.
     """
     unit = F.normalize(label_emb, dim=-1)
     sim = unit @ unit.transpose(1, 2)  # [B, L, L]
@@ -314,6 +314,9 @@ def train_demux(train_texts: Sequence[str], train_y: np.ndarray, dev_texts: Sequ
     0, a lower dev BCE counts as a gain) and the best epoch's weights are restored. `tokenizer`/`encoder` override `build_encoder` (tests). Returns the model,
     tokenizer, per-epoch history and the best and stopping epochs.
     """
+    # A plain loop rather than transformers.Trainer + EarlyStoppingCallback: the loss needs the label
+    # embeddings (correlation term), early stopping has a zero-F1 tie-break Trainer can't express, and
+    # Trainer's per-step overhead dominates with a <1M-parameter encoder on CPU.
     torch.manual_seed(seed)
     if tokenizer is None or encoder is None:
         tokenizer, encoder = build_encoder(settings, train_texts, labels)
