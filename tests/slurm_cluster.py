@@ -1,11 +1,11 @@
 """SLURM for the tests: a real single-node cluster on localhost, and the plugin's sbatch calls per job.
 
-`ensure_installed()` installs the Debian packages when missing (root + apt), `LocalSlurm` writes
-slurm.conf/gres.conf into a temp folder, starts munged, slurmctld and `slurmd -N localhost` with a
-fake GPU (a gres backed by /dev/null) and two partitions, `cpu` (default) and `gpu`, matching
-profiles/slurm/partitions.yaml, and stops every daemon it started by its pid file.
-The recipe and its traps are in /work/shared/STACK.md ("A real SLURM on localhost").
-Clients (sbatch, squeue, scontrol) reach this cluster through the SLURM_CONF variable in `env`.
+`ensure_installed()` installs the Debian packages when missing (root + apt). `LocalSlurm` writes
+slurm.conf/gres.conf into a temp folder and to /etc/slurm (refusing to replace a configuration it did
+not write), starts munged, slurmctld and `slurmd -N localhost` with a fake GPU (a gres backed by
+/dev/null) and two partitions, `cpu` (default) and `gpu`, matching profiles/slurm/partitions.yaml, and
+stops every daemon it started by its pid file. The recipe and its traps are in STACK.md ("A real SLURM
+on localhost"). Clients also get SLURM_CONF in `env`.
 
 `planned_jobs()` (also `python -m tests.slurm_cluster jobs ...`, JSON on stdout) builds the workflow's
 DAG with the Snakemake API and, for every job, returns its evaluated resources and the sbatch command
@@ -34,6 +34,10 @@ BINARIES = ["slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "mun
 MUNGE_RUN = Path("/run/munge")
 MUNGE_PID = MUNGE_RUN / "munged.pid"
 MUNGE_KEY = Path("/etc/munge/munge.key")
+# The jobs' own `srun` (snakemake-executor-plugin-slurm-jobstep) drops every SLURM_* variable but the
+# job's identity, SLURM_CONF included, so the configuration must also sit at the default path.
+SYSTEM_CONF_DIR = Path("/etc/slurm")
+MARKER = "# written by labeldist tests/slurm_cluster.py"
 
 
 class SlurmUnavailable(RuntimeError):
@@ -137,6 +141,7 @@ class LocalSlurm:
         (self.root / "spool").mkdir(parents=True, exist_ok=True)
         mem = node_memory_mb()
         self.conf.write_text(f"""\
+{MARKER}
 ClusterName=labeldisttest
 SlurmctldHost=localhost
 SlurmUser=root
@@ -169,8 +174,24 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={mem} Gres=gpu
 PartitionName=cpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=localhost MaxTime=INFINITE State=UP
 """)
-        gres = "\n".join(f"NodeName=localhost Name=gpu File=/dev/null" for _ in range(self.gpus))
-        (self.root / "gres.conf").write_text(gres + "\n")
+        gres = "\n".join("NodeName=localhost Name=gpu File=/dev/null" for _ in range(self.gpus))
+        (self.root / "gres.conf").write_text(f"{MARKER}\n{gres}\n")
+
+    def _install_system_config(self) -> None:
+        """Copy slurm.conf and gres.conf to /etc/slurm, refusing to replace a configuration not ours."""
+        SYSTEM_CONF_DIR.mkdir(parents=True, exist_ok=True)
+        for name in ("slurm.conf", "gres.conf"):
+            target = SYSTEM_CONF_DIR / name
+            if target.exists() and MARKER not in target.read_text(errors="replace"):
+                raise SlurmUnavailable(f"{target} exists and was not written by these tests: not replacing it")
+        for name in ("slurm.conf", "gres.conf"):
+            shutil.copyfile(self.root / name, SYSTEM_CONF_DIR / name)
+
+    def _remove_system_config(self) -> None:
+        for name in ("slurm.conf", "gres.conf"):
+            target = SYSTEM_CONF_DIR / name
+            if target.exists() and MARKER in target.read_text(errors="replace"):
+                target.unlink()
 
     def _start_munge(self) -> None:
         if _pid_alive(MUNGE_PID):
@@ -189,6 +210,7 @@ PartitionName=gpu Nodes=localhost MaxTime=INFINITE State=UP
         if os.geteuid() != 0:
             raise SlurmUnavailable("starting slurmctld/slurmd/munged needs root")
         self.write_config()
+        self._install_system_config()
         try:
             self._start_munge()
             subprocess.run(["slurmctld", "-f", str(self.conf)], check=True, env=self.env,
@@ -246,6 +268,7 @@ PartitionName=gpu Nodes=localhost MaxTime=INFINITE State=UP
         if self._started_munge:
             _stop_pid_file(MUNGE_PID)
             self._started_munge = False
+        self._remove_system_config()
 
 
 # ---- the plugin's sbatch call for every job of a DAG (no cluster needed) --------------------------

@@ -133,8 +133,10 @@ def reduced_config(path: Path) -> Path:
     ds["synthetic"].update(n_train=200, n_dev=40, n_test=40)
     ds["subsets"] = {"main_size": 16, "multi_size": 8, "dev_size": 8, "train_size": 16, "seed": 0}
     tiny = cfg["models"]["tiny"]
-    tiny["builtin"].update(steps=20, batch_size=8)
+    tiny["builtin"].update(steps=10, batch_size=4, vocab_size=300, hidden_size=32, num_layers=1, num_heads=2,
+                           num_kv_heads=1, intermediate_size=64, max_position_embeddings=256)
     tiny["gpu_mem_gb"] = 1
+    cfg["prompts"]["emotions"]["k"] = 2
     cfg.update(seeds=[0], regimes=["base"], prompting=["baseline"], estimators=["first_step", "max_over_steps"],
                figures=[], device="auto")
     cfg["generation"].update(max_new_tokens=12, batch_size=8, marginal=False)
@@ -158,7 +160,9 @@ def test_workflow_runs_through_sbatch(cluster, tmp_path):
     except subprocess.TimeoutExpired as err:
         pytest.fail(f"SLURM run timed out\n{(err.stderr or b'')[-3000:]!r}\n{cluster.logs()}")
     log = res.stdout + res.stderr
-    assert res.returncode == 0, log[-5000:] + "\n" + cluster.logs()
+    job_logs = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-2000:]}"
+                         for p in sorted((work / ".snakemake" / "slurm_logs").rglob("*.log")))
+    assert res.returncode == 0, log[-4000:] + "\n" + job_logs + "\n" + cluster.logs()
 
     submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log)
     assert len(submitted) >= 4, log[-3000:]  # data, base model, generation, two estimates (some may batch)
