@@ -15,6 +15,7 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/finetune.smk"
 include: "workflow/rules/estimate.smk"
 include: "workflow/rules/probes.smk"
 include: "workflow/rules/demux.smk"

@@ -1,0 +1,564 @@
+"""Finetuning regimes (METHODS.md section 5): supervised finetuning (TRL SFTTrainer, LoRA via PEFT) and
+GRPO reinforcement learning (TRL GRPOTrainer) with a label-F1 + format reward.
+
+Both regimes read the data stage's files (docs/formats.md), build the same prompts the generation stage
+uses (labeldist.prompts: instruction + k seeded demos from the train split + the query) and write a merged
+`save_pretrained` folder (model + tokenizer, loadable on its own) with `training_log.csv`, atomically.
+
+Design notes:
+- SFT trains on `{"prompt", "completion"}` records, so TRL computes the loss on the completion only and
+  appends the tokenizer's EOS to each completion.
+- Each training query gets its own demo set, drawn by a `random.Random(seed)` shared over the dataset
+  (reproducible), from the train split minus the `train` subset (the generation stage's demo pool) and
+  minus the query itself. Varying the demos keeps the model from memorising one demo set.
+- 4-bit QLoRA is used only when the config asks for it and CUDA and bitsandbytes are both available; the
+  adapter is then merged into a freshly loaded unquantized copy of the base model.
+- RL finetunes all weights of small models and uses LoRA (with the `finetune.sft` LoRA settings) on models
+  with more than `LORA_MIN_PARAMS` parameters: full finetuning is cheap and learns faster on the tiny
+  default model, LoRA keeps optimizer memory bounded on billion-parameter models.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import random
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .io import atomic_dir, iter_jsonl, read_json
+from .prompts import (
+    NONE_LABEL,
+    PromptSpec,
+    ParsedLabels,
+    completion_text,
+    example_block,
+    format_labels,
+    parse_labels,
+    render_prompt,
+    sample_demos,
+)
+
+log = logging.getLogger("labeldist.finetune")
+
+# RL uses LoRA instead of full finetuning above this many parameters (see the module docstring).
+LORA_MIN_PARAMS = 50_000_000
+TRAINING_LOG = "training_log.csv"
+# Columns written first in training_log.csv when the trainer logged them; any other numeric key follows.
+LOG_COLUMNS = ("step", "epoch", "loss", "reward", "reward_std", "kl", "learning_rate", "grad_norm")
+
+
+# ---- settings -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyperparameters (config `finetune.sft` / `finetune.seq_cls`)."""
+
+    lora_r: int = 64
+    lora_alpha: float = 16
+    lora_dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class SFTSettings:
+    """Config `finetune.sft`."""
+
+    lora_r: int = 64
+    lora_alpha: float = 16
+    lora_dropout: float = 0.1
+    lr: float = 2.0e-4
+    max_steps: int = 500
+    batch_size: int = 8
+    load_in_4bit: bool = False
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "SFTSettings":
+        """Build from a validated config block (extra keys are ignored)."""
+        return cls(**{f.name: cfg[f.name] for f in fields(cls) if f.name in cfg})
+
+    @property
+    def lora(self) -> LoraSettings:
+        """The LoRA part of the settings."""
+        return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout)
+
+
+@dataclass(frozen=True)
+class RLSettings:
+    """Config `finetune.rl`."""
+
+    start_from: str = "sft"
+    max_steps: int = 200
+    num_generations: int = 8
+    batch_size: int = 8
+    beta: float = 0.0
+    lr: float = 1.0e-6
+    max_completion_length: int = 32
+    format_reward: float = 0.5
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "RLSettings":
+        """Build from a validated config block (extra keys are ignored)."""
+        return cls(**{f.name: cfg[f.name] for f in fields(cls) if f.name in cfg})
+
+
+# ---- data ---------------------------------------------------------------------------------------
+def read_label_set(labels_path: str | Path) -> list[str]:
+    """The dataset's label list from `labels.json` (DataError when the field is missing or malformed)."""
+    meta = read_json(labels_path)
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, list) or not labels or not all(isinstance(l, str) and l for l in labels):
+        raise DataError(labels_path, "expected a non-empty list of label strings", field="labels")
+    return labels
+
+
+def read_split(path: str | Path, label_set: Sequence[str]) -> list[dict]:
+    """The records of a `{split}.jsonl` file as dicts with `id`, `text` and `labels` (gold, in file order).
+
+    Raises DataError naming the file, line and field for a missing or malformed field or a label outside
+    the label set.
+    """
+    known = set(label_set)
+    records = []
+    for lineno, obj in iter_jsonl(path):
+        for name in ("id", "text"):
+            if not isinstance(obj.get(name), str):
+                raise DataError(path, f"expected a string, got {type(obj.get(name)).__name__}",
+                                line=lineno, field=name)
+        labels = obj.get("labels")
+        if not isinstance(labels, list) or not all(isinstance(l, str) for l in labels):
+            raise DataError(path, "expected a list of label strings", line=lineno, field="labels")
+        unknown = [l for l in labels if l not in known]
+        if unknown:
+            raise DataError(path, f"labels {unknown} are not in labels.json", line=lineno, field="labels")
+        records.append({"id": obj["id"], "text": obj["text"], "labels": list(labels)})
+    if not records:
+        raise DataError(path, "no records")
+    return records
+
+
+def read_subsets(path: str | Path) -> dict[str, list[str]]:
+    """The id subsets of `subsets.json` (DataError when it is not a mapping of id lists)."""
+    subsets = read_json(path)
+    if not isinstance(subsets, dict):
+        raise DataError(path, "expected a mapping of subset name to id list")
+    for name, ids in subsets.items():
+        if not isinstance(ids, list):
+            raise DataError(path, "expected a list of ids", field=name)
+    return subsets
+
+
+def select_ids(records: Sequence[dict], ids: Sequence[str], path: str | Path, subset: str) -> list[dict]:
+    """The records whose id is in `ids`, in the order of `ids` (DataError naming an id not in `path`)."""
+    by_id = {r["id"]: r for r in records}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise DataError(path, f"subset {subset!r} names ids not in this split, e.g. {missing[:3]}")
+    return [by_id[i] for i in ids]
+
+
+def completion_for(spec: PromptSpec, labels: Sequence[str], chat: bool) -> str:
+    """The target text after a rendered prompt for gold `labels`.
+
+    Plain prompts end with the output prefix minus its trailing space, so the completion is that space
+    plus `completion_text` (exactly what the demos show); chat prompts end with the assistant header, so it
+    is the formatted list alone, as in the demo turns (TRL appends EOS, the templates' end of turn).
+    """
+    if chat:
+        return format_labels(labels, spec.label_format)
+    full = example_block("x", labels, spec)
+    open_ = example_block("x", None, spec)
+    return full[len(open_):]
+
+
+def uses_chat(spec: PromptSpec, tokenizer: Any) -> bool:
+    """True when `render_prompt` will use the tokenizer's chat template for this spec."""
+    return bool(spec.use_chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None))
+
+
+def prompt_records(
+    queries: Sequence[dict],
+    demo_pool: Sequence[dict],
+    spec: PromptSpec,
+    label_set: Sequence[str],
+    seed: int,
+    tokenizer: Any = None,
+) -> list[dict]:
+    """One training record per query: `id`, `prompt` (the generation stage's prompt format), `completion`
+    (the gold label list as the model should write it) and `gold` (the gold label list).
+
+    Demos are drawn per query from `demo_pool` minus the query itself, with one seeded rng over the whole
+    list, so the records are reproducible for a seed.
+    """
+    rng = random.Random(seed)
+    texts = {r["id"]: (r["text"], r["labels"]) for r in demo_pool}
+    pool = [(r["id"], r["labels"]) for r in demo_pool]
+    chat = uses_chat(spec, tokenizer)
+    out = []
+    for rec in queries:
+        candidates = [p for p in pool if p[0] != rec["id"]]
+        demo_ids = sample_demos(candidates, spec.k, spec.demo_sampling, label_set, rng, spec.multilabel_ratio)
+        demos = [texts[i] for i in demo_ids]
+        out.append({
+            "id": rec["id"],
+            "prompt": render_prompt(spec, label_set, demos, rec["text"], tokenizer),
+            "completion": completion_for(spec, rec["labels"], chat),
+            "gold": list(rec["labels"]),
+        })
+    return out
+
+
+def demo_pool(train: Sequence[dict], subsets: Mapping[str, Sequence[str]]) -> list[dict]:
+    """The demo pool of docs/formats.md: the train split minus the `train` subset (all of it when that
+    would leave nothing)."""
+    held = set(subsets.get("train", []))
+    pool = [r for r in train if r["id"] not in held]
+    return pool or list(train)
+
+
+# ---- reward -------------------------------------------------------------------------------------
+def is_parsable(parsed: ParsedLabels) -> bool:
+    """True when the output named at least one label (or `none`) and nothing outside the label set."""
+    return not parsed.no_label and not parsed.unknown
+
+
+def label_set_f1(predicted: Sequence[str], gold: Sequence[str], label_set: Sequence[str]) -> float:
+    """Per-example F1 between two label sets, with `none` standing for an empty gold set.
+
+    `predicted` may contain `none`; an empty prediction scores 0. Computed by sklearn's binary F1 over the
+    multi-hot vectors of label_set + [none].
+    """
+    from sklearn.metrics import f1_score
+
+    names = list(label_set) + [NONE_LABEL]
+    gold_set = set(gold) or {NONE_LABEL}
+    pred_set = set(predicted)
+    y_true = [int(n in gold_set) for n in names]
+    y_pred = [int(n in pred_set) for n in names]
+    return float(f1_score(y_true, y_pred, zero_division=0.0))
+
+
+def label_reward(
+    completion: str, gold: Sequence[str], label_set: Sequence[str], fmt: str, format_reward: float
+) -> float:
+    """The RL reward of one completion: F1 of its parsed label set against `gold`, plus `format_reward`
+    when the output is parsable (see `is_parsable`) or minus it when it is not.
+
+    A perfect parsable answer scores 1 + format_reward.
+    """
+    parsed = parse_labels(completion, fmt, label_set)
+    predicted = list(parsed.labels) + ([NONE_LABEL] if parsed.said_none else [])
+    f1 = label_set_f1(predicted, gold, label_set)
+    return f1 + (format_reward if is_parsable(parsed) else -format_reward)
+
+
+def make_reward_func(label_set: Sequence[str], fmt: str, format_reward: float) -> Callable[..., list[float]]:
+    """A TRL reward function: `(completions, gold, **kwargs) -> list[float]` of `label_reward`.
+
+    TRL passes the dataset's extra columns (here `gold`) as keyword arguments, one entry per completion.
+    """
+    labels = list(label_set)
+
+    def label_f1_reward(completions: Sequence[Any], gold: Sequence[Sequence[str]], **kwargs: Any) -> list[float]:
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return [label_reward(t, g, labels, fmt, format_reward) for t, g in zip(texts, gold)]
+
+    return label_f1_reward
+
+
+# ---- models -------------------------------------------------------------------------------------
+def resolve_device(device: str) -> str:
+    """`cuda` or `cpu` for config `device` (auto: cuda when available; see labeldist.models)."""
+    from .models import resolve_device as _resolve
+
+    return _resolve(device).type
+
+
+def can_load_4bit(device: str) -> bool:
+    """True when 4-bit loading is possible here: a CUDA device and bitsandbytes installed."""
+    return device == "cuda" and importlib.util.find_spec("bitsandbytes") is not None
+
+
+def count_parameters(model: Any) -> int:
+    """The model's total number of parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def lora_config(lora: LoraSettings, task_type: str = "CAUSAL_LM", modules_to_save: Sequence[str] | None = None) -> Any:
+    """A PEFT LoraConfig on every linear layer (`all-linear`, the output head excluded)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+        target_modules="all-linear", task_type=task_type,
+        modules_to_save=list(modules_to_save) if modules_to_save else None,
+    )
+
+
+def load_model(path: str | Path, device: str, dtype: str = "auto", load_in_4bit: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) from a base/sft/rl folder via `labeldist.models.load_causal_lm` (pad token set)."""
+    from .models import load_causal_lm
+
+    return load_causal_lm(path, device=device, dtype=dtype, load_in_4bit=load_in_4bit)
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The tokenizer of a model folder (save_pretrained or model_ref.json), without loading weights."""
+    from transformers import AutoTokenizer
+
+    from .models import hub_offline, resolve_model_source
+
+    source = resolve_model_source(path)
+    extra = {"revision": source.revision, "local_files_only": hub_offline()} if source.is_hub else {}
+    return AutoTokenizer.from_pretrained(source.location, **extra)
+
+
+def training_log_frame(log_history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per logged training step from `trainer.state.log_history` (the end-of-training summary
+    left out): `step` first, then loss / reward / kl / learning_rate where logged, then any other number."""
+    rows = [
+        {k: v for k, v in entry.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for entry in log_history
+        if "step" in entry and "train_runtime" not in entry
+    ]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame({"step": pd.Series(dtype="int64")})
+    first = [c for c in LOG_COLUMNS if c in frame.columns]
+    return frame[first + sorted(c for c in frame.columns if c not in first)]
+
+
+def trainer_precision(device: str) -> dict[str, Any]:
+    """TrainingArguments keys for the device: `use_cpu` on CPU (STACK.md), bf16 on CUDA where supported."""
+    import torch
+
+    if device == "cpu":
+        return {"use_cpu": True, "bf16": False}
+    return {"bf16": bool(torch.cuda.is_bf16_supported()), "use_cpu": False}
+
+
+def _common_args(
+    lr: float, max_steps: int, batch_size: int, seed: int, device: str, scratch: str, n_params: int
+) -> dict:
+    """TrainingArguments shared by every regime: no checkpoints, no hub, no reporting, dense logging,
+    activation checkpointing only on big models (it slows small ones down for no memory gain)."""
+    return {
+        "output_dir": scratch,
+        "learning_rate": lr,
+        "max_steps": max_steps,
+        "per_device_train_batch_size": batch_size,
+        "logging_steps": max(1, max_steps // 100),
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": seed,
+        "data_seed": seed,
+        "disable_tqdm": False,
+        "activation_checkpointing": n_params > LORA_MIN_PARAMS,
+        **trainer_precision(device),
+    }
+
+
+def save_folder(model: Any, tokenizer: Any, log_frame: pd.DataFrame, folder: Path) -> None:
+    """Write model, tokenizer and training_log.csv into `folder` (a temp folder of atomic_dir)."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    log_frame.to_csv(folder / TRAINING_LOG, index=False)
+
+
+def _merge_adapter(peft_model: Any, base_path: str | Path, device: str, dtype: str, quantized: bool) -> Any:
+    """The trained LoRA adapter merged into its base model.
+
+    A 4-bit base cannot absorb the adapter exactly, so then the adapter is saved, the base reloaded
+    unquantized and the adapter merged into that copy.
+    """
+    if not quantized:
+        return peft_model.merge_and_unload()
+    from peft import PeftModel
+
+    with tempfile.TemporaryDirectory() as adapter_dir:
+        peft_model.save_pretrained(adapter_dir)
+        base, _ = load_model(base_path, device=device, dtype="bfloat16" if dtype == "auto" else dtype)
+        return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+
+
+# ---- SFT ----------------------------------------------------------------------------------------
+def train_sft(
+    base_path: str | Path,
+    out_dir: str | Path,
+    examples: Sequence[dict],
+    settings: SFTSettings,
+    device: str = "auto",
+    dtype: str = "auto",
+    callbacks: Sequence[Any] = (),
+) -> pd.DataFrame:
+    """Finetune the model in `base_path` on `examples` ({"prompt", "completion"}, see `prompt_records`)
+    with TRL's SFTTrainer and LoRA, merge the adapter and write the folder `out_dir` atomically.
+
+    Returns the training log (also written as `out_dir/training_log.csv`). An exception during training
+    leaves no `out_dir`.
+    """
+    import transformers
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    device = resolve_device(device)
+    quantized = bool(settings.load_in_4bit and can_load_4bit(device))
+    if settings.load_in_4bit and not quantized:
+        log.info("load_in_4bit requested but CUDA + bitsandbytes are not available: training unquantized")
+    transformers.set_seed(settings.seed)
+    model, tokenizer = load_model(base_path, device=device, dtype=dtype, load_in_4bit=quantized)
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
+    dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
+    log.info("SFT: %d examples, %d steps, batch %d, lr %g, LoRA r=%d on %s (%s params)%s", len(dataset),
+             settings.max_steps, settings.batch_size, settings.lr, settings.lora_r, device,
+             f"{count_parameters(model):,}", ", 4-bit" if quantized else "")
+    with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory() as scratch:
+        args = SFTConfig(
+            **_common_args(settings.lr, settings.max_steps, settings.batch_size, settings.seed, device, scratch,
+                           count_parameters(model)),
+            completion_only_loss=True,
+            max_length=None,
+        )
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+            peft_config=lora_config(settings.lora), callbacks=list(callbacks),
+        )
+        trainer.train()
+        frame = training_log_frame(trainer.state.log_history)
+        merged = _merge_adapter(trainer.model, base_path, device, dtype, quantized)
+        save_folder(merged, tokenizer, frame, tmp)
+    return frame
+
+
+# ---- RL -----------------------------------------------------------------------------------------
+def train_rl(
+    start_path: str | Path,
+    out_dir: str | Path,
+    examples: Sequence[dict],
+    label_set: Sequence[str],
+    label_format: str,
+    settings: RLSettings,
+    lora: LoraSettings,
+    device: str = "auto",
+    dtype: str = "auto",
+    callbacks: Sequence[Any] = (),
+) -> pd.DataFrame:
+    """GRPO-train the model in `start_path` on `examples` ({"prompt", "gold"}) with the label-F1 + format
+    reward (`make_reward_func`), and write the merged folder `out_dir` atomically.
+
+    Full finetuning up to LORA_MIN_PARAMS parameters, LoRA (`lora`) above. Returns the training log (also
+    written as `out_dir/training_log.csv`, with reward, loss, learning_rate and kl when beta > 0). An
+    exception during training leaves no `out_dir`.
+    """
+    import transformers
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    device = resolve_device(device)
+    transformers.set_seed(settings.seed)
+    model, tokenizer = load_model(start_path, device=device, dtype=dtype)
+    tokenizer.padding_side = "left"  # GRPO generates batches of prompts
+    use_lora = count_parameters(model) > LORA_MIN_PARAMS
+    dataset = Dataset.from_list([{"prompt": e["prompt"], "gold": list(e["gold"])} for e in examples])
+    log.info("GRPO: %d prompts, %d steps, batch %d, %d generations, beta %g, lr %g, %s on %s (%s params)",
+             len(dataset), settings.max_steps, settings.batch_size, settings.num_generations, settings.beta,
+             settings.lr, "LoRA" if use_lora else "full finetuning", device, f"{count_parameters(model):,}")
+    reward = make_reward_func(label_set, label_format, settings.format_reward)
+    with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory() as scratch:
+        args = GRPOConfig(
+            **_common_args(settings.lr, settings.max_steps, settings.batch_size, settings.seed, device, scratch,
+                           count_parameters(model)),
+            num_generations=settings.num_generations,
+            max_completion_length=settings.max_completion_length,
+            beta=settings.beta,
+        )
+        trainer = GRPOTrainer(
+            model=model, reward_funcs=reward, args=args, train_dataset=dataset, processing_class=tokenizer,
+            peft_config=lora_config(lora) if use_lora else None, callbacks=list(callbacks),
+        )
+        trainer.train()
+        frame = training_log_frame(trainer.state.log_history)
+        trained = trainer.model.merge_and_unload() if use_lora else trainer.model
+        save_folder(trained, tokenizer, frame, tmp)
+    return frame
+
+
+# ---- file-level entry points (the workflow scripts call these) -------------------------------------
+def set_threads(threads: int | None) -> None:
+    """Limit torch's CPU threads to the rule's `threads` (no-op for None)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def _load_stage_data(train_path: str | Path, labels_path: str | Path, subsets_path: str | Path):
+    label_set = read_label_set(labels_path)
+    train = read_split(train_path, label_set)
+    subsets = read_subsets(subsets_path)
+    return label_set, train, demo_pool(train, subsets)
+
+
+def sft_from_files(
+    base_path: str | Path,
+    train_path: str | Path,
+    labels_path: str | Path,
+    subsets_path: str | Path,
+    out_dir: str | Path,
+    prompt_cfg: Mapping[str, Any],
+    sft_cfg: Mapping[str, Any],
+    device: str = "auto",
+    dtype: str = "auto",
+    threads: int | None = None,
+) -> pd.DataFrame:
+    """The `sft` rule: SFT on the train split's prompts (see `prompt_records`); returns the training log."""
+    set_threads(threads)
+    settings = SFTSettings.from_config(sft_cfg)
+    spec = PromptSpec.from_config(prompt_cfg)
+    label_set, train, pool = _load_stage_data(train_path, labels_path, subsets_path)
+    tokenizer = load_tokenizer(base_path) if spec.use_chat_template else None
+    examples = prompt_records(train, pool, spec, label_set, settings.seed, tokenizer)
+    return train_sft(base_path, out_dir, examples, settings, device=device, dtype=dtype)
+
+
+def rl_from_files(
+    start_path: str | Path,
+    train_path: str | Path,
+    labels_path: str | Path,
+    subsets_path: str | Path,
+    out_dir: str | Path,
+    prompt_cfg: Mapping[str, Any],
+    rl_cfg: Mapping[str, Any],
+    sft_cfg: Mapping[str, Any],
+    device: str = "auto",
+    dtype: str = "auto",
+    threads: int | None = None,
+) -> pd.DataFrame:
+    """The `rl` rule: GRPO from `start_path` (the SFT or base folder) on the train split's prompts, LoRA
+    settings from `finetune.sft` where LoRA is used; returns the training log."""
+    set_threads(threads)
+    settings = RLSettings.from_config(rl_cfg)
+    spec = PromptSpec.from_config(prompt_cfg)
+    label_set, train, pool = _load_stage_data(train_path, labels_path, subsets_path)
+    tokenizer = load_tokenizer(start_path) if spec.use_chat_template else None
+    examples = prompt_records(train, pool, spec, label_set, settings.seed, tokenizer)
+    return train_rl(start_path, out_dir, examples, label_set, spec.label_format, settings,
+                    SFTSettings.from_config(sft_cfg).lora, device=device, dtype=dtype)
+
+
+def mean_f1(outputs: Sequence[str], golds: Sequence[Sequence[str]], label_set: Sequence[str], fmt: str) -> float:
+    """Mean per-example label-set F1 of raw outputs against gold label lists (see `label_set_f1`)."""
+    scores = []
+    for text, gold in zip(outputs, golds):
+        parsed = parse_labels(text, fmt, label_set)
+        scores.append(label_set_f1(list(parsed.labels) + ([NONE_LABEL] if parsed.said_none else []), gold, label_set))
+    return float(np.mean(scores)) if scores else 0.0

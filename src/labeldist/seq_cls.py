@@ -1,0 +1,213 @@
+"""The sequence-classification-head baseline (METHODS.md section 4, `seq_cls_head`): the base LLM with a
+linear multi-label head (`AutoModelForSequenceClassification`, BCE on float multi-hot labels), LoRA-
+finetuned with PEFT on the train split's query texts (no instruction, no demos); q(l | x) = sigmoid of
+the head's logit for l. Writes estimate parquets (docs/formats.md) for the main and dev subsets and keeps
+no model on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .finetune import (
+    LoraSettings,
+    count_parameters,
+    load_tokenizer,
+    lora_config,
+    read_label_set,
+    read_split,
+    read_subsets,
+    resolve_device,
+    select_ids,
+    set_threads,
+    trainer_precision,
+    training_log_frame,
+)
+from .errors import DataError
+from .io import write_parquet
+
+log = logging.getLogger("labeldist.seq_cls")
+
+# Head module names of AutoModelForSequenceClassification architectures (Llama & co: score; BERT: classifier).
+HEAD_NAMES = ("score", "classifier")
+
+
+@dataclass(frozen=True)
+class SeqClsSettings:
+    """Config `finetune.seq_cls`; `seed` is added to the run's seed wildcard."""
+
+    lora_r: int = 64
+    lora_alpha: float = 16
+    lora_dropout: float = 0.1
+    lr: float = 2.0e-4
+    max_steps: int = 500
+    batch_size: int = 8
+    seed: int = 0
+    max_length: int = 256
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "SeqClsSettings":
+        """Build from a validated config block (extra keys are ignored)."""
+        return cls(**{f.name: cfg[f.name] for f in fields(cls) if f.name in cfg})
+
+    @property
+    def lora(self) -> LoraSettings:
+        """The LoRA part of the settings."""
+        return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout)
+
+
+def multi_hot(labels: Sequence[str], label_set: Sequence[str]) -> list[float]:
+    """Float multi-hot vector of `labels` over `label_set` (the head's BCE target)."""
+    chosen = set(labels)
+    return [1.0 if l in chosen else 0.0 for l in label_set]
+
+
+def load_seq_cls_model(base_path: str | Path, label_set: Sequence[str], device: str, dtype: str = "auto") -> tuple[Any, Any]:
+    """(model, tokenizer): a sequence-classification model with a fresh multi-label head of |label_set|
+    outputs on top of the base folder's weights (a save_pretrained folder or model_ref.json), pad token
+    set in tokenizer and model config."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .models import hub_offline, resolve_dtype, resolve_model_source
+    from .models import resolve_device as torch_device
+
+    source = resolve_model_source(base_path)
+    extra = {"revision": source.revision, "local_files_only": hub_offline()} if source.is_hub else {}
+    tokenizer = load_tokenizer(base_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source.location,
+        num_labels=len(label_set),
+        problem_type="multi_label_classification",
+        id2label=dict(enumerate(label_set)),
+        label2id={l: i for i, l in enumerate(label_set)},
+        pad_token_id=tokenizer.pad_token_id,
+        dtype=resolve_dtype(dtype, torch_device(device)),
+        **extra,
+    )
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device), tokenizer
+
+
+def head_modules(model: Any) -> list[str]:
+    """Names of the model's classification-head modules (trained fully and saved with the adapter)."""
+    return [name for name in HEAD_NAMES if hasattr(model, name)]
+
+
+def _tokenized(tokenizer: Any, records: Sequence[dict], label_set: Sequence[str], max_length: int,
+               with_labels: bool) -> Any:
+    from datasets import Dataset
+
+    enc = tokenizer([r["text"] for r in records], truncation=True, max_length=max_length)
+    data: dict[str, Any] = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    if with_labels:
+        data["labels"] = [multi_hot(r["labels"], label_set) for r in records]
+    return Dataset.from_dict(data)
+
+
+def train_seq_cls_head(
+    base_path: str | Path,
+    train: Sequence[dict],
+    label_set: Sequence[str],
+    settings: SeqClsSettings,
+    seed: int,
+    device: str = "auto",
+    dtype: str = "auto",
+    callbacks: Sequence[Any] = (),
+) -> tuple[Any, Any, pd.DataFrame]:
+    """Train the LoRA + head classifier on `train` records (id, text, labels) with transformers' Trainer
+    (BCE through `problem_type="multi_label_classification"`); return (trainer, tokenizer, training log).
+
+    The run is seeded by `settings.seed + seed`.
+    """
+    import transformers
+    from peft import get_peft_model
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    device = resolve_device(device)
+    run_seed = settings.seed + seed
+    transformers.set_seed(run_seed)
+    model, tokenizer = load_seq_cls_model(base_path, label_set, device, dtype)
+    model = get_peft_model(model, lora_config(settings.lora, task_type="SEQ_CLS",
+                                              modules_to_save=head_modules(model)))
+    dataset = _tokenized(tokenizer, train, label_set, settings.max_length, with_labels=True)
+    log.info("seq_cls_head: %d examples, %d labels, %d steps, batch %d, lr %g, seed %d, on %s (%s params)",
+             len(dataset), len(label_set), settings.max_steps, settings.batch_size, settings.lr, run_seed,
+             device, f"{count_parameters(model):,}")
+    scratch = tempfile.mkdtemp(prefix="seq_cls_")
+    args = TrainingArguments(
+        output_dir=scratch, learning_rate=settings.lr, max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=max(settings.batch_size, 16),
+        logging_steps=max(1, settings.max_steps // 100), save_strategy="no", report_to="none",
+        seed=run_seed, data_seed=run_seed, disable_tqdm=False, **trainer_precision(device),
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                      data_collator=DataCollatorWithPadding(tokenizer), callbacks=list(callbacks))
+    try:
+        trainer.train()
+    finally:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+    return trainer, tokenizer, training_log_frame(trainer.state.log_history)
+
+
+def predict_estimates(trainer: Any, tokenizer: Any, records: Sequence[dict], label_set: Sequence[str],
+                      max_length: int = 256) -> pd.DataFrame:
+    """Long-format estimates (id, label, q = sigmoid(logit)) for `records`, one row per example and label."""
+    import torch
+
+    dataset = _tokenized(tokenizer, records, label_set, max_length, with_labels=False)
+    logits = trainer.predict(dataset).predictions
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    q = torch.sigmoid(torch.as_tensor(np.asarray(logits), dtype=torch.float64)).numpy()
+    return pd.DataFrame({
+        "id": np.repeat([str(r["id"]) for r in records], len(label_set)),
+        "label": np.tile(list(label_set), len(records)),
+        "q": q.reshape(-1).astype("float64"),
+    })
+
+
+def seq_cls_from_files(
+    base_path: str | Path,
+    data_files: Mapping[str, str | Path],
+    out_files: Mapping[str, str | Path],
+    seq_cls_cfg: Mapping[str, Any],
+    seed: int,
+    device: str = "auto",
+    dtype: str = "auto",
+    threads: int | None = None,
+) -> dict[str, pd.DataFrame]:
+    """The `seq_cls_head` rule: train on the train split, then write one estimate parquet per subset in
+    `out_files` (subset -> path; `main` reads the test split, `dev` the dev split). `data_files` holds the
+    data stage's `train`, `dev`, `test`, `labels` and `subsets` paths. Returns the written frames."""
+    set_threads(threads)
+    settings = SeqClsSettings.from_config(seq_cls_cfg)
+    label_set = read_label_set(data_files["labels"])
+    subsets = read_subsets(data_files["subsets"])
+    train = read_split(data_files["train"], label_set)
+    split_of = {"main": "test", "dev": "dev", "multi": "test", "train": "train"}
+    targets = {}
+    for subset in out_files:
+        if subset not in subsets:
+            raise DataError(data_files["subsets"], "subset missing", field=subset)
+        split_path = data_files[split_of[subset]]
+        targets[subset] = select_ids(read_split(split_path, label_set), subsets[subset], split_path, subset)
+    trainer, tokenizer, frame = train_seq_cls_head(base_path, train, label_set, settings, seed, device, dtype)
+    if not frame.empty and "loss" in frame:
+        log.info("seq_cls_head: loss %.4f -> %.4f", frame["loss"].iloc[0], frame["loss"].iloc[-1])
+    written = {}
+    for subset, records in targets.items():
+        est = predict_estimates(trainer, tokenizer, records, label_set, settings.max_length)
+        write_parquet(out_files[subset], est)
+        written[subset] = est
+    return written

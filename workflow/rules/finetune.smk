@@ -1,0 +1,112 @@
+# Finetuning regimes (METHODS.md section 5) and the sequence-classification-head baseline (section 4).
+#   sft, rl:      results/models/{dataset}/{model}/{sft,rl}/  merged save_pretrained folders with
+#                 training_log.csv (docs/formats.md); the generation rules pull them in via model_dir().
+#   seq_cls_head: estimates/{dataset}/{model}/base/seq_cls_head/{main,dev}/seed{seed}.parquet
+# Input, resource and target functions are lambdas: `snakemake --lint` flags files that mix `def`s and rules.
+# Threads: 1 for the built-in tiny model (its tensors are too small to gain from more), 4 otherwise.
+# RL finetunes all weights of models up to 50M parameters and uses LoRA above (labeldist.finetune).
+
+
+rule sft:
+    input:
+        base=lambda wildcards: base_model_dir(wildcards.model),
+        train=lambda wildcards: data_files(wildcards.dataset)["train"],
+        labels=lambda wildcards: data_files(wildcards.dataset)["labels"],
+        subsets=lambda wildcards: data_files(wildcards.dataset)["subsets"],
+    output:
+        directory(f"{R}/models/{{dataset}}/{{model}}/sft"),
+    log:
+        f"{R}/logs/finetune/{{dataset}}/{{model}}/sft.log",
+    benchmark:
+        f"{R}/benchmarks/finetune/{{dataset}}/{{model}}/sft.tsv"
+    params:
+        prompt=lambda wildcards: config["prompts"][config["datasets"][wildcards.dataset]["prompt"]],
+        sft=config["finetune"]["sft"],
+        device=config["device"],
+        dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
+    threads: lambda wildcards: 1 if model_cfg(wildcards.model)["size_b"] < 0.01 else 4
+    resources:
+        mem_mb=lambda wildcards, attempt: mem_mb_for(wildcards.model, attempt),
+        runtime=lambda wildcards, attempt: int((20 + 30 * model_cfg(wildcards.model)["size_b"]) * attempt),
+        gpu=lambda wildcards: uses_gpu(wildcards.model),
+    conda:
+        ENV
+    script:
+        "../scripts/sft.py"
+
+
+rule rl:
+    input:
+        # finetune.rl.start_from: the SFT folder of the same dataset and model, or the base model
+        start=lambda wildcards: (
+            model_dir(wildcards.dataset, wildcards.model, "sft")
+            if config["finetune"]["rl"]["start_from"] == "sft"
+            else base_model_dir(wildcards.model)
+        ),
+        train=lambda wildcards: data_files(wildcards.dataset)["train"],
+        labels=lambda wildcards: data_files(wildcards.dataset)["labels"],
+        subsets=lambda wildcards: data_files(wildcards.dataset)["subsets"],
+    output:
+        directory(f"{R}/models/{{dataset}}/{{model}}/rl"),
+    log:
+        f"{R}/logs/finetune/{{dataset}}/{{model}}/rl.log",
+    benchmark:
+        f"{R}/benchmarks/finetune/{{dataset}}/{{model}}/rl.tsv"
+    params:
+        prompt=lambda wildcards: config["prompts"][config["datasets"][wildcards.dataset]["prompt"]],
+        rl=config["finetune"]["rl"],
+        sft=config["finetune"]["sft"],
+        device=config["device"],
+        dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
+    threads: lambda wildcards: 1 if model_cfg(wildcards.model)["size_b"] < 0.01 else 4
+    resources:
+        mem_mb=lambda wildcards, attempt: mem_mb_for(wildcards.model, attempt),
+        runtime=lambda wildcards, attempt: int((20 + 60 * model_cfg(wildcards.model)["size_b"]) * attempt),
+        gpu=lambda wildcards: uses_gpu(wildcards.model),
+    conda:
+        ENV
+    script:
+        "../scripts/rl.py"
+
+
+rule seq_cls_head:
+    input:
+        base=lambda wildcards: base_model_dir(wildcards.model),
+        **{
+            key: (lambda wildcards, key=key: data_files(wildcards.dataset)[key])
+            for key in ("train", "dev", "test", "labels", "subsets")
+        },
+    output:
+        main=estimate_file("{dataset}", "{model}", "base", "seq_cls_head", "main", "{seed}"),
+        dev=estimate_file("{dataset}", "{model}", "base", "seq_cls_head", "dev", "{seed}"),
+    log:
+        f"{R}/logs/seq_cls_head/{{dataset}}/{{model}}/seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/seq_cls_head/{{dataset}}/{{model}}/seed{{seed}}.tsv"
+    params:
+        seq_cls=config["finetune"]["seq_cls"],
+        seed=lambda wildcards: int(wildcards.seed),
+        device=config["device"],
+        dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
+    threads: lambda wildcards: 1 if model_cfg(wildcards.model)["size_b"] < 0.01 else 4
+    resources:
+        mem_mb=lambda wildcards, attempt: mem_mb_for(wildcards.model, attempt),
+        runtime=lambda wildcards, attempt: int((20 + 30 * model_cfg(wildcards.model)["size_b"]) * attempt),
+        gpu=lambda wildcards: uses_gpu(wildcards.model),
+    conda:
+        ENV
+    script:
+        "../scripts/seq_cls.py"
+
+
+# Final targets of this stage: the seq_cls_head estimates (main, dev) of every seed. The sft/rl folders
+# are inputs of the generation rules and need no entry here.
+STAGE_TARGETS.append(
+    lambda: [
+        estimate_file(d, m, r, est, subset, seed)
+        for d, m, r, est in estimate_combos()
+        if est == "seq_cls_head"
+        for subset in ("main", "dev")
+        for seed in SEEDS
+    ]
+)
