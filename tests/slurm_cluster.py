@@ -280,10 +280,10 @@ def _profile_default_resources(profile: Path) -> dict[str, Any]:
 
 
 def planned_jobs(repo: Path, configfile: Path | None, profile: Path, targets: list[str] | None = None,
-                 attempt: int = 1) -> list[dict[str, Any]]:
+                 attempts: tuple[int, ...] = (1,)) -> list[dict[str, Any]]:
     """Return, for every job of the DAG (everything forced, nothing run): rule, wildcards, outputs,
-    evaluated resources (threads, mem_mb, runtime, gpu), the chosen partition and the sbatch call the
-    SLURM plugin builds for it at `attempt`.
+    threads, and per attempt (key "attempts", a list in the order of `attempts`) the evaluated
+    resources (mem_mb, runtime, gpu), the chosen partition and the sbatch call the SLURM plugin builds.
 
     Uses the profile's default-resources and its partitions.yaml. Changes the working directory to
     `repo` (the Snakemake API does): call it in a subprocess (`python -m tests.slurm_cluster jobs`).
@@ -307,25 +307,30 @@ def planned_jobs(repo: Path, configfile: Path | None, profile: Path, targets: li
         workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True, nolock=True)
         workflow._build_dag()
         for job in workflow.dag.jobs:
-            job.attempt = attempt
-            res = job.resources
             # what Workflow.is_local decides under a remote executor (this API workflow has none)
             local = job.rule.group is None and (job.rule.name in workflow._localrules or job.rule.norun)
-            partition = "" if local else (get_best_partition(partitions, job, log) or "")
-            params = {
-                "run_uuid": "plan", "slurm_logfile": "slurm.log", "comment_str": f"rule_{job.name}",
-                "account": "", "partition": f" -p {partition}" if partition else "", "workdir": str(repo),
-            }
-            sbatch = "" if local else get_submit_command(job, params) + set_gres_string(job)
+            per_attempt = []
+            for attempt in attempts:
+                job.attempt = attempt  # resets the evaluated resources
+                res = job.resources
+                partition = "" if local else (get_best_partition(partitions, job, log) or "")
+                params = {
+                    "run_uuid": "plan", "slurm_logfile": "slurm.log", "comment_str": f"rule_{job.name}",
+                    "account": "", "partition": f" -p {partition}" if partition else "", "workdir": str(repo),
+                }
+                per_attempt.append({
+                    "resources": {k: res.get(k) for k in ("mem_mb", "runtime", "gpu")},
+                    "partition": partition,
+                    "sbatch": "" if local else get_submit_command(job, params) + set_gres_string(job),
+                })
             out.append({
                 "rule": job.name,
                 "local": bool(local),
                 "wildcards": dict(job.wildcards_dict),
                 "output": [str(f) for f in job.output],
                 "threads": job.threads,
-                "resources": {k: res.get(k) for k in ("mem_mb", "runtime", "gpu")},
-                "partition": partition,
-                "sbatch": sbatch,
+                **per_attempt[0],
+                "attempts": per_attempt,
             })
     return out
 
@@ -336,12 +341,12 @@ def _main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1])
     ap.add_argument("--configfile", type=Path)
     ap.add_argument("--profile", type=Path)
-    ap.add_argument("--attempt", type=int, default=1)
-    ap.add_argument("targets", nargs="*")
+    ap.add_argument("--attempts", type=int, nargs="+", default=[1])
+    ap.add_argument("--targets", nargs="*", default=[])
     args = ap.parse_args(argv)
     profile = (args.profile or args.repo / "profiles" / "slurm").resolve()
     configfile = args.configfile.resolve() if args.configfile else None
-    jobs = planned_jobs(args.repo.resolve(), configfile, profile, args.targets, args.attempt)
+    jobs = planned_jobs(args.repo.resolve(), configfile, profile, args.targets, tuple(args.attempts))
     sys.stdout.write("\n@@JOBS@@" + json.dumps(jobs) + "\n")
 
 

@@ -51,7 +51,8 @@ def test_stage_job_counts_match_the_grid(study):
     subsets = {"baseline": 4, "unary": 2, "pairwise": 2, "icl_sweep": 1}  # linear_probe adds train
     for prompting in study["prompting"]:
         assert costs[prompting].jobs == d * m * r * s * subsets[prompting]
-    assert costs["sft"].jobs == costs["rl"].jobs == costs["seq_cls_head"].jobs == d * m
+    assert costs["sft"].jobs == costs["rl"].jobs == d * m
+    assert costs["seq_cls_head"].jobs == d * m * s
     assert costs["demux"].jobs == d * s
     # every study model needs a GPU; pairwise prompting costs most
     assert all(c.gpu_jobs == c.jobs for c in costs.values())

@@ -243,7 +243,7 @@ def planned_jobs(cfg: Mapping[str, Any], hw: Hardware = Hardware()) -> Iterator[
 
     Generation: one job per dataset x model x regime x prompting x subset x seed (the subsets of
     docs/formats.md); SFT and RL: one per dataset x model (when the regime is configured);
-    seq_cls_head: one per dataset x model; Demux: one per dataset x seed (when the estimators list them).
+    seq_cls_head and Demux: one per dataset (x model) x seed (when the estimators list them).
     """
     estimators, regimes = set(cfg["estimators"]), cfg["regimes"]
     for d in cfg["datasets"]:
@@ -259,7 +259,9 @@ def planned_jobs(cfg: Mapping[str, Any], hw: Hardware = Hardware()) -> Iterator[
                 if kind in regimes:
                     yield JobEstimate(kind, d, m, finetune_seconds(cfg, d, m, kind, hw), train_gpus)
             if "seq_cls_head" in estimators:
-                yield JobEstimate("seq_cls_head", d, m, finetune_seconds(cfg, d, m, "seq_cls_head", hw), train_gpus)
+                sec = finetune_seconds(cfg, d, m, "seq_cls_head", hw)
+                for _ in cfg["seeds"]:
+                    yield JobEstimate("seq_cls_head", d, m, sec, train_gpus)
         if "demux" in estimators:
             for _ in cfg["seeds"]:
                 yield JobEstimate("demux", d, "encoder", demux_seconds(cfg, d, hw),
