@@ -343,12 +343,15 @@ def runtime_minutes(seconds: float, attempt: int = 1) -> int:
 def host_mem_mb(model_cfg: Mapping[str, Any], attempt: int = 1, train: bool = False) -> int:
     """Return host memory (MB) for a job that loads the model, growing by half per retry.
 
-    A GPU job keeps a checkpoint shard and buffers in host memory (6 GB + a quarter of the weights);
-    a CPU job holds all weights (and, training, gradients and optimizer state: x4) plus 2 GB.
+    GPU inference keeps checkpoint shards and buffers in host memory (6 GB + a quarter of the bf16
+    weights); GPU training may hold the whole unquantized model on the host (merging a LoRA adapter
+    trained on 4-bit weights reloads the base in bf16): 8 GB + 1.1 x the bf16 weights. A CPU job holds
+    all weights (training: x4 for gradients and optimizer state) plus 2 GB.
     """
     wb_gb = weight_bytes(model_cfg) / 1e9
+    bf16_gb = model_cfg["size_b"] * 2
     if uses_gpu(model_cfg):
-        base = 6.0 + 0.25 * model_cfg["size_b"] * 2  # bf16 shards are read even for 4-bit loading
+        base = 8.0 + 1.1 * bf16_gb if train else 6.0 + 0.25 * bf16_gb
     else:
         base = 2.0 + wb_gb * (4 if train else 1.5)
     return int(math.ceil(base * 1024 * (1 + 0.5 * (max(attempt, 1) - 1))))

@@ -26,9 +26,9 @@ rule sft:
         dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
     threads: lambda wildcards: 1 if model_cfg(wildcards.model)["size_b"] < 0.01 else 4
     resources:
-        mem_mb=lambda wildcards, attempt: mem_mb_for(wildcards.model, attempt),
-        runtime=lambda wildcards, attempt: int((20 + 30 * model_cfg(wildcards.model)["size_b"]) * attempt),
-        gpu=lambda wildcards: uses_gpu(wildcards.model),
+        mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "sft"),
+        runtime=lambda wildcards, attempt: runtime_for("sft", wildcards, attempt),
+        gpu=lambda wildcards: gpu_for(wildcards.model, "sft"),
     conda:
         ENV
     script:
@@ -60,9 +60,9 @@ rule rl:
         dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
     threads: lambda wildcards: 1 if model_cfg(wildcards.model)["size_b"] < 0.01 else 4
     resources:
-        mem_mb=lambda wildcards, attempt: mem_mb_for(wildcards.model, attempt),
-        runtime=lambda wildcards, attempt: int((20 + 60 * model_cfg(wildcards.model)["size_b"]) * attempt),
-        gpu=lambda wildcards: uses_gpu(wildcards.model),
+        mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "rl"),
+        runtime=lambda wildcards, attempt: runtime_for("rl", wildcards, attempt),
+        gpu=lambda wildcards: gpu_for(wildcards.model, "rl"),
     conda:
         ENV
     script:
@@ -90,9 +90,9 @@ rule seq_cls_head:
         dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
     threads: lambda wildcards: 1 if model_cfg(wildcards.model)["size_b"] < 0.01 else 4
     resources:
-        mem_mb=lambda wildcards, attempt: mem_mb_for(wildcards.model, attempt),
-        runtime=lambda wildcards, attempt: int((20 + 30 * model_cfg(wildcards.model)["size_b"]) * attempt),
-        gpu=lambda wildcards: uses_gpu(wildcards.model),
+        mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "seq_cls_head"),
+        runtime=lambda wildcards, attempt: runtime_for("seq_cls_head", wildcards, attempt),
+        gpu=lambda wildcards: gpu_for(wildcards.model, "seq_cls_head"),
     conda:
         ENV
     script:
