@@ -85,3 +85,8 @@ def test_resource_requests_grow_with_attempt(study):
     assert cost.host_mem_mb(big) > cost.host_mem_mb(small)
     assert cost.host_mem_mb(big, attempt=3) == pytest.approx(2 * cost.host_mem_mb(big), rel=0.01)
     assert cost.gpus_needed(0) == 0 and cost.gpus_needed(48) == 1 and cost.gpus_needed(100) == 2
+
+
+def test_readme_shows_the_current_estimate(study):
+    """README's "Expected cost" table is the one `python -m labeldist.cost config/study.yaml` prints."""
+    assert cost.cost_table(cost.stage_costs(study)) in (REPO / "README.md").read_text()
