@@ -3,6 +3,8 @@ distributions and hidden states against full forward passes, and the marginal se
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -280,3 +282,81 @@ def test_marginal_on_random_model_is_a_probability_per_label():
         marg = ex.record["marginal"]
         assert len(marg) == len(LABELS) + 1 and all(0.0 <= m <= 1.0 + 1e-9 for m in marg)
         assert sum(marg) >= 1.0 - 1e-9  # every explored path holds at least one label
+
+
+def _naive_marginal(model, ids, table, top_p, min_prob, max_depth):
+    """The marginal search of METHODS.md section 4 with every score from a full forward pass."""
+    n = len(table.labels)
+    totals, marg = 0.0, [0.0] * n
+    stack = [((), 1.0, list(ids))]
+    while stack:
+        labels, prob, ctx = stack.pop()
+        if not labels:
+            choices = list(range(n))
+            seqs = [list(table.first[c]) for c in choices]
+        else:
+            choices = [None] + [c for c in range(n) if c != table.none_index and c not in labels]
+            seqs = [list(table.end) if c is None else list(table.sep + table.later[c]) for c in choices]
+        s = [math.exp(naive_logprob(model, ctx, seq)) for seq in seqs]
+        q = [x / sum(s) for x in s]
+        order = sorted(range(len(q)), key=lambda i: -q[i])
+        cum = 0.0
+        for rank, i in enumerate(order):
+            p = prob * q[i]
+            if rank == 0 or p >= min_prob:
+                c = choices[i]
+                new = labels if c is None else labels + (c,)
+                if c is None or c == table.none_index or len(new) >= max_depth:
+                    totals += p
+                    for li in new:
+                        marg[li] += p
+                else:
+                    stack.append((new, p, ctx + seqs[i]))
+            cum += q[i]
+            if cum >= top_p - 1e-12:
+                break
+    return [m / totals for m in marg]
+
+
+@pytest.mark.parametrize("case", ["designed_comma", "random_json"])
+def test_marginal_equals_search_with_full_forwards(case):
+    """The KV-cache search (extensions per depth, batched over examples) gives the same marginals as
+    the same search scored by full forward passes. Designed case: after every label, END and a further
+    label are about equally likely, and a multi-token label is among the options, so the search goes
+    three labels deep; random case: json format on a random model."""
+    tok = tiny_tokenizer()
+    fmt = "comma" if case == "designed_comma" else "json"
+    spec = PromptSpec(**{**SPEC.__dict__, "label_format": fmt})
+    labels = ["joy", "fear", "zyxwvu", "anger"]
+    table = build_label_table(tok, spec, labels)
+    prompts = [build_prompt(spec, labels, [("so sad", ["fear"])], q) for q in ("the day", "my friend left me")]
+    if case == "designed_comma":
+        colon = tok(prompts[0])["input_ids"][-1]
+        first = {l: table.first[i] for i, l in enumerate(table.labels)}
+        later = {l: table.later[i] for i, l in enumerate(table.labels)}
+        sep, end = table.sep[0], table.end[0]
+        trans = {colon: {first["joy"][0]: 25.0, first["fear"][0]: 24.0}, sep: {}}
+        for label in labels:
+            trans[later[label][-1]] = {sep: 25.0, end: 25.0}
+            trans[sep][later[label][0]] = 24.0 + (label == "fear")
+            for a, b in zip(later[label], later[label][1:]):
+                trans[a] = {b: 25.0}
+        model = designed_model(trans)
+        top_p, min_prob, depth = 0.99, 0.01, 3
+    else:
+        model = tiny_model(0.08)
+        top_p, min_prob, depth = 0.99, 0.002, 3
+    settings = ExtractionSettings(max_new_tokens=6, batch_size=2, marginal=True, marginal_top_p=top_p,
+                                  marginal_min_prob=min_prob, marginal_max_depth=depth, max_rows=7)
+    results = extract(model, tok, prompts, spec, labels, settings, progress=False)
+    for prompt, ex in zip(prompts, results):
+        steps = ex.record["steps"]
+        t0 = steps[0]["position"] if steps else 0
+        ids = tok(prompt)["input_ids"] + ex.generated_ids[:t0]
+        if not steps and table.lead and ex.generated_ids[: len(table.lead)] != list(table.lead):
+            ids += list(table.lead)
+        naive = _naive_marginal(model, ids, table, top_p, min_prob, depth)
+        assert ex.record["marginal"] == pytest.approx(naive, abs=1e-4)
+        assert sum(m > 1e-6 for m in naive) >= 3  # the search really branched
+        if case == "designed_comma":  # ... into lists of up to three labels, one of them multi-token
+            assert sum(naive) > 1.5 and naive[labels.index("zyxwvu")] > 0.05

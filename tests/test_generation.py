@@ -144,8 +144,9 @@ def _naive_choice(ws, text, demos_marked, instruction, question, answers):
     tok, model = tiny_tokenizer(), tiny_model()
     spec = PromptSpec.from_config(PROMPT_CFG)
     prompt = choice_prompt(spec, instruction, demos_marked, text, [question], answers)
-    ids = tok(prompt.prefix)["input_ids"] + tok(prompt.suffixes[0], add_special_tokens=False)["input_ids"]
-    answer_ids = [list(tokens_in_context(tok, prompt.prefix + prompt.suffixes[0], a)) for a in prompt.answer_texts]
+    text = prompt.prefix + "".join(prompt.suffixes[0])
+    ids = tok(text)["input_ids"]
+    answer_ids = [list(tokens_in_context(tok, text, a)) for a in prompt.answer_texts]
     if len(answer_ids[0]) == len(answer_ids[1]) == 1:
         scores = naive_last(model, ids)[0][[a[0] for a in answer_ids]]
     else:  # this tokenizer spells an answer with several tokens: whole answers are compared

@@ -19,7 +19,10 @@ from labeldist.scoring import (
     Continuation,
     choice_probabilities,
     encode_prefixes,
+    extend_prefix,
+    TokenTree,
     run_continuations,
+    score_trees,
     tokens_in_context,
 )
 
@@ -190,21 +193,24 @@ def test_hidden_and_read_equal_direct_forward():
 
 @pytest.mark.parametrize("answers", [(" joy", " fear"), (" yes", " yesterday")])
 def test_choice_probabilities_equal_naive(answers):
-    """Shared-prefix unary/pairwise probabilities equal one full forward per prompt; single-token answers
-    compare first-token logits, multi-token ones (the second case) whole answer sequences."""
+    """Shared-prefix unary/pairwise probabilities equal one full forward of the whole prompt text;
+    suffixes in two parts share their first part. One-token answers compare logits, longer ones (the
+    second case) whole answer sequences."""
     tok, model = tiny_tokenizer(), tiny_model()
     prefixes = [p + "\n" for p in prompts_of_different_lengths()]
-    suffixes = [[f"Which label fits the input better? a: {a}, b: {b}\nAnswer:"
-                 for a, b in itertools.permutations(["joy", "fear", "none"], 2)] for _ in prefixes]
-    suffixes[2] = suffixes[2][:3]
-    got = choice_probabilities(model, tok, prefixes, suffixes, answers, batch_size=2, max_rows=5)
-    ans = [tokens_in_context(tok, prefixes[0] + suffixes[0][0], a) for a in answers]
+    pairs = list(itertools.permutations(["joy", "fear", "none"], 2))
+    suffixes = [[(f"Which label fits the input better? a: {a}, b:", f" {b}\nAnswer:") for a, b in pairs]
+                for _ in prefixes]
+    suffixes[2] = [(f"Label: {a}\nIs the label reasonable:",) for a in ["joy", "fear", "anger"]]
+    got = choice_probabilities(model, tok, prefixes[:2], suffixes[:2], answers, batch_size=2, max_rows=5)
+    got += choice_probabilities(model, tok, prefixes[2:], suffixes[2:], answers)
+    ans = [tokens_in_context(tok, prefixes[0] + "".join(suffixes[0][0]), a) for a in answers]
     whole = answers[1] == " yesterday"
     assert whole == (len(ans[0]) > 1 or len(ans[1]) > 1)
     for i, prefix in enumerate(prefixes):
         assert len(got[i]) == len(suffixes[i])
-        for j, suffix in enumerate(suffixes[i]):
-            ids = tok(prefix)["input_ids"] + tok(suffix, add_special_tokens=False)["input_ids"]
+        for j, parts in enumerate(suffixes[i]):
+            ids = tok(prefix + "".join(parts))["input_ids"]
             if whole:
                 scores = torch.tensor([naive_logprob(model, ids, list(a)) for a in ans])
             else:
@@ -212,3 +218,50 @@ def test_choice_probabilities_equal_naive(answers):
             expected = torch.softmax(scores, dim=-1)[0].item()
             assert 0.0 <= got[i][j] <= 1.0
             assert got[i][j] == pytest.approx(expected, abs=1e-4)
+
+
+def test_extension_rows_continue_their_parent_rows():
+    """Scoring on an extension of an extension equals a full forward of the concatenated tokens."""
+    tok, model = tiny_tokenizer(), tiny_model()
+    prompts = prompts_of_different_lengths()
+    enc = _encode(tok, prompts)
+    root, _ = encode_prefixes(model, enc["input_ids"], enc["attention_mask"])
+    feeds1 = [(5, 6, 7), (8,), (9, 10)]
+    ext1, last1 = extend_prefix(model, root, [Continuation(row=b, visible=root.length, feed=f)
+                                              for b, f in enumerate(feeds1)], max_rows=2)
+    ext2, last2 = extend_prefix(model, ext1, [Continuation(row=2, visible=ext1.length, feed=(11, 12)),
+                                              Continuation(row=0, visible=ext1.length, feed=(13,))])
+    target = (20, 21, 22)
+    res = run_continuations(model, ext2, [Continuation(row=0, visible=ext2.length, targets=target, start=0),
+                                          Continuation(row=1, visible=ext2.length, targets=target, start=1)],
+                            start_logprobs=last2)
+    real = [tok(p)["input_ids"] for p in prompts]
+    expected = [naive_logprob(model, real[2] + [9, 10, 11, 12], list(target)),
+                naive_logprob(model, real[0] + [5, 6, 7, 13], list(target))]
+    assert res.logprob.tolist() == pytest.approx(expected, abs=2e-4)
+    logits, _ = naive_last(model, real[1] + [8])
+    assert torch.allclose(last1[1], torch.log_softmax(logits, -1), atol=2e-4)
+
+
+def test_packed_trees_equal_full_forwards():
+    """Branching continuations packed into one row per prefix (4-D ancestor mask) score like separate
+    full forwards of each root-to-node path."""
+    tok, model = tiny_tokenizer(), tiny_model()
+    prompts = prompts_of_different_lengths()
+    enc = _encode(tok, prompts)
+    cache, _ = encode_prefixes(model, enc["input_ids"], enc["attention_mask"])
+    trees, queries, expected = [], [], []
+    for b in range(len(prompts)):
+        real = tok(prompts[b])["input_ids"]
+        tree = TokenTree(row=b, visible=cache.length)
+        trunk = tree.add_chain([5, 6, 7])
+        branch = tree.add_chain([8, 9], trunk[0])          # shares token 5 with the trunk
+        other = tree.add_chain([10 + b], -1)               # a second root below the prefix
+        trees.append(tree)
+        queries.append([(trunk[-1], 20), (branch[-1], 21), (trunk[0], 22), (other[0], 23)])
+        expected.append([naive_logprob(model, real + [5, 6, 7], [20]), naive_logprob(model, real + [5, 8, 9], [21]),
+                         naive_logprob(model, real + [5], [22]), naive_logprob(model, real + [10 + b], [23])])
+    for max_rows in (1, 8):
+        got = score_trees(model, cache, trees, queries, max_rows=max_rows)
+        for g, e in zip(got, expected):
+            assert g.tolist() == pytest.approx(e, abs=2e-4)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .prompts import NONE_LABEL, PromptSpec, example_block, format_labels, label_list_prefix, \
     label_separator, render_prompt
-from .scoring import Continuation, PrefixCache, run_continuations, tokens_in_context
+from .scoring import Continuation, PrefixCache, extend_prefix, run_continuations, tokens_in_context
 
 log = logging.getLogger(__name__)
 
@@ -535,10 +535,15 @@ class MarginalRoot:
 
 @dataclass
 class _Node:
+    """A path of the marginal search: its labels and probability, and how to build its cache row:
+    `feed` (its last label's tokens) appended to row `parent_row` of the level's parent cache."""
+
     example: int
     labels: tuple[int, ...]
-    tokens: tuple[int, ...]
     prob: float
+    parent_row: int = -1
+    parent_visible: int = 0
+    feed: tuple[int, ...] = ()
 
 
 def _nucleus(scores: Sequence[float], top_p: float) -> list[int]:
@@ -580,71 +585,85 @@ def marginal_search(
     5. marginal(l) = sum of the probabilities of complete paths containing l / sum over all complete
        paths (normalised by the mass explored); marginal(none) is the mass of the `none` path.
 
-    All nodes of one depth, over all examples, are scored in one chunked `run_continuations` call.
+    Cost: per depth, over all examples at once, the paths' last labels and then the separator are
+    appended to the cache (`extend_prefix`, one token or a few per path); END and one-token labels are
+    read off the next-token distributions that come with them, longer ones scored on the extension.
     """
     n_labels = len(table.labels)
     none = table.none_index
     totals = [0.0] * len(roots)
     marg = [[0.0] * n_labels for _ in roots]
+    chunk = dict(max_rows=settings.max_rows, pad_id=pad_id)
 
-    def complete(node: _Node) -> None:
-        totals[node.example] += node.prob
-        for li in node.labels:
-            marg[node.example][li] += node.prob
+    def complete(example: int, labels: tuple[int, ...], prob: float) -> None:
+        totals[example] += prob
+        for li in labels:
+            marg[example][li] += prob
 
-    def expand(node: _Node, choices: list[int | None], scores: list[float], frontier: list[_Node]) -> None:
+    def expand(node: _Node, choices: list[int | None], scores: list[float], parent_row: int,
+               parent_visible: int, frontier: list[_Node]) -> None:
         total = sum(scores)
         if total <= 0:
-            complete(node)
+            complete(node.example, node.labels, node.prob)
             return
-        q = [s / total for s in scores]
-        kept = _nucleus(q, settings.marginal_top_p)
-        for rank, ci in enumerate(kept):
+        q = [x / total for x in scores]
+        for rank, ci in enumerate(_nucleus(q, settings.marginal_top_p)):
             prob = node.prob * q[ci]
             if rank > 0 and prob < settings.marginal_min_prob:
                 continue
             choice = choices[ci]
             if choice is None:  # END
-                complete(_Node(node.example, node.labels, node.tokens, prob))
+                complete(node.example, node.labels, prob)
                 continue
-            ids = table.first[choice] if not node.labels else table.sep + table.later[choice]
-            child = _Node(node.example, node.labels + (choice,), node.tokens + ids, prob)
-            if choice == none or len(child.labels) >= settings.marginal_max_depth:
-                complete(child)
-            else:
-                frontier.append(child)
+            labels = node.labels + (choice,)
+            if choice == none or len(labels) >= settings.marginal_max_depth:
+                complete(node.example, labels, prob)
+                continue
+            root = roots[node.example]
+            feed = (root.feed + table.first[choice]) if not node.labels else table.later[choice]
+            frontier.append(_Node(node.example, labels, prob, parent_row, parent_visible, feed))
 
-    # depth 0: root slots
-    frontier: list[_Node] = []
+    # depth 0: the root slots
     need = [i for i, r in enumerate(roots) if r.root_logprobs is None]
     if need:
         items = [Continuation(row=roots[i].row, visible=roots[i].visible, feed=roots[i].feed, targets=ids,
                               start=roots[i].start) for i in need for ids in table.first]
-        res = run_continuations(model, prefix, items, start_logprobs=start_logprobs, hidden_layers=None,
-                                max_rows=settings.max_rows, pad_id=pad_id)
+        res = run_continuations(model, prefix, items, start_logprobs=start_logprobs, hidden_layers=None, **chunk)
         for j, i in enumerate(need):
             roots[i].root_logprobs = res.logprob[j * n_labels : (j + 1) * n_labels]
+    frontier: list[_Node] = []
     for i, root in enumerate(roots):
         scores = torch.exp(root.root_logprobs.double()).tolist()
-        expand(_Node(i, (), (), 1.0), list(range(n_labels)), scores, frontier)
+        expand(_Node(i, (), 1.0), list(range(n_labels)), scores, root.row, root.visible, frontier)
 
     # deeper: END or a further label
+    cache = prefix
     while frontier:
-        items, spans = [], []
-        for node in frontier:
-            root = roots[node.example]
-            choices: list[int | None] = [None] + [c for c in range(n_labels) if c != none and c not in node.labels]
-            lo = len(items)
-            for c in choices:
-                targets = table.end if c is None else table.sep + table.later[c]
-                items.append(Continuation(row=root.row, visible=root.visible, feed=root.feed + node.tokens,
-                                          targets=targets))
-            spans.append((lo, choices))
-        res = run_continuations(model, prefix, items, start_logprobs=start_logprobs, hidden_layers=None,
-                                max_rows=settings.max_rows, pad_id=pad_id)
+        path_cache, after_path = extend_prefix(model, cache, [
+            Continuation(row=n.parent_row, visible=n.parent_visible, feed=n.feed) for n in frontier], **chunk)
+        k = len(frontier)
+        ends = [Continuation(row=j, visible=path_cache.length, targets=table.end, start=j) for j in range(k)]
+        seps = [Continuation(row=j, visible=path_cache.length, targets=table.sep, start=j)
+                for j in range(k)] if table.sep else []
+        scored = run_continuations(model, path_cache, ends + seps, start_logprobs=after_path,
+                                   hidden_layers=None, **chunk).logprob
+        end, sep = scored[:k], (scored[k:] if table.sep else torch.zeros(k))
+        if table.sep:
+            cache, after_sep = extend_prefix(model, path_cache, [
+                Continuation(row=j, visible=path_cache.length, feed=table.sep) for j in range(len(frontier))],
+                **chunk)
+        else:
+            cache, after_sep = path_cache, after_path
+        options = [[c for c in range(n_labels) if c != none and c not in n.labels] for n in frontier]
+        items = [Continuation(row=j, visible=cache.length, targets=table.later[c], start=j)
+                 for j, opts in enumerate(options) for c in opts]
+        label_scores = run_continuations(model, cache, items, start_logprobs=after_sep, hidden_layers=None,
+                                         **chunk).logprob
         next_frontier: list[_Node] = []
-        for node, (lo, choices) in zip(frontier, spans):
-            scores = torch.exp(res.logprob[lo : lo + len(choices)].double()).tolist()
-            expand(node, choices, scores, next_frontier)
+        pos = 0
+        for j, (node, opts) in enumerate(zip(frontier, options)):
+            logp = torch.cat([end[j : j + 1], sep[j] + label_scores[pos : pos + len(opts)]])
+            pos += len(opts)
+            expand(node, [None] + opts, torch.exp(logp.double()).tolist(), j, cache.length, next_frontier)
         frontier = next_frontier
     return [[m / t if t > 0 else 0.0 for m in row] for row, t in zip(marg, totals)]

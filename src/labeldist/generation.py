@@ -32,7 +32,7 @@ from .prompts import (
     choice_prompt,
     pairwise_demos,
     pairwise_instruction,
-    pairwise_question,
+    pairwise_question_parts,
     render_prompt,
     sample_demos,
     unary_demos,
@@ -191,7 +191,7 @@ def _choice_run(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, ge
         instruction = pairwise_instruction(spec, data.label_set)
         options = list(data.label_set) + [NONE_LABEL]
         keys = [(a, b) for a in options for b in options if a != b]
-        questions = [pairwise_question(a, b) for a, b in keys]
+        questions = [pairwise_question_parts(a, b) for a, b in keys]
         answers = PAIRWISE_ANSWERS
     prompts = [choice_prompt(spec, instruction, marked, ex["text"], questions, answers, tokenizer)
                for ex in data.examples]

@@ -256,8 +256,15 @@ def unary_question(label: str) -> str:
 
 
 def pairwise_question(a: str, b: str) -> str:
-    """The pair-specific end of a pairwise prompt; the answer is `a` or `b`."""
-    return f"Which label fits the input better? a: {a}, b: {b}\nAnswer:"
+    """The pair-specific end of a pairwise prompt, `a: {a}` / `b: {b}` / `Answer:`; the answer is `a` or
+    `b` (the instruction says which label fits the input better)."""
+    return "".join(pairwise_question_parts(a, b))
+
+
+def pairwise_question_parts(a: str, b: str) -> tuple[str, str]:
+    """`pairwise_question` in two parts: the one every pair with first label `a` shares, then the rest
+    (so the shared part can be computed once per example and first label)."""
+    return f"a: {a}\nb:", f" {b}\nAnswer:"
 
 
 def unary_instruction(spec: PromptSpec, label_set: Sequence[str]) -> str:
@@ -312,10 +319,11 @@ def pairwise_demos(
 @dataclass(frozen=True)
 class ChoicePrompt:
     """Prompts sharing one prefix: `prefix` (instruction, demos, the query's input line) + each of
-    `suffixes` (one question each); the answers follow as `answer_texts` (e.g. " a", " b")."""
+    `suffixes` (one question each, as a tuple of parts whose concatenation is the question's text);
+    the answers follow as `answer_texts` (e.g. " a", " b")."""
 
     prefix: str
-    suffixes: list[str]
+    suffixes: list[tuple[str, ...]]
     answer_texts: tuple[str, ...]
 
 
@@ -324,7 +332,7 @@ def choice_prompt(
     instruction: str,
     demos: Sequence[tuple[str, str, str]],
     query: str,
-    questions: Sequence[str],
+    questions: Sequence[str | tuple[str, ...]],
     answers: Sequence[str],
     tokenizer: Any = None,
 ) -> ChoicePrompt:
@@ -333,8 +341,10 @@ def choice_prompt(
     Plain text: the instruction, then each demo as `Input: {text}` / `{question} {answer}` (blank line
     between blocks), then `Input: {query}` / `{question}`. With the chat template (when the spec asks
     for it and the tokenizer has one): instruction as system, demos as user/assistant turns, the query
-    as the last user turn; the rendered text is cut where the question starts.
+    as the last user turn; the rendered text is cut where the question starts. A question may be given
+    in parts (`pairwise_question_parts`); they are kept apart in `suffixes`.
     """
+    parts = [(q,) if isinstance(q, str) else tuple(q) for q in questions]
     if spec.use_chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None):
         messages = [{"role": "system", "content": instruction}]
         for text, question, answer in demos:
@@ -343,9 +353,9 @@ def choice_prompt(
         messages.append({"role": "user", "content": f"{spec.input_prefix}{query}\n{_SUFFIX_MARKER}"})
         rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         prefix, tail = rendered.split(_SUFFIX_MARKER, 1)
-        return ChoicePrompt(prefix, [q + tail for q in questions], tuple(answers))
-    parts = [instruction.strip(), ""]
+        return ChoicePrompt(prefix, [q[:-1] + (q[-1] + tail,) for q in parts], tuple(answers))
+    blocks = [instruction.strip(), ""]
     for text, question, answer in demos:
-        parts.append(f"{spec.input_prefix}{text}\n{question} {answer}\n")
-    parts.append(f"{spec.input_prefix}{query}\n")
-    return ChoicePrompt("\n".join(parts), list(questions), tuple(" " + a for a in answers))
+        blocks.append(f"{spec.input_prefix}{text}\n{question} {answer}\n")
+    blocks.append(f"{spec.input_prefix}{query}\n")
+    return ChoicePrompt("\n".join(blocks), parts, tuple(" " + a for a in answers))
