@@ -18,7 +18,7 @@ from labeldist.extraction import (
     segment_label_slots,
     summarize_slots,
 )
-from labeldist.prompts import PromptSpec, build_prompt, parse_labels
+from labeldist.prompts import PromptSpec, build_prompt, parse_labels, render_prompt
 
 from .test_scoring import (
     LABELS,
@@ -360,3 +360,24 @@ def test_marginal_equals_search_with_full_forwards(case):
         assert sum(m > 1e-6 for m in naive) >= 3  # the search really branched
         if case == "designed_comma":  # ... into lists of up to three labels, one of them multi-token
             assert sum(naive) > 1.5 and naive[labels.index("zyxwvu")] > 0.05
+
+
+def test_chat_template_prompts():
+    """With the chat template the label list follows the assistant header directly and ends at EOS."""
+    model, tok = tiny_model(), tiny_tokenizer()
+    chat = PromptSpec(**{**SPEC.__dict__, "use_chat_template": True})
+    table = build_label_table(tok, chat, LABELS_X, chat=True)
+    assert table.lead == () and table.end == (tok.eos_token_id,)
+    assert tok.decode(list(table.first[0])) == "joy"  # no leading space after the header's newline
+    prompts = [render_prompt(chat, LABELS_X, [("so sad", ["sadness"])], q, tok) for q in ("the day", "he left")]
+    settings = ExtractionSettings(max_new_tokens=5, batch_size=2, hidden_layers="all", marginal=True)
+    results = extract(model, tok, prompts, chat, LABELS_X, settings, add_special_tokens=False, progress=False)
+    ids_of = lambda p: tok(p, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for prompt, ex in zip(prompts, results):
+        p = ids_of(prompt)
+        assert p[0] == tok.bos_token_id  # the template writes BOS once
+        for s_index, step in enumerate(ex.record["steps"]):
+            t = step["position"]
+            naive = [naive_logprob(model, p + ex.generated_ids[:t], list(ids)) for ids in table.slot_ids(s_index)]
+            assert step["whole_label_logprobs"] == pytest.approx(naive, abs=2e-4)
+        assert len(ex.record["marginal"]) == len(LABELS_X) + 1
