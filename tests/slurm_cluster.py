@@ -50,7 +50,7 @@ def _which_all(names: list[str]) -> list[str]:
     return [n for n in names if shutil.which(n, path=path) is None]
 
 
-def ensure_installed(timeout: int = 300) -> None:
+def ensure_installed(timeout: int = 120) -> None:
     """Make sure the SLURM and munge binaries exist, installing Debian's packages if needed.
 
     Returns None; raises SlurmUnavailable (with the reason) when they are missing and cannot be
@@ -64,11 +64,15 @@ def ensure_installed(timeout: int = 300) -> None:
     if shutil.which("apt-get") is None:
         raise SlurmUnavailable("SLURM is not installed and there is no apt-get to install it")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
-    res = subprocess.run(install, env=env, capture_output=True, text=True, timeout=timeout)
-    if res.returncode != 0:  # stale or absent package lists: refresh once, then retry
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True, timeout=timeout)
+    quick = ["-o", "Acquire::Retries=1", "-o", "Acquire::http::Timeout=20", "-o", "Acquire::https::Timeout=20"]
+    install = ["apt-get", *quick, "install", "-y", "--no-install-recommends", *PACKAGES]
+    try:
         res = subprocess.run(install, env=env, capture_output=True, text=True, timeout=timeout)
+        if res.returncode != 0:  # stale or absent package lists: refresh once, then retry
+            subprocess.run(["apt-get", *quick, "update"], env=env, capture_output=True, text=True, timeout=timeout)
+            res = subprocess.run(install, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SlurmUnavailable(f"apt-get did not finish within {timeout} s (no package mirror?)") from None
     if res.returncode != 0 or _which_all(BINARIES):
         raise SlurmUnavailable(f"apt-get install {' '.join(PACKAGES)} failed: {res.stderr[-800:]}")
 
