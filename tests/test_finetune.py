@@ -226,6 +226,15 @@ def test_reward_on_hand_cases():
     assert reward.__name__ == "label_f1_reward"
 
 
+def test_rl_batch_must_hold_whole_generation_groups():
+    from labeldist.errors import ConfigError
+    from labeldist.finetune import RLSettings
+
+    assert RLSettings.from_config({"batch_size": 8, "num_generations": 4, "unknown": 1}).batch_size == 8
+    with pytest.raises(ConfigError, match=r"finetune.rl.batch_size \(6\) must be a multiple of .*num_generations \(4"):
+        RLSettings.from_config({"batch_size": 6, "num_generations": 4})
+
+
 def test_training_log_frame_keeps_steps_and_orders_columns():
     from labeldist.finetune import training_log_frame
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .io import atomic_dir, iter_jsonl, read_json
 from .prompts import (
     NONE_LABEL,
@@ -101,6 +101,14 @@ class RLSettings:
     max_completion_length: int = 32
     format_reward: float = 0.5
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # GRPO scores each prompt's group of completions together, so a batch must hold whole groups.
+        if self.num_generations < 2 or self.batch_size % self.num_generations:
+            raise ConfigError(
+                f"finetune.rl.batch_size ({self.batch_size}) must be a multiple of finetune.rl.num_generations "
+                f"({self.num_generations}, at least 2): each step scores whole groups of completions per prompt"
+            )
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "RLSettings":
