@@ -88,3 +88,24 @@ def test_goemotions_hub_id_is_accepted_without_a_local_folder(raw):
     cfg["datasets"]["go"]["loader"] = "semeval2018_ec"
     with pytest.raises(ConfigError, match="datasets.go.path: file or folder not found"):
         validate_config(cfg, base_dir=REPO)
+
+
+def test_rl_batch_must_be_a_multiple_of_the_group_size(raw):
+    cfg = copy.deepcopy(raw)
+    cfg["finetune"]["rl"].update(batch_size=6, num_generations=4)
+    with pytest.raises(ConfigError, match="finetune.rl.batch_size: 6 is not a multiple"):
+        validate_config(cfg, base_dir=REPO)
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    import os
+
+    from labeldist.io import atomic_dir, write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    with atomic_dir(tmp_path / "folder") as d:
+        (d / "f.txt").write_text("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~mask

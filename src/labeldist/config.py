@@ -192,6 +192,10 @@ def _check_references(cfg: dict, base: Path, source: str) -> None:
     if cfg["finetune"].get("rl", {}).get("start_from") == "sft" and "rl" in cfg["regimes"] \
             and "sft" not in cfg["regimes"]:
         problems.append("finetune.rl.start_from: 'sft' but regime 'sft' is not in 'regimes'")
+    rl = cfg["finetune"].get("rl", {})
+    if "rl" in cfg["regimes"] and rl and rl["batch_size"] % rl["num_generations"]:
+        problems.append(f"finetune.rl.batch_size: {rl['batch_size']} is not a multiple of "
+                        f"finetune.rl.num_generations ({rl['num_generations']}), as GRPO requires")
     if problems:
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(f"  - {p}" for p in problems))
 

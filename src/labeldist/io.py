@@ -1,12 +1,15 @@
 """Reading and atomically writing the workflow's files.
 
 Every writer goes through a temporary file (or folder) next to the target and renames it into place
-on success, so a killed job never leaves a file that looks complete.
+on success, so a killed job never leaves a file that looks complete. A killed job does leave its hidden
+temporary (`.{name}.XXXXXXXX{suffix}`, possibly a whole model folder); the next write of the same
+target deletes such leftovers first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -25,18 +28,29 @@ def _umask() -> int:
     return mask
 
 
+def _remove_stale(target: Path, suffix: str) -> None:
+    """Delete the temporaries an earlier, killed write of `target` left beside it: names made by
+    `tempfile` from this target's prefix and suffix (8 random characters between them)."""
+    pattern = f".{glob.escape(target.name)}.{'?' * 8}{glob.escape(suffix)}"
+    for stale in target.parent.glob(pattern):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it onto `path`, on error delete it.
 
     `suffix` defaults to the target's suffix, so libraries that infer a format from it still work.
+    Leftover temporaries of a killed earlier write of `path` are deleted first.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix + ".tmp",
-        dir=target.parent,
-    )
+    suffix = suffix if suffix is not None else target.suffix + ".tmp"
+    _remove_stale(target, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -51,12 +65,15 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; on success it replaces `path`, on error it is removed."""
+    """Yield a temporary folder beside `path`; on success it replaces `path`, on error it is removed.
+    Leftover temporary folders of a killed earlier write of `path` are deleted first."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target, ".tmp")
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700); use the usual mode
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
