@@ -816,3 +816,76 @@ def test_load_labelled_data_is_what_the_rule_calls():
     ConfigError naming the key (the schema normally stops it first)."""
     with pytest.raises(ConfigError, match=r"datasets\.x\.loader"):
         load_labelled_data("x", {"loader": "nope"})
+
+
+# ---- model output edge cases are counted in the tables, never dropped ------------------------------
+def _step(label, top: int, n: int = 4) -> dict:
+    logits = [0.0] * n
+    logits[top] = 2.0
+    logprobs = [math.log(0.1)] * n
+    logprobs[top] = math.log(0.6)
+    return {"position": 0, "label": label, "first_token_logits": logits, "whole_label_logprobs": logprobs,
+            "label_logprob": None if label is None else math.log(0.6)}
+
+
+def edge_case_records(ids: list[str]) -> list[dict]:
+    """Baseline generation records (docs/formats.md) for six examples, as the extraction writes them:
+    an ordinary output, no label at all, an unknown label only, a repeated label, a runaway output that
+    hit max_new_tokens (repeats and unknown strings included), and `none`."""
+    base = {"demo_ids": ["d1"], "unknown": [], "repeated": [], "n_tokens": 4, "hit_max_tokens": False,
+            "no_label": False}
+    recs = [
+        {"output_text": "joy", "labels": ["joy"], "steps": [_step("joy", 0)]},
+        {"output_text": "", "labels": [], "no_label": True, "steps": []},
+        {"output_text": "xyzzy", "labels": [], "unknown": ["xyzzy"], "steps": [_step(None, 1)]},
+        {"output_text": "fear, fear", "labels": ["fear"], "repeated": ["fear"],
+         "steps": [_step("fear", 1), _step("fear", 1)]},
+        {"output_text": "joy, fear, joy, blah, joy, fear, anger, blah", "labels": ["joy", "fear", "anger"],
+         "unknown": ["blah", "blah"], "repeated": ["joy", "joy", "fear"], "n_tokens": 12, "hit_max_tokens": True,
+         "steps": [_step(lab, i % 3) for i, lab in enumerate(["joy", "fear", "joy", None, "joy", "fear", "anger",
+                                                               None])]},
+        {"output_text": "none", "labels": [], "steps": [_step("none", 3)]},
+    ]
+    return [{"id": i, **base, **r} for i, r in zip(ids, recs)]
+
+
+def test_output_edge_cases_are_counted_in_classification_table(tmp_path):
+    """Outputs with no label, unknown labels, repeated labels or a runaway to the token limit go
+    through the estimators, metrics and tables like any other: every example is scored (n_examples)
+    and each case is counted in classification.csv's gen_* columns."""
+    from labeldist.io import write_json, write_jsonl
+    from labeldist.metrics import run_metrics
+    from labeldist.tables import write_table
+
+    data = tmp_path / "data"
+    files = {k: str(data / (f"{k}.jsonl" if k in ("train", "dev", "test") else f"{k}.json")) for k in OUTPUT_KEYS}
+    prepare_data("syn", {"loader": "synthetic", "synthetic": {"labels": ["joy", "fear", "anger"], "n_train": 10,
+                                                            "n_dev": 10, "n_test": 10, "annotators": [3, 4]},
+                         "subsets": {"main_size": 6, "dev_size": 6}}, files)
+    subsets = json.loads(Path(files["subsets"]).read_text())
+    gen = {s: tmp_path / f"gen_{s}.jsonl" for s in ("main", "dev")}
+    write_jsonl(gen["main"], edge_case_records(subsets["main"]))
+    write_jsonl(gen["dev"], edge_case_records(subsets["dev"]))
+    metric_paths = []
+    estimators = ["first_step", "max_over_steps", "output", "conditional", "joint"]
+    for name in estimators:
+        for s in ("main", "dev"):
+            est.write_estimate(name, gen[s], files["labels"], tmp_path / f"{name}_{s}.parquet")
+        result = run_metrics(estimates=tmp_path / f"{name}_main.parquet", dev_estimates=tmp_path / f"{name}_dev.parquet",
+                             test_data=files["test"], dev_data=files["dev"], labels=files["labels"],
+                             subsets=files["subsets"], generation=gen["main"], n_bootstrap=5,
+                             meta={"dataset": "syn", "model": "tiny", "regime": "base", "estimator": name, "seed": 0})
+        metric_paths.append(tmp_path / f"{name}.json")
+        write_json(metric_paths[-1], result)
+    out = {k: tmp_path / f"classification.{k}" for k in ("csv", "md", "html")}
+    write_table(metric_paths, "classification", csv=out["csv"], md=out["md"], html_path=out["html"])
+    import pandas as pd
+
+    table = pd.read_csv(out["csv"])
+    assert sorted(table["estimator"]) == sorted(estimators)  # one row per estimator: none dropped
+    for col, want in {"n_examples": 6, "gen_n_outputs": 6, "gen_no_label": 1, "gen_unknown": 2, "gen_repeated": 2,
+                      "gen_hit_max_tokens": 1}.items():
+        assert col in table.columns, f"classification.csv lacks {col}"
+        assert (table[col] == want).all(), (col, table[col].tolist())
+    assert table["f1_micro_mean"].notna().all()
+    assert "1 / 2 / 2 / 1 of 6" in out["md"].read_text()
