@@ -106,6 +106,9 @@ def test_keep_going_builds_the_other_dataset_and_reports_the_failure(tmp_path, c
     assert f.rule == "prepare_data" and all(p.startswith("results/data/broken/") for p in f.outputs)
     assert "broken.jsonl, line 18" in f.reason and f.log == "results/logs/data/broken.log"
     csv_path = results / "failures.csv"
+    # the workflow's onerror handler wrote the report already
+    assert "broken.jsonl, line 18" in csv_path.read_text()
+    csv_path.unlink()
     assert main(["--workdir", str(workdir), "--csv", str(csv_path)]) == 1
     assert "1 failed job(s)" in capsys.readouterr().out
     assert "broken.jsonl, line 18" in csv_path.read_text()

@@ -220,3 +220,10 @@ def runtime_for(stage, wildcards, attempt=1):
     else:
         raise ValueError(f"runtime_for: unknown stage {stage!r}")
     return _cost.runtime_minutes(seconds, attempt)
+
+
+# After a failed run (with or without --keep-going), list what failed and why in one file.
+onerror:
+    from labeldist.failures import main as report_failures
+
+    report_failures(["--csv", f"{R}/failures.csv"])
