@@ -11,11 +11,17 @@ Design notes:
 - Each training query gets its own demo set, drawn by a `random.Random(seed)` shared over the dataset
   (reproducible), from the train split minus the `train` subset (the generation stage's demo pool) and
   minus the query itself. Varying the demos keeps the model from memorising one demo set.
-- 4-bit QLoRA is used only when the config asks for it and CUDA and bitsandbytes are both available; the
-  adapter is then merged into a freshly loaded unquantized copy of the base model.
-- RL finetunes all weights of small models and uses LoRA (with the `finetune.sft` LoRA settings) on models
-  with more than `LORA_MIN_PARAMS` parameters: full finetuning is cheap and learns faster on the tiny
-  default model, LoRA keeps optimizer memory bounded on billion-parameter models.
+- 4-bit QLoRA (nf4 weights, bf16 compute, `prepare_model_for_kbit_training`) is used only when the config
+  asks for it (`finetune.sft.load_in_4bit` or the model's `load_in_4bit`, as labeldist.cost assumes) and
+  CUDA and bitsandbytes are both available (`quantization_plan`). A 4-bit base cannot absorb the adapter
+  exactly, so the adapter is saved and merged on the CPU into a freshly loaded unquantized copy of the
+  start model (`merge_plan`, `merge_adapter_on_cpu`): at study scale that copy is a 70B model in bf16
+  (~141 GB), which fits the job's host memory (labeldist.cost.host_mem_mb) but not an 80 GB GPU.
+  Unquantized LoRA runs merge in place, where the model already is.
+- RL finetunes all weights of small unquantized models and uses LoRA (with the `finetune.sft` LoRA settings)
+  on 4-bit models and on models with more than `LORA_MIN_PARAMS` parameters (`rl_uses_lora`): full
+  finetuning is cheap and learns faster on the tiny default model, LoRA keeps optimizer memory bounded on
+  billion-parameter models.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import importlib.util
 import logging
 import random
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -50,6 +56,13 @@ log = logging.getLogger("labeldist.finetune")
 # RL uses LoRA instead of full finetuning above this many parameters (see the module docstring).
 LORA_MIN_PARAMS = 50_000_000
 TRAINING_LOG = "training_log.csv"
+# save_pretrained's shard size for merged models (transformers 5 defaults to 50GB; smaller shards keep
+# the written files and any per-shard buffers small).
+MAX_SHARD_SIZE = "5GB"
+# How a trained model becomes the saved one (`merge_plan`).
+MERGE_NONE = "none"  # full finetuning: save the trained weights as they are
+MERGE_IN_PLACE = "in_place"  # unquantized LoRA: merge_and_unload where the model is
+MERGE_ON_CPU = "cpu"  # 4-bit LoRA: save the adapter, merge it into an unquantized reload on the CPU
 # Columns written first in training_log.csv when the trainer logged them; any other numeric key follows.
 LOG_COLUMNS = ("step", "epoch", "loss", "reward", "reward_std", "kl", "learning_rate", "grad_norm")
 
@@ -288,9 +301,62 @@ def resolve_device(device: str) -> str:
     return _resolve(device).type
 
 
+def bitsandbytes_installed() -> bool:
+    """True when the bitsandbytes package can be imported here."""
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def quantization_plan(requested: bool, cuda_available: bool, bnb_available: bool) -> bool:
+    """True when training loads its start model in 4-bit: asked for (`load_in_4bit`) and possible, i.e. on
+    a CUDA device with bitsandbytes installed. Otherwise training runs unquantized (a note in the log)."""
+    return bool(requested and cuda_available and bnb_available)
+
+
 def can_load_4bit(device: str) -> bool:
     """True when 4-bit loading is possible here: a CUDA device and bitsandbytes installed."""
-    return device == "cuda" and importlib.util.find_spec("bitsandbytes") is not None
+    return quantization_plan(True, device == "cuda", bitsandbytes_installed())
+
+
+def rl_uses_lora(n_params: int, quantized: bool) -> bool:
+    """True when RL trains a LoRA adapter: always on a 4-bit model (its weights cannot be trained), else
+    above LORA_MIN_PARAMS parameters; False means full finetuning."""
+    return bool(quantized or n_params > LORA_MIN_PARAMS)
+
+
+def merge_plan(use_lora: bool, quantized: bool) -> str:
+    """How the trained model becomes the saved folder: MERGE_NONE (no adapter), MERGE_IN_PLACE (merge the
+    adapter where the unquantized model is) or MERGE_ON_CPU (4-bit base: reload the start model unquantized
+    on the CPU and merge the saved adapter there, since a 70B model in bf16 does not fit one GPU)."""
+    if not use_lora:
+        return MERGE_NONE
+    return MERGE_ON_CPU if quantized else MERGE_IN_PLACE
+
+
+def merge_dtype(dtype: str) -> str:
+    """The dtype name of the unquantized reload for a CPU merge: the config's `dtype`, with `auto` read as
+    bfloat16 (the dtype 4-bit training computes in, and the one the host memory request is sized for)."""
+    return "bfloat16" if dtype == "auto" else dtype
+
+
+def bnb_4bit_settings() -> dict[str, Any]:
+    """BitsAndBytesConfig keyword arguments for QLoRA (nf4 weights, double quantization, bf16 compute), the
+    same as labeldist.models.load_causal_lm uses for causal LMs."""
+    import torch
+
+    return {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_compute_dtype": torch.bfloat16,
+        "bnb_4bit_use_double_quant": True,
+    }
+
+
+def prepare_quantized(model: Any) -> Any:
+    """A 4-bit model made ready for LoRA training with PEFT's `prepare_model_for_kbit_training` (base
+    weights frozen, norms and head in fp32, input gradients and activation checkpointing on)."""
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model)
 
 
 def count_parameters(model: Any) -> int:
@@ -373,26 +439,52 @@ def _common_args(
 
 
 def save_folder(model: Any, tokenizer: Any, log_frame: pd.DataFrame, folder: Path) -> None:
-    """Write model, tokenizer and training_log.csv into `folder` (a temp folder of atomic_dir)."""
-    model.save_pretrained(folder)
+    """Write model (sharded safetensors, MAX_SHARD_SIZE), tokenizer and training_log.csv into `folder` (a
+    temp folder of atomic_dir)."""
+    model.save_pretrained(folder, max_shard_size=MAX_SHARD_SIZE)
     tokenizer.save_pretrained(folder)
     log_frame.to_csv(folder / TRAINING_LOG, index=False)
 
 
-def _merge_adapter(peft_model: Any, base_path: str | Path, device: str, dtype: str, quantized: bool) -> Any:
-    """The trained LoRA adapter merged into its base model.
+def merge_adapter_on_cpu(adapter_dir: str | Path, base_path: str | Path, dtype: str = "auto") -> Any:
+    """The LoRA adapter in `adapter_dir` merged into an unquantized copy of the model in `base_path` (a
+    save_pretrained folder or model_ref.json), loaded on the CPU in `merge_dtype(dtype)`; returns the merged
+    transformers model, on the CPU.
 
-    A 4-bit base cannot absorb the adapter exactly, so then the adapter is saved, the base reloaded
-    unquantized and the adapter merged into that copy.
+    transformers 5 always loads weights straight from the checkpoint into the model (no second copy;
+    `low_cpu_mem_usage` is gone), `device_map="cpu"` keeps every tensor in host memory even on a GPU node,
+    and PEFT reads the adapter onto the CPU too (`torch_device`, which otherwise picks the GPU) and
+    allocates it once (`low_cpu_mem_usage`).
     """
-    if not quantized:
-        return peft_model.merge_and_unload()
     from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
+    from .models import DTYPES, hub_offline, resolve_model_source
+
+    source = resolve_model_source(base_path)
+    extra = {"revision": source.revision, "local_files_only": hub_offline()} if source.is_hub else {}
+    name = merge_dtype(dtype)
+    if name not in DTYPES:
+        raise ConfigError(f"merge_adapter_on_cpu: unknown dtype {dtype!r} (use auto, {', '.join(DTYPES)})")
+    log.info("merging the LoRA adapter on the CPU into %s in %s", source.location, name)
+    base = AutoModelForCausalLM.from_pretrained(source.location, dtype=DTYPES[name], device_map="cpu", **extra)
+    peft_model = PeftModel.from_pretrained(base, str(adapter_dir), torch_device="cpu", low_cpu_mem_usage=True)
+    return peft_model.merge_and_unload()
+
+
+def finish_model(trained: Any, start_path: str | Path, plan: str, dtype: str = "auto") -> Any:
+    """The model to save after training `trained` (a PeftModel unless `plan` is MERGE_NONE) from
+    `start_path`, following `merge_plan`: as is, merged in place, or (MERGE_ON_CPU) with its adapter saved
+    to a temporary folder and merged into an unquantized CPU reload of `start_path`."""
+    if plan == MERGE_NONE:
+        return trained
+    if plan == MERGE_IN_PLACE:
+        return trained.merge_and_unload()
+    if plan != MERGE_ON_CPU:
+        raise ValueError(f"finish_model: unknown merge plan {plan!r}")
     with tempfile.TemporaryDirectory() as adapter_dir:
-        peft_model.save_pretrained(adapter_dir)
-        base, _ = load_model(base_path, device=device, dtype="bfloat16" if dtype == "auto" else dtype)
-        return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+        trained.save_pretrained(adapter_dir)
+        return merge_adapter_on_cpu(adapter_dir, start_path, dtype)
 
 
 # ---- SFT ----------------------------------------------------------------------------------------
@@ -406,7 +498,9 @@ def train_sft(
     callbacks: Sequence[Any] = (),
 ) -> pd.DataFrame:
     """Finetune the model in `base_path` on `examples` ({"prompt", "completion"}, see `prompt_records`)
-    with TRL's SFTTrainer and LoRA, merge the adapter and write the folder `out_dir` atomically.
+    with TRL's SFTTrainer and LoRA (QLoRA when `settings.load_in_4bit` and `quantization_plan` allow it),
+    merge the adapter (`merge_plan`: in place, or on the CPU for a 4-bit base) and write the folder
+    `out_dir` atomically.
 
     Returns the training log (also written as `out_dir/training_log.csv`). An exception during training
     leaves no `out_dir`.
@@ -416,15 +510,11 @@ def train_sft(
     from trl import SFTConfig, SFTTrainer
 
     device = resolve_device(device)
-    quantized = bool(settings.load_in_4bit and can_load_4bit(device))
-    if settings.load_in_4bit and not quantized:
-        log.info("load_in_4bit requested but CUDA + bitsandbytes are not available: training unquantized")
+    quantized = _quantized(settings.load_in_4bit, device)
     transformers.set_seed(settings.seed)
     model, tokenizer = load_model(base_path, device=device, dtype=dtype, load_in_4bit=quantized)
     if quantized:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model)
+        model = prepare_quantized(model)
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
     log.info("SFT: %d examples, %d steps, batch %d, lr %g, LoRA r=%d on %s (%s params)%s", len(dataset),
              settings.max_steps, settings.batch_size, settings.lr, settings.lora_r, device,
@@ -442,9 +532,18 @@ def train_sft(
         )
         trainer.train()
         frame = training_log_frame(trainer.state.log_history)
-        merged = _merge_adapter(trainer.model, base_path, device, dtype, quantized)
+        merged = finish_model(trainer.model, base_path, merge_plan(True, quantized), dtype)
         save_folder(merged, tokenizer, frame, tmp)
     return frame
+
+
+def _quantized(requested: bool, device: str) -> bool:
+    """`quantization_plan` for this machine, with a note in the log when 4-bit was asked for but is not
+    possible here."""
+    quantized = quantization_plan(requested, device == "cuda", bitsandbytes_installed())
+    if requested and not quantized:
+        log.warning("load_in_4bit requested but CUDA + bitsandbytes are not available: training unquantized")
+    return quantized
 
 
 # ---- RL -----------------------------------------------------------------------------------------
@@ -459,27 +558,35 @@ def train_rl(
     device: str = "auto",
     dtype: str = "auto",
     callbacks: Sequence[Any] = (),
+    load_in_4bit: bool = False,
 ) -> pd.DataFrame:
     """GRPO-train the model in `start_path` on `examples` ({"prompt", "gold"}) with the label-F1 + format
     reward (`make_reward_func`), and write the merged folder `out_dir` atomically.
 
-    Full finetuning up to LORA_MIN_PARAMS parameters, LoRA (`lora`) above. Returns the training log (also
-    written as `out_dir/training_log.csv`, with reward, loss, learning_rate and kl when beta > 0). An
-    exception during training leaves no `out_dir`.
+    With `load_in_4bit` (and CUDA + bitsandbytes, `quantization_plan`) the start model is loaded in 4-bit,
+    prepared for k-bit training and trained with LoRA (`lora`), and the adapter is merged on the CPU into an
+    unquantized reload of `start_path` (`merge_plan`). Unquantized: full finetuning up to LORA_MIN_PARAMS
+    parameters, LoRA above (`rl_uses_lora`). Returns the training log (also written as
+    `out_dir/training_log.csv`, with reward, loss, learning_rate and kl when beta > 0). An exception during
+    training leaves no `out_dir`.
     """
     import transformers
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
     device = resolve_device(device)
+    quantized = _quantized(load_in_4bit, device)
     transformers.set_seed(settings.seed)
-    model, tokenizer = load_model(start_path, device=device, dtype=dtype)
+    model, tokenizer = load_model(start_path, device=device, dtype=dtype, load_in_4bit=quantized)
     tokenizer.padding_side = "left"  # GRPO generates batches of prompts
-    use_lora = count_parameters(model) > LORA_MIN_PARAMS
+    use_lora = rl_uses_lora(count_parameters(model), quantized)
+    if quantized:
+        model = prepare_quantized(model)
     dataset = Dataset.from_list([{"prompt": e["prompt"], "gold": list(e["gold"])} for e in examples])
-    log.info("GRPO: %d prompts, %d steps, batch %d, %d generations, beta %g, lr %g, %s on %s (%s params)",
+    log.info("GRPO: %d prompts, %d steps, batch %d, %d generations, beta %g, lr %g, %s on %s (%s params)%s",
              len(dataset), settings.max_steps, settings.batch_size, settings.num_generations, settings.beta,
-             settings.lr, "LoRA" if use_lora else "full finetuning", device, f"{count_parameters(model):,}")
+             settings.lr, "LoRA" if use_lora else "full finetuning", device, f"{count_parameters(model):,}",
+             ", 4-bit" if quantized else "")
     reward = make_reward_func(label_set, label_format, settings.format_reward)
     with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory() as scratch:
         args = GRPOConfig(
@@ -495,7 +602,7 @@ def train_rl(
         )
         trainer.train()
         frame = training_log_frame(trainer.state.log_history)
-        trained = trainer.model.merge_and_unload() if use_lora else trainer.model
+        trained = finish_model(trainer.model, start_path, merge_plan(use_lora, quantized), dtype)
         save_folder(trained, tokenizer, frame, tmp)
     return frame
 
@@ -527,10 +634,15 @@ def sft_from_files(
     device: str = "auto",
     dtype: str = "auto",
     threads: int | None = None,
+    model_load_in_4bit: bool = False,
 ) -> pd.DataFrame:
-    """The `sft` rule: SFT on the train split's prompts (see `prompt_records`); returns the training log."""
+    """The `sft` rule: SFT on the train split's prompts (see `prompt_records`); returns the training log.
+
+    Trains in 4-bit when `finetune.sft.load_in_4bit` or the model's `load_in_4bit` (`model_load_in_4bit`)
+    asks for it and the machine allows it (`quantization_plan`)."""
     set_threads(threads)
     settings = SFTSettings.from_config(sft_cfg)
+    settings = replace(settings, load_in_4bit=settings.load_in_4bit or bool(model_load_in_4bit))
     spec = PromptSpec.from_config(prompt_cfg)
     label_set, train, pool = _load_stage_data(train_path, labels_path, subsets_path)
     tokenizer = load_tokenizer(base_path) if spec.use_chat_template else None
@@ -550,17 +662,22 @@ def rl_from_files(
     device: str = "auto",
     dtype: str = "auto",
     threads: int | None = None,
+    model_load_in_4bit: bool = False,
 ) -> pd.DataFrame:
     """The `rl` rule: GRPO from `start_path` (the SFT or base folder) on the train split's prompts, LoRA
-    settings from `finetune.sft` where LoRA is used; returns the training log."""
+    settings from `finetune.sft` where LoRA is used; returns the training log.
+
+    Like SFT, trains in 4-bit when `finetune.sft.load_in_4bit` (the QLoRA setting) or the model's
+    `load_in_4bit` (`model_load_in_4bit`) asks for it and the machine allows it (`quantization_plan`)."""
     set_threads(threads)
     settings = RLSettings.from_config(rl_cfg)
+    sft = SFTSettings.from_config(sft_cfg)
     spec = PromptSpec.from_config(prompt_cfg)
     label_set, train, pool = _load_stage_data(train_path, labels_path, subsets_path)
     tokenizer = load_tokenizer(start_path) if spec.use_chat_template else None
     examples = prompt_records(train, pool, spec, label_set, settings.seed, tokenizer)
-    return train_rl(start_path, out_dir, examples, label_set, spec.label_format, settings,
-                    SFTSettings.from_config(sft_cfg).lora, device=device, dtype=dtype)
+    return train_rl(start_path, out_dir, examples, label_set, spec.label_format, settings, sft.lora,
+                    device=device, dtype=dtype, load_in_4bit=sft.load_in_4bit or bool(model_load_in_4bit))
 
 
 def mean_f1(outputs: Sequence[str], golds: Sequence[Sequence[str]], label_set: Sequence[str], fmt: str) -> float:
