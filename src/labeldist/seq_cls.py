@@ -18,9 +18,13 @@ import pandas as pd
 
 from .finetune import (
     LoraSettings,
+    bitsandbytes_installed,
+    bnb_4bit_settings,
     count_parameters,
     load_tokenizer,
     lora_config,
+    prepare_quantized,
+    quantization_plan,
     read_label_set,
     read_split,
     read_subsets,
@@ -69,10 +73,28 @@ def multi_hot(labels: Sequence[str], label_set: Sequence[str]) -> list[float]:
     return [1.0 if l in chosen else 0.0 for l in label_set]
 
 
-def load_seq_cls_model(base_path: str | Path, label_set: Sequence[str], device: str, dtype: str = "auto") -> tuple[Any, Any]:
+def seq_cls_load_kwargs(device: str, quantized: bool) -> dict[str, Any]:
+    """Extra from_pretrained keyword arguments for the classifier: for a 4-bit load (CUDA only) the QLoRA
+    BitsAndBytesConfig settings (`bnb_4bit_settings`) and a device map putting the whole model on the GPU
+    (bitsandbytes models cannot be moved after loading); none otherwise (the caller moves the model).
+
+    The freshly initialised head stays unquantized: transformers keeps a model's last module (`score`) out
+    of 4-bit conversion when no skip list is given."""
+    if not quantized:
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    if device != "cuda":
+        raise ValueError(f"seq_cls_load_kwargs: 4-bit loading needs CUDA, not {device!r}")
+    return {"quantization_config": BitsAndBytesConfig(**bnb_4bit_settings()),
+            "device_map": {"": 0}}
+
+
+def load_seq_cls_model(base_path: str | Path, label_set: Sequence[str], device: str, dtype: str = "auto",
+                       quantized: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer): a sequence-classification model with a fresh multi-label head of |label_set|
     outputs on top of the base folder's weights (a save_pretrained folder or model_ref.json), pad token
-    set in tokenizer and model config."""
+    set in tokenizer and model config; in 4-bit on the GPU when `quantized` (see `seq_cls_load_kwargs`)."""
     from transformers import AutoModelForSequenceClassification
 
     from .models import hub_offline, resolve_dtype, resolve_model_source
@@ -92,9 +114,10 @@ def load_seq_cls_model(base_path: str | Path, label_set: Sequence[str], device: 
         pad_token_id=tokenizer.pad_token_id,
         dtype=resolve_dtype(dtype, torch_device(device)),
         **extra,
+        **seq_cls_load_kwargs(device, quantized),
     )
     model.config.pad_token_id = tokenizer.pad_token_id
-    return model.to(device), tokenizer
+    return (model if quantized else model.to(device)), tokenizer
 
 
 def head_modules(model: Any) -> list[str]:
@@ -122,26 +145,34 @@ def train_seq_cls_head(
     device: str = "auto",
     dtype: str = "auto",
     callbacks: Sequence[Any] = (),
+    load_in_4bit: bool = False,
 ) -> tuple[Any, Any, pd.DataFrame]:
     """Train the LoRA + head classifier on `train` records (id, text, labels) with transformers' Trainer
     (BCE through `problem_type="multi_label_classification"`); return (trainer, tokenizer, training log).
 
-    The run is seeded by `settings.seed + seed`.
+    The run is seeded by `settings.seed + seed`. With `load_in_4bit` (and CUDA + bitsandbytes,
+    `quantization_plan`) the base is loaded in 4-bit and prepared for k-bit training (QLoRA), which a 70B
+    base needs on one 80 GB GPU; otherwise it trains unquantized (a note in the log).
     """
     import transformers
     from peft import get_peft_model
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     device = resolve_device(device)
+    quantized = quantization_plan(load_in_4bit, device == "cuda", bitsandbytes_installed())
+    if load_in_4bit and not quantized:
+        log.warning("load_in_4bit requested but CUDA + bitsandbytes are not available: training unquantized")
     run_seed = settings.seed + seed
     transformers.set_seed(run_seed)
-    model, tokenizer = load_seq_cls_model(base_path, label_set, device, dtype)
+    model, tokenizer = load_seq_cls_model(base_path, label_set, device, dtype, quantized=quantized)
+    if quantized:
+        model = prepare_quantized(model)
     model = get_peft_model(model, lora_config(settings.lora, task_type="SEQ_CLS",
                                               modules_to_save=head_modules(model)))
     dataset = _tokenized(tokenizer, train, label_set, settings.max_length, with_labels=True)
-    log.info("seq_cls_head: %d examples, %d labels, %d steps, batch %d, lr %g, seed %d, on %s (%s params)",
+    log.info("seq_cls_head: %d examples, %d labels, %d steps, batch %d, lr %g, seed %d, on %s (%s params)%s",
              len(dataset), len(label_set), settings.max_steps, settings.batch_size, settings.lr, run_seed,
-             device, f"{count_parameters(model):,}")
+             device, f"{count_parameters(model):,}", ", 4-bit" if quantized else "")
     scratch = tempfile.mkdtemp(prefix="seq_cls_")
     args = TrainingArguments(
         output_dir=scratch, learning_rate=settings.lr, max_steps=settings.max_steps,
@@ -186,10 +217,12 @@ def seq_cls_from_files(
     device: str = "auto",
     dtype: str = "auto",
     threads: int | None = None,
+    load_in_4bit: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """The `seq_cls_head` rule: train on the train split, then write one estimate parquet per subset in
     `out_files` (subset -> path; `main` reads the test split, `dev` the dev split). `data_files` holds the
-    data stage's `train`, `dev`, `test`, `labels` and `subsets` paths. Returns the written frames."""
+    data stage's `train`, `dev`, `test`, `labels` and `subsets` paths; `load_in_4bit` is the model's
+    config flag (QLoRA where CUDA + bitsandbytes allow it). Returns the written frames."""
     set_threads(threads)
     settings = SeqClsSettings.from_config(seq_cls_cfg)
     label_set = read_label_set(data_files["labels"])
@@ -202,7 +235,8 @@ def seq_cls_from_files(
             raise DataError(data_files["subsets"], "subset missing", field=subset)
         split_path = data_files[split_of[subset]]
         targets[subset] = select_ids(read_split(split_path, label_set), subsets[subset], split_path, subset)
-    trainer, tokenizer, frame = train_seq_cls_head(base_path, train, label_set, settings, seed, device, dtype)
+    trainer, tokenizer, frame = train_seq_cls_head(base_path, train, label_set, settings, seed, device, dtype,
+                                                   load_in_4bit=load_in_4bit)
     if not frame.empty and "loss" in frame:
         log.info("seq_cls_head: loss %.4f -> %.4f", frame["loss"].iloc[0], frame["loss"].iloc[-1])
     written = {}
