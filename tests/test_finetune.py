@@ -341,3 +341,179 @@ def test_sft_and_rl_from_stage_files(toy, tmp_path):
     rl_log = pd.read_csv(tmp_path / "rl" / "training_log.csv")
     assert "kl" in rl_log.columns  # beta > 0 logs the KL term
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "rl", "sft"]
+
+
+# ---- study scale: 4-bit loading and where adapters are merged -----------------------------------
+def test_quantization_plan_needs_request_cuda_and_bitsandbytes():
+    from labeldist.finetune import can_load_4bit, quantization_plan
+
+    assert quantization_plan(True, cuda_available=True, bnb_available=True) is True
+    for requested, cuda, bnb in [(False, True, True), (True, False, True), (True, True, False), (True, False, False)]:
+        assert quantization_plan(requested, cuda, bnb) is False, (requested, cuda, bnb)
+    assert can_load_4bit("cpu") is False  # no CUDA in these tests, whatever is installed
+
+
+def test_rl_lora_and_merge_plans():
+    from labeldist.finetune import (
+        LORA_MIN_PARAMS, MERGE_IN_PLACE, MERGE_NONE, MERGE_ON_CPU, merge_dtype, merge_plan, rl_uses_lora,
+    )
+
+    # the tiny path: full finetuning, saved as is
+    assert rl_uses_lora(100_000, quantized=False) is False
+    assert merge_plan(use_lora=False, quantized=False) == MERGE_NONE
+    # big unquantized models: LoRA merged where the model is
+    assert rl_uses_lora(LORA_MIN_PARAMS + 1, quantized=False) is True
+    assert merge_plan(use_lora=True, quantized=False) == MERGE_IN_PLACE
+    # 4-bit: always LoRA (4-bit weights are not trainable), merged into an unquantized reload on the CPU
+    assert rl_uses_lora(100_000, quantized=True) is True
+    assert merge_plan(use_lora=True, quantized=True) == MERGE_ON_CPU
+    assert merge_dtype("auto") == "bfloat16" and merge_dtype("float16") == "float16"
+
+
+def test_qlora_settings_and_seq_cls_head_stays_unquantized():
+    import torch
+    from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForSequenceClassification
+    from transformers.quantizers.base import get_keys_to_not_convert
+
+    from labeldist.finetune import bnb_4bit_settings
+    from labeldist.seq_cls import seq_cls_load_kwargs
+
+    cfg = BitsAndBytesConfig(**bnb_4bit_settings())
+    assert cfg.load_in_4bit and cfg.bnb_4bit_quant_type == "nf4" and cfg.bnb_4bit_use_double_quant
+    assert cfg.bnb_4bit_compute_dtype == torch.bfloat16
+    kwargs = seq_cls_load_kwargs("cuda", quantized=True)
+    assert kwargs["device_map"] == {"": 0} and kwargs["quantization_config"].load_in_4bit
+    # no skip list: transformers then keeps the last module (the fresh head) out of 4-bit conversion
+    assert kwargs["quantization_config"].llm_int8_skip_modules is None
+    tiny = LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, num_labels=3))
+    assert "score" in get_keys_to_not_convert(tiny)
+    assert seq_cls_load_kwargs("cpu", quantized=False) == {}
+    with pytest.raises(ValueError, match="needs CUDA"):
+        seq_cls_load_kwargs("cpu", quantized=True)
+
+
+def _tiny_causal_lm(folder: Path, seed: int = 0) -> Path:
+    """A ~20k-parameter Llama saved in float32 (no tokenizer: the merge needs none)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64))
+    model.save_pretrained(folder)
+    return folder
+
+
+def _random_adapter(base: Path, seed: int = 1):
+    """A LoRA PeftModel over the model in `base` with random (non-zero) A and B, so merging changes weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                            init_lora_weights=False))
+
+
+def test_cpu_merge_equals_in_place_merge(tmp_path, monkeypatch):
+    """MERGE_ON_CPU (adapter saved, start model reloaded on the CPU, merged there) gives the weights of an
+    in-place merge; 'auto' reloads in bf16; the folder is sharded safetensors that loads on its own, also
+    when the start folder is a model_ref.json pointing elsewhere."""
+    import pandas as pd
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from labeldist import finetune
+    from labeldist.finetune import MERGE_IN_PLACE, MERGE_NONE, MERGE_ON_CPU, finish_model, save_folder
+    from labeldist.io import write_json
+
+    base = _tiny_causal_lm(tmp_path / "base")
+    base_sd = {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(base).state_dict().items()}
+    ref = tmp_path / "ref"  # a base-model folder as the models stage writes it for a local model
+    ref.mkdir()
+    write_json(ref / "model_ref.json", {"path": str(base)})
+
+    expected = finish_model(_random_adapter(base), base, MERGE_IN_PLACE).state_dict()
+    on_cpu = finish_model(_random_adapter(base), ref, MERGE_ON_CPU, dtype="float32")
+    assert not hasattr(on_cpu, "peft_config") and type(on_cpu).__name__ == "LlamaForCausalLM"
+    got = on_cpu.state_dict()
+    assert set(got) == set(expected) == set(base_sd)
+    for name in expected:
+        assert got[name].device.type == "cpu" and got[name].dtype == torch.float32
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6)
+    changed = [n for n in expected if not torch.equal(expected[n], base_sd[n])]
+    assert any("q_proj" in n for n in changed) and any("down_proj" in n for n in changed)
+
+    in_bf16 = finish_model(_random_adapter(base), base, MERGE_ON_CPU)  # dtype "auto"
+    assert {p.dtype for p in in_bf16.parameters()} == {torch.bfloat16}
+    for name in changed:
+        torch.testing.assert_close(in_bf16.state_dict()[name].float(), expected[name], rtol=2e-2, atol=2e-2)
+
+    full = _random_adapter(base).get_base_model()
+    assert finish_model(full, base, MERGE_NONE) is full
+    with pytest.raises(ValueError, match="unknown merge plan"):
+        finish_model(full, base, "gpu")
+
+    from labeldist.models import train_tokenizer
+
+    monkeypatch.setattr(finetune, "MAX_SHARD_SIZE", "40KB")
+    out = tmp_path / "merged"
+    out.mkdir()
+    save_folder(on_cpu, train_tokenizer(["a tiny corpus", "of two lines"], vocab_size=300),
+                pd.DataFrame({"step": [1]}), out)
+    shards = sorted(p.name for p in out.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (out / "model.safetensors.index.json").exists()
+    reloaded = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    for name in expected:
+        torch.testing.assert_close(reloaded[name], expected[name], rtol=1e-5, atol=1e-6)
+
+
+def _weights(folder: Path) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder).state_dict()
+
+
+def test_sft_and_rl_follow_the_cpu_merge_plan(toy, tmp_path, monkeypatch):
+    """train_sft / train_rl wired to MERGE_ON_CPU (what a 4-bit run does) save the same weights as the
+    in-place merge of an identically seeded run, merging into a CPU reload of their start folder."""
+    import torch
+
+    from labeldist import finetune
+    from labeldist.finetune import MERGE_NONE, MERGE_ON_CPU, LoraSettings, RLSettings, SFTSettings
+
+    sft = SFTSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, lr=1e-2, max_steps=3, batch_size=4, seed=0)
+    rl = RLSettings(max_steps=2, num_generations=2, batch_size=4, max_completion_length=4, lr=1e-2, seed=0)
+    examples = toy["train_ex"][:16]
+
+    def run(tag: str) -> tuple[Path, Path]:
+        finetune.train_sft(toy["base"], tmp_path / f"sft_{tag}", examples, sft, device="cpu", dtype="float32")
+        finetune.train_rl(tmp_path / f"sft_{tag}", tmp_path / f"rl_{tag}", examples, LABELS, "comma", rl,
+                          LoraSettings(4, 8, 0.0), device="cpu", dtype="float32")
+        return tmp_path / f"sft_{tag}", tmp_path / f"rl_{tag}"
+
+    # RL on the tiny model would finetune all weights: make it take the LoRA route of a 4-bit run
+    monkeypatch.setattr(finetune, "rl_uses_lora", lambda n_params, quantized: True)
+    in_place = run("in_place")
+
+    calls = []
+    real_merge = finetune.merge_adapter_on_cpu
+    monkeypatch.setattr(finetune, "merge_plan",
+                        lambda use_lora, quantized: MERGE_ON_CPU if use_lora else MERGE_NONE)
+    monkeypatch.setattr(finetune, "merge_adapter_on_cpu",
+                        lambda adapter_dir, start, dtype="auto": calls.append(Path(start)) or
+                        real_merge(adapter_dir, start, dtype))
+    on_cpu = run("cpu")
+    assert calls == [toy["base"], tmp_path / "sft_cpu"]  # each regime merges into its own start folder
+    for a, b in zip(in_place, on_cpu):
+        assert not (b / "adapter_config.json").exists()
+        wa, wb = _weights(a), _weights(b)
+        assert set(wa) == set(wb)
+        for name in wa:
+            torch.testing.assert_close(wb[name], wa[name], rtol=1e-5, atol=1e-6)
+    start = _weights(toy["base"])
+    assert any(not torch.equal(start[n], w) for n, w in _weights(on_cpu[0]).items()), "SFT changed nothing"
