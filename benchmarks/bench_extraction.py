@@ -51,6 +51,7 @@ from labeldist.prompts import (  # noqa: E402
     PAIRWISE_ANSWERS,
     UNARY_ANSWERS,
     PromptSpec,
+    choice_documents,
     choice_prompt,
     pairwise_demos,
     pairwise_instruction,
@@ -81,32 +82,13 @@ def synthetic_records(n: int, seed: int) -> list[dict]:
             for i in range(n)]
 
 
-def choice_docs(records: list[dict], n: int, seed: int) -> list[str]:
-    """Unary and pairwise prompts with their answers, so the built tokenizer and model know them."""
-    rng = random.Random(seed)
-    docs = []
-    for _ in range(n):
-        picked = rng.sample(records, SPEC.k + 1)
-        demos = [(r["text"], r["labels"]) for r in picked[:-1]]
-        query = picked[-1]
-        if rng.random() < 0.5:
-            marked = unary_demos(demos + [(query["text"], query["labels"])], LABELS, rng)
-            prompt = choice_prompt(SPEC, unary_instruction(SPEC, LABELS), marked[:-1], query["text"],
-                                   [marked[-1][1]], UNARY_ANSWERS)
-        else:
-            marked = pairwise_demos(demos + [(query["text"], query["labels"])], LABELS, rng)
-            prompt = choice_prompt(SPEC, pairwise_instruction(SPEC, LABELS), marked[:-1], query["text"],
-                                   [marked[-1][1]], PAIRWISE_ANSWERS)
-        docs.append(prompt.prefix + "".join(prompt.suffixes[0]) + " " + marked[-1][2] + "\n")
-    return docs
-
-
 def build_model(steps: int) -> tuple:
     """A tiny Llama (the workflow's builder) pretrained for `steps` on prompt-format documents: label
     lists, and (a quarter) unary and pairwise prompts, so their words are tokens of the vocabulary."""
     records = synthetic_records(400, seed=1)
     docs = build_pretrain_corpus(records, LABELS, SPEC, n_docs=steps * 12, seed=0)
-    docs += choice_docs(records, steps * 4, seed=0)
+    docs += choice_documents([(r["text"], r["labels"]) for r in records], LABELS, SPEC, steps * 4,
+                             random.Random(0))
     random.Random(0).shuffle(docs)
     tok = train_tokenizer(docs, 1024)
     cfg = dict(hidden_size=128, intermediate_size=256, num_layers=4, num_heads=4, num_kv_heads=2,

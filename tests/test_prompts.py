@@ -13,6 +13,7 @@ from labeldist.prompts import (
     UNARY_ANSWERS,
     PromptSpec,
     build_prompt,
+    choice_documents,
     choice_prompt,
     completion_text,
     example_block,
@@ -205,3 +206,16 @@ def test_choice_prompt_with_chat_template_splits_the_rendered_prompt():
     full = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert prompt.prefix + "".join(prompt.suffixes[0]) == full
     assert prompt.suffixes[0][0] == "a: joy\nb:" and prompt.answer_texts == PAIRWISE_ANSWERS
+
+
+def test_choice_documents_are_complete_answered_prompts():
+    examples = [(f"text {i}", labels) for i, (_, labels) in enumerate(_pool(20))]
+    docs = choice_documents(examples, LABELS, SPEC, 6, random.Random(0))
+    assert docs == choice_documents(examples, LABELS, SPEC, 6, random.Random(0)) and len(docs) == 6
+    for i, doc in enumerate(docs):
+        assert doc.count("Input: ") == SPEC.k + 1 and doc.endswith("\n")
+        last = doc.rstrip("\n").split("\n")[-1]
+        if i % 2 == 0:
+            assert last.startswith("Is the label reasonable: ") and last.split(": ")[1] in UNARY_ANSWERS
+        else:
+            assert last.startswith("Answer: ") and last.split(": ")[1] in PAIRWISE_ANSWERS

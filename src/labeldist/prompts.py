@@ -359,3 +359,31 @@ def choice_prompt(
         blocks.append(f"{spec.input_prefix}{text}\n{question} {answer}\n")
     blocks.append(f"{spec.input_prefix}{query}\n")
     return ChoicePrompt("\n".join(blocks), parts, tuple(" " + a for a in answers))
+
+
+def choice_documents(
+    examples: Sequence[tuple[str, Sequence[str]]],
+    label_set: Sequence[str],
+    spec: PromptSpec,
+    n_docs: int,
+    rng: random.Random,
+) -> list[str]:
+    """`n_docs` complete unary and pairwise prompts (half each) with their answers, for a corpus that
+    should teach a model these formats (and a tokenizer their words: `reasonable`, ` b`, ...).
+
+    Each document draws k demos and a query from `examples` (text, gold labels); the query's question
+    and answer are made the way `unary_demos` / `pairwise_demos` make a demo's.
+    """
+    docs = []
+    for i in range(n_docs):
+        picked = rng.sample(list(examples), min(spec.k + 1, len(examples)))
+        if i % 2 == 0:
+            marked = unary_demos(picked, label_set, rng)
+            instruction = unary_instruction(spec, label_set)
+        else:
+            marked = pairwise_demos(picked, label_set, rng)
+            instruction = pairwise_instruction(spec, label_set)
+        answers = UNARY_ANSWERS if i % 2 == 0 else PAIRWISE_ANSWERS
+        prompt = choice_prompt(spec, instruction, marked[:-1], picked[-1][0], [marked[-1][1]], answers)
+        docs.append(prompt.prefix + "".join(prompt.suffixes[0]) + " " + marked[-1][2] + "\n")
+    return docs
