@@ -24,6 +24,7 @@ rule sft:
         sft=config["finetune"]["sft"],
         device=config["device"],
         dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
+        load_in_4bit=lambda wildcards: model_cfg(wildcards.model)["load_in_4bit"],
     threads: lambda wildcards: 1 if model_cfg(wildcards.model)["size_b"] < 0.01 else 4
     resources:
         mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "sft"),
@@ -58,6 +59,7 @@ rule rl:
         sft=config["finetune"]["sft"],
         device=config["device"],
         dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
+        load_in_4bit=lambda wildcards: model_cfg(wildcards.model)["load_in_4bit"],
     threads: lambda wildcards: 1 if model_cfg(wildcards.model)["size_b"] < 0.01 else 4
     resources:
         mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "rl"),
@@ -88,6 +90,7 @@ rule seq_cls_head:
         seed=lambda wildcards: int(wildcards.seed),
         device=config["device"],
         dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
+        load_in_4bit=lambda wildcards: model_cfg(wildcards.model)["load_in_4bit"],
     threads: lambda wildcards: 1 if model_cfg(wildcards.model)["size_b"] < 0.01 else 4
     resources:
         mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "seq_cls_head"),

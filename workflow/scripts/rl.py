@@ -16,5 +16,6 @@ with rule_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         sft_cfg=params.sft,
         device=params.device,
         dtype=params.dtype,
+        model_load_in_4bit=params.load_in_4bit,
         threads=snakemake.threads,  # noqa: F821
     )

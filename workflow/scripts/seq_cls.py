@@ -13,5 +13,6 @@ with rule_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         seed=params.seed,
         device=params.device,
         dtype=params.dtype,
+        load_in_4bit=params.load_in_4bit,
         threads=snakemake.threads,  # noqa: F821
     )
