@@ -38,7 +38,7 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from labeldist.extraction import ExtractionSettings, _generate, build_label_table, extract  # noqa: E402
+from labeldist.extraction import ExtractionSettings, build_label_table, extract, greedy_generate  # noqa: E402
 from labeldist.models import (  # noqa: E402
     build_pretrain_corpus,
     build_tiny_llama,
@@ -145,7 +145,7 @@ def main() -> None:
     def plain():
         for lo in range(0, len(prompts), args.batch_size):
             enc = tok(prompts[lo : lo + args.batch_size], return_tensors="pt", padding=True)
-            _generate(model, tok, enc, SPEC, base, pad_id)  # output_logits, return_dict_in_generate
+            greedy_generate(model, tok, enc, SPEC, base, pad_id)  # output_logits, return_dict_in_generate
 
     def ours(settings):
         return lambda: extract(model, tok, prompts, SPEC, LABELS, settings, table=table, progress=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -402,9 +402,11 @@ def extract(
     return out
 
 
-def _generate(model: Any, tokenizer: Any, enc: dict, spec: PromptSpec, settings: ExtractionSettings,
-              pad_id: int) -> Any:
-    """Greedy batched `generate` with raw per-step logits and the KV cache returned."""
+def greedy_generate(model: Any, tokenizer: Any, enc: dict, spec: PromptSpec, settings: ExtractionSettings,
+                    pad_id: int) -> Any:
+    """Return HF `generate`'s output for a tokenized left-padded batch: greedy, stopping at the label
+    line's end / next input prefix (`stop_strings`) or EOS, with raw per-step logits (`output_logits`)
+    and the KV cache (`past_key_values`)."""
     with torch.inference_mode():
         return model.generate(
             input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
@@ -432,7 +434,7 @@ def extract_batch(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(table.eos_ids or {0})
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
     enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-    gen = _generate(model, tokenizer, enc, spec, settings, pad_id)
+    gen = greedy_generate(model, tokenizer, enc, spec, settings, pad_id)
     n_prompt = enc["input_ids"].shape[1]
     sequences = gen.sequences
     n_gen = sequences.shape[1] - n_prompt
