@@ -3,7 +3,7 @@
 #                 training_log.csv (docs/formats.md); the generation rules pull them in via model_dir().
 #   seq_cls_head: estimates/{dataset}/{model}/base/seq_cls_head/{main,dev}/seed{seed}.parquet
 # Input, resource and target functions are lambdas: `snakemake --lint` flags files that mix `def`s and rules.
-# Threads: 1 for the built-in tiny model (its tensors are too small to gain from more), 4 otherwise.
+# Threads: threads_for() in common.smk (1 for the built-in tiny model).
 # RL finetunes all weights of models up to 50M parameters and uses LoRA above (labeldist.finetune).
 
 
@@ -25,7 +25,7 @@ rule sft:
         device=config["device"],
         dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
         load_in_4bit=lambda wildcards: model_cfg(wildcards.model)["load_in_4bit"],
-    threads: lambda wildcards: 1 if model_cfg(wildcards.model)["size_b"] < 0.01 else 4
+    threads: lambda wildcards: threads_for(wildcards.model)
     resources:
         mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "sft"),
         runtime=lambda wildcards, attempt: runtime_for("sft", wildcards, attempt),
@@ -60,7 +60,7 @@ rule rl:
         device=config["device"],
         dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
         load_in_4bit=lambda wildcards: model_cfg(wildcards.model)["load_in_4bit"],
-    threads: lambda wildcards: 1 if model_cfg(wildcards.model)["size_b"] < 0.01 else 4
+    threads: lambda wildcards: threads_for(wildcards.model)
     resources:
         mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "rl"),
         runtime=lambda wildcards, attempt: runtime_for("rl", wildcards, attempt),
@@ -91,7 +91,7 @@ rule seq_cls_head:
         device=config["device"],
         dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
         load_in_4bit=lambda wildcards: model_cfg(wildcards.model)["load_in_4bit"],
-    threads: lambda wildcards: 1 if model_cfg(wildcards.model)["size_b"] < 0.01 else 4
+    threads: lambda wildcards: threads_for(wildcards.model)
     resources:
         mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "seq_cls_head"),
         runtime=lambda wildcards, attempt: runtime_for("seq_cls_head", wildcards, attempt),
