@@ -233,3 +233,8 @@ onerror:
     from labeldist.failures import main as report_failures
 
     report_failures(["--csv", f"{R}/failures.csv"])
+
+
+# A run that succeeds leaves no failure report of an earlier run behind.
+onsuccess:
+    Path(f"{R}/failures.csv").unlink(missing_ok=True)
