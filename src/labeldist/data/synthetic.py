@@ -2,12 +2,19 @@
 
 Each example has latent per-label intensities in [0, 1]: usually one to three labels are active,
 some strongly (0.6-0.95), some ambiguously (0.25-0.6); a share of examples has none; every inactive
-label keeps a small background intensity (0-0.08). The text is a short English-like sentence
+label keeps a small background intensity (0-0.08, scaled by 7 / L beyond 7 labels). The text is a short English-like sentence
 (8-20 words) whose cue words reflect the intensities: an active label contributes a clause with one
 cue word and a weak or neutral modifier ("slightly hopeful") or, when strong, two cue words and a
 strong modifier ("very happy and cheerful"). 3-5 simulated annotators (config `annotators`) each
 vote every label on with probability equal to its intensity, so p_ref is spread and its expected
 value is known (kept in the record as `intensity`). Gold = labels with vote share >= 0.5.
+
+Many labels (config `synthetic.labels` from `many_label_names(n)`, e.g. config/many_labels.yaml): two-word
+label names ("quiet relief", "civic pride") that tokenizers split into several tokens and whose first words
+are shared, so first-token label distributions collide and whole-label scoring matters. Labels never seen
+in training: config `unseen_labels: N` makes the last N labels of the label order absent from the train
+split (never chosen as active there, background intensity 0, so no annotator votes them, no cue words,
+never gold); dev and test keep them. Texts with several multi-word cues may run past 20 words.
 
 Hand-written: no library generates such data. Deterministic for a seed (numpy Generator per split).
 """
@@ -60,9 +67,27 @@ WEAK = ["slightly", "somewhat", "mildly", "faintly"]
 MEDIUM = ["rather", "fairly", "quite", "kind of"]
 STRONG = ["very", "truly", "deeply", "really"]
 
+# Words of the many-label names (`many_label_names`): adjective + noun, 20 x 15 = 300 distinct names.
+NAME_ADJECTIVES = ["quiet", "civic", "bitter", "gentle", "sudden", "shared", "private", "restless", "tender",
+                   "fierce", "hollow", "warm", "distant", "nervous", "proud", "weary", "playful", "solemn",
+                   "curious", "stubborn"]
+NAME_NOUNS = ["relief", "pride", "worry", "longing", "delight", "regret", "awe", "doubt", "resolve", "unease",
+              "hope", "grief", "wonder", "guilt", "calm"]
+
+BACKGROUND_MAX, BACKGROUND_LABELS = 0.08, 7  # background intensity bound, kept for up to 7 labels
 N_ACTIVE_P = [0.15, 0.40, 0.30, 0.15]  # P(0, 1, 2, 3 active labels)
 P_STRONG = 0.6
 MIN_WORDS, MAX_WORDS = 8, 20
+
+
+def many_label_names(n: int) -> list[str]:
+    """Return `n` distinct two-word label names (adjective + noun, at most 300), deterministic: name i
+    pairs adjective a = i mod 20 with noun (i // 20 + a) mod 15, so consecutive labels differ in both
+    words and every adjective starts several names (shared first tokens)."""
+    n_adj, n_noun = len(NAME_ADJECTIVES), len(NAME_NOUNS)
+    if not 1 <= n <= n_adj * n_noun:
+        raise ValueError(f"many_label_names: n must be in 1..{n_adj * n_noun}, got {n}")
+    return [f"{NAME_ADJECTIVES[i % n_adj]} {NAME_NOUNS[(i // n_adj + i % n_adj) % n_noun]}" for i in range(n)]
 
 
 def cue_words(labels: Sequence[str]) -> dict[str, list[str]]:
@@ -79,14 +104,19 @@ def cue_words(labels: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-def _intensities(rng: np.random.Generator, n_labels: int, weights: np.ndarray) -> np.ndarray:
-    """Latent intensities of one example: background noise plus 0-3 active labels."""
-    inten = rng.uniform(0.0, 0.08, size=n_labels)
-    k = min(int(rng.choice(len(N_ACTIVE_P), p=N_ACTIVE_P)), n_labels)
+def _intensities(rng: np.random.Generator, n_labels: int, weights: np.ndarray,
+                 absent: Sequence[int] = ()) -> np.ndarray:
+    """Latent intensities of one example: background noise plus 0-3 active labels; `absent` labels
+    (weight 0 in `weights`) get intensity 0. The background is uniform on [0, 0.08 * min(1, 7 / L)]: an
+    annotator's expected number of noise votes stays that of 7 labels however large L is."""
+    inten = rng.uniform(0.0, BACKGROUND_MAX * min(1.0, BACKGROUND_LABELS / n_labels), size=n_labels)
+    k = min(int(rng.choice(len(N_ACTIVE_P), p=N_ACTIVE_P)), n_labels - len(absent))
     if k:
         active = rng.choice(n_labels, size=k, replace=False, p=weights)
         strong = rng.random(k) < P_STRONG
         inten[active] = np.where(strong, rng.uniform(0.6, 0.95, size=k), rng.uniform(0.25, 0.6, size=k))
+    if len(absent):
+        inten[list(absent)] = 0.0
     return inten
 
 
@@ -130,19 +160,22 @@ def _text(rng: np.random.Generator, labels: Sequence[str], cues: Mapping[str, li
     return " ".join(words)
 
 
-def generate_split(labels: Sequence[str], n: int, annotators: Sequence[int], seed: int, split: str) \
-        -> list[Example]:
+def generate_split(labels: Sequence[str], n: int, annotators: Sequence[int], seed: int, split: str,
+                   absent: Sequence[str] = ()) -> list[Example]:
     """Return `n` synthetic examples of one split, ids `syn-{split}-{i:05d}`, deterministic per
-    (seed, split): latent intensities, a cue-word text, simulated annotator votes and p_ref."""
+    (seed, split): latent intensities, a cue-word text, simulated annotator votes and p_ref. Labels in
+    `absent` have intensity 0 throughout (never voted, never gold, no cue words)."""
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     cues = cue_words(labels)
     n_labels = len(labels)
     weights = 1.0 / np.sqrt(np.arange(1, n_labels + 1))  # mildly imbalanced label frequencies
+    absent_idx = [labels.index(lab) for lab in absent]
+    weights[absent_idx] = 0.0
     weights = weights / weights.sum()
     lo, hi = int(annotators[0]), int(annotators[1])
     out = []
     for i in range(n):
-        inten = _intensities(rng, n_labels, weights)
+        inten = _intensities(rng, n_labels, weights, absent_idx)
         text = _text(rng, labels, cues, inten)
         n_ann = int(rng.integers(lo, hi + 1))
         votes = rng.random((n_ann, n_labels)) < inten[None, :]
@@ -154,17 +187,32 @@ def generate_split(labels: Sequence[str], n: int, annotators: Sequence[int], see
     return out
 
 
+def unseen_labels(labels: Sequence[str], n_unseen: int) -> list[str]:
+    """Return the labels held out of the train split for config `unseen_labels: n_unseen`: the last
+    `n_unseen` of the label order (the least frequent under the generator's label weights)."""
+    return list(labels[len(labels) - n_unseen:]) if n_unseen > 0 else []
+
+
 def load_synthetic(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     """Return the synthetic dataset described by `cfg["synthetic"]` (labels, n_train, n_dev, n_test,
-    annotators [min, max], seed)."""
+    annotators [min, max], seed, unseen_labels: how many of the last labels the train split lacks)."""
     syn = cfg.get("synthetic", {})
     labels = list(syn.get("labels", ["joy", "optimism", "admiration", "surprise", "fear", "sadness", "anger"]))
     annotators = syn.get("annotators", [3, 5])
     if not 1 <= annotators[0] <= annotators[1]:
         raise DataError(f"datasets.{name}.synthetic", f"annotators must be [min, max] with 1 <= min <= max, "
                         f"got {annotators}", field="annotators")
+    n_unseen = int(syn.get("unseen_labels", 0))
+    if not 0 <= n_unseen <= len(labels) - 1:
+        raise DataError(f"datasets.{name}.synthetic", f"unseen_labels must be in 0..{len(labels) - 1} "
+                        f"(at least one label must occur in training), got {n_unseen}", field="unseen_labels")
+    held_out = unseen_labels(labels, n_unseen)
     seed = int(syn.get("seed", 0))
     sizes = {"train": syn.get("n_train", 800), "dev": syn.get("n_dev", 120), "test": syn.get("n_test", 160)}
-    splits = {s: generate_split(labels, int(sizes[s]), annotators, seed, s) for s in SPLITS}
-    return LabelledData(name, "synthetic", labels, "multilabel", "annotators", splits,
-                        notes=["synthetic: `intensity` holds each label's latent vote probability"])
+    splits = {s: generate_split(labels, int(sizes[s]), annotators, seed, s,
+                                absent=held_out if s == "train" else ()) for s in SPLITS}
+    notes = ["synthetic: `intensity` holds each label's latent vote probability"]
+    if held_out:
+        notes.append(f"synthetic: {len(held_out)} labels never occur in the train split (intensity 0 there, "
+                     f"no votes; dev and test keep them): {', '.join(held_out)}")
+    return LabelledData(name, "synthetic", labels, "multilabel", "annotators", splits, notes=notes)
