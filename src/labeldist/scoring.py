@@ -30,6 +30,9 @@ from transformers import DynamicCache
 # Chunk bounds: rows per forward call, and cache positions copied per chunk (rows x visible length).
 DEFAULT_MAX_ROWS = 64
 DEFAULT_MAX_KV_TOKENS = 1 << 16
+# Nodes of one packed continuation tree (`choice_probabilities`): a prompt's suffixes beyond this start
+# another tree on the same cache row, so attention and logits per tree stay bounded whatever their number.
+DEFAULT_MAX_TREE_TOKENS = 512
 
 
 @dataclass
@@ -442,6 +445,7 @@ def choice_probabilities(
     add_special_tokens: bool = True,
     batch_size: int = 8,
     max_rows: int = DEFAULT_MAX_ROWS,
+    max_tree_tokens: int = DEFAULT_MAX_TREE_TOKENS,
     progress: Any = None,
 ) -> list[list[float]]:
     """For each prefix i and each of its suffixes j: P(answers[0]) against the other answers, after
@@ -451,10 +455,12 @@ def choice_probabilities(
     tokenizers spell ` b` as ` ` + `b`) over their whole-sequence log-probabilities.
 
     Sharing: the prefix (instruction + demos + query) is encoded once per example; then all its
-    suffixes run in one packed row (`score_trees`). A suffix given as a tuple of parts (e.g. a pair's
-    `... a: joy, b:` then ` fear\nAnswer:`) shares its leading parts with the other suffixes that have
-    them. Suffix parts take the ids they get after the prefix's last line (`tokens_in_context`), which
-    equal the whole prompt's tokenization at clean boundaries.
+    suffixes run in packed rows (`score_trees`), a new tree on the same cache row whenever one would
+    pass `max_tree_tokens` nodes: a tree's cost grows with the square of its size, and memory stays
+    bounded however many suffixes (labels, pairs) there are. A suffix given as a tuple of parts (e.g. a
+    pair's `... a: joy, b:` then ` fear\nAnswer:`) shares its leading parts with the other suffixes of
+    its tree that have them. Suffix parts take the ids they get after the prefix's last line
+    (`tokens_in_context`), which equal the whole prompt's tokenization at clean boundaries.
     """
     if len(prefixes) != len(suffixes):
         raise ValueError("one list of suffixes per prefix is needed")
@@ -482,12 +488,20 @@ def choice_probabilities(
         enc = tokenizer([prefixes[i] for i in batch], return_tensors="pt", padding=True,
                         add_special_tokens=add_special_tokens)
         cache, _ = encode_prefixes(model, enc["input_ids"].to(device), enc["attention_mask"].to(device))
-        trees, queries, spans = [], [], []
+        trees: list[TokenTree] = []
+        queries: list[list[tuple[int, int]]] = []
+        spans = []
         for r, i in enumerate(batch):
-            tree = TokenTree(row=r, visible=cache.length)
-            ends: dict[tuple[str, ...], int] = {(): -1}  # the suffix trie: parts so far -> last node
-            qs: list[tuple[int, int]] = []
+            tree = None
             for parts in parts_of[i]:
+                need = sum(len(ids_after(prefixes[i] + "".join(parts[:level]), parts[level]))
+                           for level in range(len(parts))) + sum(len(ids) for ids in answer_ids)
+                if tree is None or (tree.tokens and len(tree.tokens) + need > max_tree_tokens):
+                    tree = TokenTree(row=r, visible=cache.length)
+                    ends: dict[tuple[str, ...], int] = {(): -1}  # the tree's suffix trie: parts -> last node
+                    qs: list[tuple[int, int]] = []
+                    trees.append(tree)
+                    queries.append(qs)
                 for level in range(len(parts)):
                     key = parts[: level + 1]
                     if key not in ends:
@@ -501,15 +515,13 @@ def choice_probabilities(
                 for ids in answer_ids:
                     nodes = [end] + (tree.add_chain(ids[:-1], end) if not one_token else [])
                     qs += list(zip(nodes, ids))
-                spans.append((i, lo_q, [len(ids) if not one_token else 1 for ids in answer_ids]))
-            trees.append(tree)
-            queries.append(qs)
-        scores = score_trees(model, cache, trees, queries, max_rows=max_rows, pad_id=pad_id)
-        by_example = dict(zip(batch, scores))
-        for i, lo_q, lengths in spans:
+                spans.append((i, len(trees) - 1, lo_q, [len(ids) if not one_token else 1 for ids in answer_ids]))
+        scores = score_trees(model, cache, trees, queries, max_rows=max_rows,
+                             max_tokens=max(4096, max_tree_tokens), pad_id=pad_id)
+        for i, t, lo_q, lengths in spans:
             lp, pos = [], lo_q
             for n in lengths:
-                lp.append(float(by_example[i][pos : pos + n].sum()))
+                lp.append(float(scores[t][pos : pos + n].sum()))
                 pos += n
             result[i].append(float(torch.softmax(torch.tensor(lp), dim=0)[0]))
         if progress is not None:
