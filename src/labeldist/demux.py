@@ -46,6 +46,7 @@ HEAD_FILE = "demux_head.safetensors"
 META_FILE = "demux.json"
 MIN_EARLY_STOP_EXAMPLES = 20
 MIN_BCE_GAIN = 1e-4  # dev BCE gain that counts as progress while dev micro-F1 is still 0
+MIN_TEXT_TOKENS = 64  # room kept for the text when many labels fill `max_length` (see input_length)
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,9 @@ def build_encoder(settings: DemuxSettings, texts: Sequence[str], labels: Sequenc
     """Return (tokenizer, encoder): the builtin small BERT, or AutoTokenizer/AutoModel for a hub id or folder."""
     if settings.encoder == BUILTIN:
         tokenizer = train_wordpiece_tokenizer(texts, labels, settings.vocab_size)
-        return tokenizer, build_builtin_encoder(settings, len(tokenizer))
+        # positions for the longest input: more than max_length when 100+ labels fill it (input_length)
+        sized = dataclasses.replace(settings, max_length=input_length(tokenizer, labels, settings.max_length))
+        return tokenizer, build_builtin_encoder(sized, len(tokenizer))
     tokenizer = AutoTokenizer.from_pretrained(settings.encoder)
     encoder = AutoModel.from_pretrained(settings.encoder)
     return tokenizer, encoder
@@ -253,12 +256,21 @@ def select(records: Sequence[dict], ids: Sequence[str], source: str | os.PathLik
     return [by_id[i] for i in ids]
 
 
+def input_length(tokenizer, labels: Sequence[str], max_length: int) -> int:
+    """Return the input length in tokens: `max_length`, or, when the label segment leaves less than
+    MIN_TEXT_TOKENS of it for the text (100+ labels), the segment's length + MIN_TEXT_TOKENS."""
+    reference = tokenizer(label_text(labels)[0], "x")
+    n_prefix = max(i for i, s in enumerate(reference.sequence_ids()) if s == 0) + 1
+    return max(int(max_length), n_prefix + 1 + MIN_TEXT_TOKENS)
+
+
 class _Encoded:
-    """Tokenised `labels [SEP] text` inputs, padded per batch by the tokenizer."""
+    """Tokenised `labels [SEP] text` inputs, padded per batch by the tokenizer (`input_length` tokens)."""
 
     def __init__(self, tokenizer, labels: Sequence[str], texts: Sequence[str], max_length: int):
         segment, _ = label_text(labels)
         self.tokenizer = tokenizer
+        max_length = input_length(tokenizer, labels, max_length)
         self.features = [dict(f) for f in _rows(tokenizer([segment] * len(texts), list(texts),
                                                           truncation="only_second", max_length=max_length))]
         reference = tokenizer(segment, "x")
