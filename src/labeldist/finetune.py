@@ -30,13 +30,14 @@ import importlib.util
 import logging
 import random
 import tempfile
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .settings import FromConfig
 from .errors import ConfigError, DataError
 from .io import atomic_dir, iter_jsonl, read_json
 from .prompts import (
@@ -78,7 +79,7 @@ class LoraSettings:
 
 
 @dataclass(frozen=True)
-class SFTSettings:
+class SFTSettings(FromConfig):
     """Config `finetune.sft`."""
 
     lora_r: int = 64
@@ -90,11 +91,6 @@ class SFTSettings:
     load_in_4bit: bool = False
     seed: int = 0
 
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "SFTSettings":
-        """Build from a validated config block (extra keys are ignored)."""
-        return cls(**{f.name: cfg[f.name] for f in fields(cls) if f.name in cfg})
-
     @property
     def lora(self) -> LoraSettings:
         """The LoRA part of the settings."""
@@ -102,7 +98,7 @@ class SFTSettings:
 
 
 @dataclass(frozen=True)
-class RLSettings:
+class RLSettings(FromConfig):
     """Config `finetune.rl`."""
 
     start_from: str = "sft"
@@ -122,11 +118,6 @@ class RLSettings:
                 f"finetune.rl.batch_size ({self.batch_size}) must be a multiple of finetune.rl.num_generations "
                 f"({self.num_generations}, at least 2): each step scores whole groups of completions per prompt"
             )
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "RLSettings":
-        """Build from a validated config block (extra keys are ignored)."""
-        return cls(**{f.name: cfg[f.name] for f in fields(cls) if f.name in cfg})
 
 
 # ---- data ---------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -34,6 +34,7 @@ from .finetune import (
     trainer_precision,
     training_log_frame,
 )
+from .settings import FromConfig
 from .errors import DataError
 from .io import write_parquet
 
@@ -44,7 +45,7 @@ HEAD_NAMES = ("score", "classifier")
 
 
 @dataclass(frozen=True)
-class SeqClsSettings:
+class SeqClsSettings(FromConfig):
     """Config `finetune.seq_cls`; `seed` is added to the run's seed wildcard."""
 
     lora_r: int = 64
@@ -55,11 +56,6 @@ class SeqClsSettings:
     batch_size: int = 8
     seed: int = 0
     max_length: int = 256
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "SeqClsSettings":
-        """Build from a validated config block (extra keys are ignored)."""
-        return cls(**{f.name: cfg[f.name] for f in fields(cls) if f.name in cfg})
 
     @property
     def lora(self) -> LoraSettings:
