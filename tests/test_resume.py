@@ -112,12 +112,12 @@ def _group_gone(pgid: int, timeout: float) -> bool:
 # ---- what the results folder holds ---------------------------------------------------------------
 def outputs(workdir: Path) -> dict[str, int]:
     """{path relative to the workdir: mtime in ns} of every output file under results/ (logs,
-    benchmarks and hidden temporaries left out)."""
+    benchmarks, the failure report of an interrupted run and hidden temporaries left out)."""
     root = workdir / "results"
     out = {}
     for path in root.rglob("*"):
         rel = path.relative_to(root)
-        if path.is_file() and rel.parts[0] not in ("logs", "benchmarks") and not any(
+        if path.is_file() and rel.parts[0] not in ("logs", "benchmarks", "failures.csv") and not any(
                 p.startswith(".") for p in rel.parts):
             out[str(path.relative_to(workdir))] = path.stat().st_mtime_ns
     return out
@@ -252,6 +252,7 @@ def test_resume_after_kills_redoes_only_incomplete_work(reference, tmp_path):
             assert proc.wait(timeout=RUN_TIMEOUT) != 0 and "--unlock" in log_tail(workdir, 3000), log_tail(workdir)
         run_to_end(workdir, "--unlock")
     run_to_end(workdir)
+    assert not (workdir / "results" / "failures.csv").exists(), "a successful run keeps no failure report"
     final = outputs(workdir)
     redone = sorted(p for p, m in preserved.items() if final.get(p) != m)
     assert not redone, f"outputs complete at a kill were redone: {redone}"
