@@ -5,7 +5,8 @@ baseline) exactly as docs/formats.md "Generations" says.
 Prompting modes: `baseline` (one generation per example: per-step label distributions, hidden states,
 optionally the marginal), `icl_sweep` (the same per share of multi-label demos, a record per example
 and ratio), `unary` (P(reasonable) per example and label) and `pairwise` (P(a) per ordered label pair,
-`none` included). Reproducible: the demos are drawn from `random.Random` seeded by the seed wildcard
+`none` included; all pairs up to config `generation.pairwise_opponents` labels, a seeded budget of
+pairs beyond, `pairwise_pairs`). Reproducible: the demos are drawn from `random.Random` seeded by the seed wildcard
 (one demo set per seed, and per ratio in the sweep), torch is seeded, and decoding is greedy.
 """
 
@@ -174,6 +175,58 @@ def icl_sweep(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_
     return GenerationOutput(records)
 
 
+# ---- pairwise: which pairs ---------------------------------------------------------------------------
+DEFAULT_PAIRWISE_OPPONENTS = 11
+"""Default of config `generation.pairwise_opponents`: all pairs for up to 11 labels (every dataset of the
+study), a budget of about 6 pairs per label beyond."""
+
+
+def pairwise_pairs(labels: Sequence[str], opponents: int | str = DEFAULT_PAIRWISE_OPPONENTS,
+                   rng: random.Random | None = None) -> list[tuple[str, str]]:
+    """Return the ordered pairs (a, b) of pairwise prompting over `labels` + `none`, both presentation
+    orders of each chosen unordered pair, grouped by first item in label order (`none` last).
+
+    `opponents` (config `generation.pairwise_opponents`): `all`, or k. When every label has at most k
+    possible opponents (L <= k, or `all`) every pair is asked: (L+1) L ordered pairs. Otherwise (the
+    pair budget for large L) each label is compared with `none`, which anchors q(l) = sigmoid(s_l -
+    s_none) directly, and with at least k - 1 other labels drawn with `rng`: ceil((k-1)/2) rounds of a
+    random cycle through all labels (a cycle edge is kept while one of its ends still needs opponents),
+    then each label short of k - 1 gets random new opponents, preferring labels also short. So every
+    label meets at least k items (`none` included), the comparison graph is connected through `none`,
+    and about L (k + 1) / 2 unordered pairs are asked instead of L (L + 1) / 2: linear in L.
+    Hand-written (no library samples comparison graphs); reproducible for a seeded `rng`.
+    """
+    options = list(labels) + [NONE_LABEL]
+    n = len(labels)
+    if opponents == "all" or n <= int(opponents):
+        return [(a, b) for a in options for b in options if a != b]
+    need = int(opponents) - 1
+    if need < 0:
+        raise ValueError(f"pairwise_opponents must be `all` or >= 1, got {opponents!r}")
+    rng = rng or random.Random(0)
+    chosen = {frozenset((i, n)) for i in range(n)}  # every label against none (index n)
+    degree = [0] * n
+
+    def add(i: int, j: int) -> None:
+        chosen.add(frozenset((i, j)))
+        degree[i] += 1
+        degree[j] += 1
+
+    for _ in range((need + 1) // 2):
+        cycle = rng.sample(range(n), n)
+        for pos, i in enumerate(cycle):
+            j = cycle[(pos + 1) % n]
+            if i != j and frozenset((i, j)) not in chosen and (degree[i] < need or degree[j] < need):
+                add(i, j)
+    for i in rng.sample(range(n), n):
+        while degree[i] < need:
+            free = [j for j in range(n) if j != i and frozenset((i, j)) not in chosen]
+            short = [j for j in free if degree[j] < need]
+            add(i, rng.choice(short or free))
+    return [(options[i], options[j]) for i in range(n + 1) for j in range(n + 1)
+            if i != j and frozenset((i, j)) in chosen]
+
+
 def _choice_run(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_cfg: Mapping[str, Any],
                 seed: int, kind: str, progress: bool) -> tuple[list[str], list[list[float]], list]:
     """Shared body of unary and pairwise: demos, one shared-prefix prompt per example, probabilities."""
@@ -189,8 +242,8 @@ def _choice_run(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, ge
     else:
         marked = pairwise_demos(demos, data.label_set, rng)
         instruction = pairwise_instruction(spec, data.label_set)
-        options = list(data.label_set) + [NONE_LABEL]
-        keys = [(a, b) for a in options for b in options if a != b]
+        keys = pairwise_pairs(data.label_set, gen_cfg.get("pairwise_opponents", DEFAULT_PAIRWISE_OPPONENTS),
+                              random.Random(f"pairwise_pairs:{seed}"))
         questions = [pairwise_question_parts(a, b) for a, b in keys]
         answers = PAIRWISE_ANSWERS
     prompts = [choice_prompt(spec, instruction, marked, ex["text"], questions, answers, tokenizer)
@@ -217,7 +270,8 @@ def unary(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_cfg:
 
 def pairwise(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_cfg: Mapping[str, Any],
              seed: int, progress: bool = True) -> GenerationOutput:
-    """P(a) per example and ordered label pair (`none` included, both presentation orders)."""
+    """P(a) per example and ordered label pair (`none` included, both presentation orders; the pairs of
+    `pairwise_pairs`, the same for every example of a run)."""
     demo_ids, probs, keys = _choice_run(model, tokenizer, data, spec, gen_cfg, seed, "pairwise", progress)
     return GenerationOutput([
         {"id": ex["id"], "demo_ids": list(demo_ids),
