@@ -2,10 +2,10 @@
 
 Each example has latent per-label intensities in [0, 1]: usually one to three labels are active,
 some strongly (0.6-0.95), some ambiguously (0.25-0.6); a share of examples has none; every inactive
-label keeps a small background intensity (0-0.08, scaled by 7 / L beyond 7 labels). The text is a short English-like sentence
-(8-20 words) whose cue words reflect the intensities: an active label contributes a clause with one
-cue word and a weak or neutral modifier ("slightly hopeful") or, when strong, two cue words and a
-strong modifier ("very happy and cheerful"). 3-5 simulated annotators (config `annotators`) each
+label keeps a small background intensity (0-0.08, scaled by 7 / L beyond 7 labels). The text is a short
+English-like sentence (8-20 words) whose cue words reflect the intensities: an active label contributes
+a clause with one cue word and a weak or neutral modifier ("slightly hopeful") or, when strong, two cue
+words and a strong modifier ("very happy and cheerful"). 3-5 simulated annotators (config `annotators`) each
 vote every label on with probability equal to its intensity, so p_ref is spread and its expected
 value is known (kept in the record as `intensity`). Gold = labels with vote share >= 0.5.
 
