@@ -23,6 +23,13 @@ def _few_threads():
     torch.set_num_threads(1)  # tiny models: a second thread only adds contention on 2 cores
 
 
+# config/study.yaml reads the real datasets in ../shared/data: tests that load it skip where it is absent.
+needs_shared_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(),
+    reason=f"real datasets not found at {SHARED_DATA}: config/study.yaml points there (CI has them)",
+)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The real public datasets in ../shared/data; skips the test where they are absent."""

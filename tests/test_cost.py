@@ -10,7 +10,9 @@ import pytest
 from labeldist import cost
 from labeldist.config import load_config
 
-from .conftest import REPO
+from .conftest import REPO, needs_shared_data
+
+pytestmark = needs_shared_data
 
 # Pure compute: no memory-bound steps, no overheads, no checkpoint loading.
 COMPUTE_ONLY = cost.Hardware(mem_bandwidth_gbs=math.inf, step_overhead_s=0.0, train_step_overhead_s=0.0,

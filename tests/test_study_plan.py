@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import REPO
+from .conftest import REPO, needs_shared_data
 from .test_slurm import llm_job
+
+pytestmark = needs_shared_data
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 STUDY = REPO / "config" / "study.yaml"
