@@ -21,7 +21,7 @@ import json
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 NONE_LABEL = "none"
 LABEL_FORMATS = ("comma", "json")
@@ -362,28 +362,61 @@ def choice_prompt(
 
 
 def choice_documents(
-    examples: Sequence[tuple[str, Sequence[str]]],
+    examples: Sequence[tuple[str, Any]],
     label_set: Sequence[str],
     spec: PromptSpec,
     n_docs: int,
     rng: random.Random,
+    labels_of: Callable[[Any, random.Random], Sequence[str]] | None = None,
+    vote_queries: bool = False,
 ) -> list[str]:
     """`n_docs` complete unary and pairwise prompts (half each) with their answers, for a corpus that
     should teach a model these formats (and a tokenizer their words: `reasonable`, ` b`, ...).
 
     Each document draws k demos and a query from `examples` (text, gold labels); the query's question
     and answer are made the way `unary_demos` / `pairwise_demos` make a demo's.
+
+    `labels_of(item, rng)`, when given, turns an example's second field into the label set it shows,
+    drawn afresh each time it is used (e.g. one annotator's vote out of a record). `vote_queries` makes
+    the query's answer a vote with the annotators' frequencies: the question is picked with one draw
+    (half the time a label, or pair member, that this draw names; else a uniform label, or ordered pair
+    of the labels and `none`) and answered by a second, independent draw: `reasonable` iff the label is
+    in it; `a` iff a is in it and b is not (`none` stands for an empty set), `b` for the reverse, a fair
+    coin when both or neither are. So P(reasonable) = p_ref(label) and P(a) = 1/2 + (p_ref(a) -
+    p_ref(b)) / 2 over annotator votes. Each unary demo's kind (gold or wrong label) is then its own coin,
+    not alternating, so no answer can be read off the pattern of the ones before it.
     """
     docs = []
+    options = list(label_set) + [NONE_LABEL]
     for i in range(n_docs):
+        unary = i % 2 == 0
         picked = rng.sample(list(examples), min(spec.k + 1, len(examples)))
-        if i % 2 == 0:
-            marked = unary_demos(picked, label_set, rng)
-            instruction = unary_instruction(spec, label_set)
+        query_item = picked[-1][1]
+        if labels_of is not None:
+            picked = [(text, list(labels_of(item, rng))) for text, item in picked]
+        if not vote_queries:
+            marked = (unary_demos if unary else pairwise_demos)(picked, label_set, rng)
+        elif unary:
+            marked = [q for demo in picked[:-1] for q in unary_demos([demo], label_set, rng)]
         else:
-            marked = pairwise_demos(picked, label_set, rng)
-            instruction = pairwise_instruction(spec, label_set)
-        answers = UNARY_ANSWERS if i % 2 == 0 else PAIRWISE_ANSWERS
+            marked = pairwise_demos(picked[:-1], label_set, rng)
+        if vote_queries:
+            text, hint = picked[-1][0], set(picked[-1][1]) or {NONE_LABEL}
+            vote = set(labels_of(query_item, rng) if labels_of is not None else hint) or {NONE_LABEL}
+            if unary:
+                named = [l for l in label_set if l in hint]
+                label = rng.choice(named) if named and rng.random() < 0.5 else rng.choice(list(label_set))
+                marked.append((text, unary_question(label), UNARY_ANSWERS[label not in vote]))
+            else:
+                if rng.random() < 0.5:
+                    a = rng.choice([o for o in options if o in hint])
+                    a, b = rng.sample([a, rng.choice([o for o in options if o != a])], 2)
+                else:
+                    a, b = rng.sample(options, 2)
+                first = rng.random() < 0.5 if (a in vote) == (b in vote) else a in vote
+                marked.append((text, pairwise_question(a, b), PAIRWISE_ANSWERS[not first]))
+        instruction = (unary_instruction if unary else pairwise_instruction)(spec, label_set)
+        answers = UNARY_ANSWERS if unary else PAIRWISE_ANSWERS
         prompt = choice_prompt(spec, instruction, marked[:-1], picked[-1][0], [marked[-1][1]], answers)
         docs.append(prompt.prefix + "".join(prompt.suffixes[0]) + " " + marked[-1][2] + "\n")
     return docs
