@@ -16,6 +16,7 @@ from labeldist.errors import DataError, LabeldistError
 from labeldist.io import read_json, write_json, write_jsonl
 from labeldist.models import (
     CHAT_TEMPLATE,
+    CHOICE_FRACTION,
     MODEL_REF,
     PRETRAIN_LOG,
     build_builtin_model,
@@ -28,7 +29,8 @@ from labeldist.models import (
     train_tokenizer,
     write_model_ref,
 )
-from labeldist.prompts import PromptSpec, build_prompt, parse_labels
+from labeldist.prompts import NONE_LABEL, PromptSpec, build_prompt, parse_labels
+from labeldist.scoring import tokens_in_context
 
 # One thread: on a shared 2-core machine two OpenMP threads spin against other jobs and run slower.
 torch.set_num_threads(1)
@@ -44,14 +46,14 @@ PROMPT = {
 }
 TINY = {
     "pretrain_dataset": "toy",
-    "vocab_size": 300,
+    "vocab_size": 400,
     "hidden_size": 32,
     "num_layers": 2,
     "num_heads": 2,
     "num_kv_heads": 1,
     "intermediate_size": 64,
     "max_position_embeddings": 256,
-    "steps": 100,
+    "steps": 150,
     "batch_size": 16,
     "lr": 2.0e-2,
     "seed": 0,
@@ -187,6 +189,89 @@ def test_corpus_labels_are_single_annotator_votes(toy_data):
     assert sum(not doc.startswith("Name the animals") for doc in docs) > 20
 
 
+UNARY_BLOCK = re.compile(r"Input: (.*)\nLabel: (.*)\nIs the label reasonable: (\w+)\n")
+PAIR_BLOCK = re.compile(r"Input: (.*)\na: (.*)\nb: (.*)\nAnswer: (\w+)\n")
+
+
+def test_corpus_unary_and_pairwise_answers_are_annotator_votes(toy_data):
+    _, _, records = toy_data
+    spec = PromptSpec.from_config(PROMPT)
+    docs = build_pretrain_corpus(records, LABELS, spec, n_docs=1200, seed=5, choice_fraction=0.5)
+    assert docs == build_pretrain_corpus(records, LABELS, spec, n_docs=1200, seed=5, choice_fraction=0.5)
+    unary = [d for d in docs if "Is the label reasonable:" in d]
+    pairwise = [d for d in docs if "\nAnswer: " in d]
+    assert len(unary) == len(pairwise) == 300
+    # they are mixed in among the label-list documents, not appended at the end
+    assert any("Is the label reasonable:" in d for d in docs[:100])
+    by_text = {r["text"]: r for r in records}
+
+    def votes(text):  # the label sets one annotator could have given (`none` stands for an empty set)
+        rec = by_text[text]
+        return [set(v) or {NONE_LABEL} for v in (rec["annotations"] or [rec["labels"]])]
+
+    def p_ref(text, label):
+        return sum(label in v for v in votes(text)) / len(votes(text))
+
+    unary_queries, pair_queries = [], []
+    for doc in unary:
+        blocks = UNARY_BLOCK.findall(doc)
+        assert len(blocks) == spec.k + 1 and doc.endswith(blocks[-1][2] + "\n")
+        for text, label, answer in blocks:
+            assert answer in ("reasonable", "unreasonable")
+            # every answer is one annotator's vote: some annotator put the label in (or left it out)
+            assert any((label in v) == (answer == "reasonable") for v in votes(text)), (text, label, answer)
+        text, label, answer = blocks[-1]
+        unary_queries.append((p_ref(text, label), answer == "reasonable"))
+    for doc in pairwise:
+        blocks = PAIR_BLOCK.findall(doc)
+        assert len(blocks) == spec.k + 1
+        for j, (text, a, b, answer) in enumerate(blocks):
+            chosen, other = (a, b) if answer == "a" else (b, a)
+            assert answer in ("a", "b") and a != b
+            if j < spec.k:  # demos: a label of one annotator's set against one outside it
+                assert any(chosen in v and other not in v for v in votes(text)), (text, a, b, answer)
+            else:  # the query: never against a vote that prefers the other label
+                assert any(not (chosen not in v and other in v) for v in votes(text)), (text, a, b, answer)
+        text, a, b, answer = blocks[-1]
+        pair_queries.append((0.5 + 0.5 * (p_ref(text, a) - p_ref(text, b)), answer == "a"))
+    # the query's answer has the annotators' frequency: P(reasonable) = p_ref(label),
+    # P(a) = 1/2 + (p_ref(a) - p_ref(b)) / 2 (a coin when both or neither are voted for)
+    for queries in (unary_queries, pair_queries):
+        for sure in (0.0, 1.0):
+            assert all(ans == bool(sure) for p, ans in queries if p == sure)
+            assert sum(p == sure for p, _ in queries) > 20
+        buckets: dict[float, list[bool]] = {}
+        for p, ans in queries:
+            if 0 < p < 1:
+                buckets.setdefault(round(p, 3), []).append(ans)
+        assert sum(len(b) for b in buckets.values()) > 60
+        for p, answers in buckets.items():
+            if len(answers) >= 10:  # within 3 standard errors of the vote share
+                assert abs(sum(answers) / len(answers) - p) < 3 * (p * (1 - p) / len(answers)) ** 0.5, p
+    # the asked labels are not only the ones the annotators chose
+    assert 0.2 < sum(ans for _, ans in unary_queries) / len(unary_queries) < 0.8
+
+
+def test_base_tokenizer_has_the_choice_answers_as_tokens(tiny_base, toy_data):
+    """Unary/pairwise prompts are part of the corpus the tokenizer learns from, so their answers and
+    question words are one or two tokens, as in a real LLM's vocabulary (not spelled letter by letter)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    for context, text, most in [("Is the label reasonable:", " reasonable", 2),
+                                ("Is the label reasonable:", " unreasonable", 2),
+                                ("b: cat\nAnswer:", " a", 1), ("b: cat\nAnswer:", " b", 1),
+                                ("b: cat\n", "Answer:", 2), ("", "reasonable", 2)]:
+        ids = tokens_in_context(tok, context, text)
+        assert 1 <= len(ids) <= most, (text, tok.convert_ids_to_tokens(list(ids)))
+    # without those documents (label lists only) the same tokenizer spells them in pieces
+    _, _, records = toy_data
+    assert CHOICE_FRACTION > 0
+    plain = build_pretrain_corpus(records, LABELS, PromptSpec.from_config(PROMPT), 2400, seed=0)
+    only_labels = train_tokenizer(plain, TINY["vocab_size"])
+    assert len(tokens_in_context(only_labels, "Is the label reasonable:", " unreasonable")) > 2
+
+
 def test_pretraining_is_deterministic_for_a_seed(toy_data):
     train, labels, _ = toy_data
     short = {**TINY, "steps": 6}
@@ -212,6 +297,30 @@ def test_padding_is_masked_out_of_the_loss(toy_data):
     rows = pretrain(model, tok, docs, steps=1, batch_size=2, lr=1e-3, seed=0)
     assert len(singles[0]) != len(singles[1])
     assert rows[0]["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("token_weighted", [False, True])
+def test_token_weighted_loss_weighs_every_token_the_same(toy_data, token_weighted):
+    """One document per batch: a step's gradient is that of the document's mean token loss, or, token
+    weighted, of its summed token loss over the corpus's mean tokens per batch (a long document counts
+    more). The logged loss is the document's mean token loss either way."""
+    _, _, records = toy_data
+    tok = train_tokenizer([r["text"] for r in records], 300)
+    docs = [records[0]["text"], records[1]["text"] + " and then many more words were written here"]
+    seqs = [tok(d)["input_ids"] + [tok.eos_token_id] for d in docs]
+    per_batch = sum(len(s) - 1 for s in seqs) / len(seqs)
+    model, ref = build_tiny_llama(tok, TINY, seed=0), build_tiny_llama(tok, TINY, seed=0)
+    seen = []
+    model.model.embed_tokens.weight.register_hook(lambda grad: seen.append(grad.clone()))
+    rows = pretrain(model, tok, docs, steps=1, batch_size=1, lr=1e-3, seed=0, token_weighted=token_weighted)
+    losses = [ref(input_ids=torch.tensor([s]), labels=torch.tensor([s])).loss for s in seqs]
+    j = min(range(2), key=lambda i: abs(losses[i].item() - rows[0]["loss"]))
+    assert rows[0]["loss"] == pytest.approx(losses[j].item(), rel=1e-5)
+    assert abs((len(seqs[j]) - 1) / per_batch - 1.0) > 0.1  # so the two weightings differ
+    scale = (len(seqs[j]) - 1) / per_batch if token_weighted else 1.0
+    (losses[j] * scale).backward()
+    assert len(seen) == 1
+    assert torch.allclose(seen[0], ref.model.embed_tokens.weight.grad, rtol=1e-4, atol=1e-7)
 
 
 def test_model_ref_for_hub_and_local(tmp_path, tiny_base, monkeypatch):

@@ -26,6 +26,7 @@ from .prompts import (
     PromptSpec,
     build_prompt,
     chat_messages,
+    choice_documents,
     completion_text,
     example_block,
     sample_demos,
@@ -37,6 +38,11 @@ MODEL_REF = "model_ref.json"
 PRETRAIN_LOG = "pretrain_log.csv"
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 SPECIAL_TOKENS = [BOS, EOS, PAD, UNK]
+# Share of the builtin model's pretraining documents that are unary/pairwise prompts (build_pretrain_corpus).
+# Measured on the synthetic default (800 steps x 8): 0.25-0.4 keeps the baseline's micro-F1 in its
+# seed-to-seed range and makes unary P(reasonable) vary with p_ref (Spearman ~0.2); 0.5 costs baseline F1.
+# These are long documents (~195 tokens against ~90), so the share also sets the pretraining time.
+CHOICE_FRACTION = 0.3
 
 # Llama-3-like turns (role header, content, end-of-turn) with the built-in special tokens: `</s>` ends a
 # turn, so generation after the assistant header stops at EOS. The `{% generation %}` block marks the
@@ -251,8 +257,9 @@ def build_pretrain_corpus(
     single_fraction: float = 0.2,
     chat_fraction: float = 0.1,
     chat_template_fn: Any = None,
+    choice_fraction: float = 0.0,
 ) -> list[str]:
-    """Return `n_docs` pretraining documents in the dataset's prompt format.
+    """Return `n_docs` pretraining documents in the dataset's prompt formats, in a seeded random order.
 
     Most documents are a full prompt: the instruction, 0..k demonstrations (count drawn uniformly, demos
     drawn with the spec's sampling strategy) and a final example, each followed by its label line. A
@@ -265,8 +272,17 @@ def build_pretrain_corpus(
     aggregate. A base LM has read noisy, individual human judgements, not adjudicated labels; pretrained
     this way the tiny model's label distributions imitate the annotator distribution (so alignment with
     p_ref is measurable at the `base` regime) and SFT on the gold aggregates has something to change.
+
+    A `choice_fraction` of the documents are answered unary and pairwise prompts (half each,
+    `prompts.choice_documents`), so the unary/pairwise prompting modes are not foreign to the model and
+    its tokenizer learns ` reasonable`, ` unreasonable`, `Answer` as whole tokens. They follow the same
+    rationale: every example they show has a fresh annotator draw as its labels, and the final question
+    is answered by one more draw, independent of the one that helped pick the question, so the answers'
+    frequencies are the annotators': P(reasonable) = p_ref(label), P(a) = 1/2 + (p_ref(a) - p_ref(b)) / 2.
     """
     rng = random.Random(seed)
+    n_choice = round(n_docs * choice_fraction)
+    n_docs -= n_choice
     by_id = {str(rec["id"]): rec for rec in records}
     pool = [(str(rec["id"]), list(rec["labels"])) for rec in records]
     docs: list[str] = []
@@ -290,6 +306,10 @@ def build_pretrain_corpus(
             gap = spec.output_prefix[len(spec.output_prefix.rstrip(" ")):]
             docs.append(build_prompt(spec, label_set, demos, query["text"]) + gap
                         + completion_text(query_labels, spec))
+    if n_choice:
+        docs += choice_documents([(rec["text"], rec) for rec in records], label_set, spec, n_choice, rng,
+                                 labels_of=annotator_labels, vote_queries=True)
+        rng.shuffle(docs)
     return docs
 
 
@@ -377,10 +397,13 @@ def pretrain(
     max_length: int | None = None,
     warmup_ratio: float = 0.05,
     log_every: int = 20,
+    token_weighted: bool = False,
 ) -> list[dict[str, float]]:
     """Train `model` in place as a causal LM on `docs` (BOS + doc + EOS, right-padded, padding masked out
     of the loss) with AdamW and a cosine schedule with warmup; return one log row per step
-    (step, loss, learning_rate). Each pass over `docs` is a seeded shuffle of length-grouped batches."""
+    (step, loss = the batch's mean token loss, learning_rate). Each pass over `docs` is a seeded shuffle
+    of length-grouped batches. Each batch's mean loss is a step's objective; with `token_weighted`, every
+    token weighs the same in the gradient instead, whatever batch it is in."""
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
     from transformers.trainer_pt_utils import get_length_grouped_indices
@@ -393,6 +416,15 @@ def pretrain(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
     scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, int(warmup_ratio * steps)), steps)
     lengths = [len(seq) for seq in ids]
+    # Length-grouped batches hold only short or only long documents, so a per-batch mean would weigh a
+    # short document's tokens several times more than a long one's (measured on the synthetic corpus,
+    # 400 x 16, label documents only: test micro-F1 0.52 -> 0.72 and 0.38 -> 0.54 on two seeds with equal
+    # token weights; random, ungrouped batches reach 0.79 and 0.61 at twice the time). The token-loss sum is
+    # divided by the corpus's mean number of target tokens per batch instead: transformers'
+    # `num_items_in_batch`, which the Trainer uses the same way for gradient accumulation.
+    per_batch = None
+    if token_weighted:
+        per_batch = torch.tensor(batch_size * sum(n - 1 for n in lengths) / len(lengths))
     batches: list[list[int]] = []
     rows: list[dict[str, float]] = []
     model.train()
@@ -409,7 +441,8 @@ def pretrain(
             {"input_ids": [ids[i] for i in batch_idx]}, padding=True, padding_side="right", return_tensors="pt"
         )
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                    num_items_in_batch=per_batch)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         rate = scheduler.get_last_lr()[0]
@@ -417,6 +450,8 @@ def pretrain(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         loss = float(out.loss.detach())
+        if per_batch is not None:  # back to the batch's mean token loss for the log
+            loss *= float(per_batch) / int((labels[:, 1:] != -100).sum())
         rows.append({"step": step, "loss": loss, "learning_rate": rate})
         if step % log_every == 0 or step == steps:
             bar.set_postfix(loss=f"{loss:.3f}")
@@ -443,7 +478,8 @@ def build_builtin_model(
     log_every: int = 20,
 ) -> PretrainResult:
     """Return the built-in tiny model pretrained on the prompt-format corpus of a dataset's train split
-    (`build_pretrain_corpus`), with its tokenizer (trained on the same corpus) and the loss log."""
+    (`build_pretrain_corpus`, a CHOICE_FRACTION of it unary/pairwise prompts), with its tokenizer
+    (trained on the same corpus) and the loss log."""
     start = time.perf_counter()
     labels_info = read_json(labels_path)
     if not isinstance(labels_info, dict) or not isinstance(labels_info.get("labels"), list):
@@ -453,10 +489,12 @@ def build_builtin_model(
     spec = PromptSpec.from_config(prompt_cfg)
     seed = int(builtin_cfg["seed"])
     n_docs = int(builtin_cfg["steps"]) * int(builtin_cfg["batch_size"])
-    plain = build_pretrain_corpus(records, label_set, spec, n_docs, seed, chat_fraction=0.0)
+    plain = build_pretrain_corpus(records, label_set, spec, n_docs, seed, chat_fraction=0.0,
+                                  choice_fraction=CHOICE_FRACTION)
     tokenizer = train_tokenizer(plain, int(builtin_cfg["vocab_size"]))
     chat_fn = lambda messages: tokenizer.apply_chat_template(messages, tokenize=False)  # noqa: E731
-    docs = build_pretrain_corpus(records, label_set, spec, n_docs, seed, chat_template_fn=chat_fn)
+    docs = build_pretrain_corpus(records, label_set, spec, n_docs, seed, chat_template_fn=chat_fn,
+                                 choice_fraction=CHOICE_FRACTION)
     # Chat documents already start with BOS (the template writes it); drop that copy here because
     # tokenization prepends BOS to every document.
     docs = [d[len(BOS):] if d.startswith(BOS) else d for d in docs]
@@ -464,7 +502,7 @@ def build_builtin_model(
     n_params = sum(p.numel() for p in model.parameters())
     log.info("tiny model: %d parameters, vocab %d, %d documents", n_params, len(tokenizer), len(docs))
     rows = pretrain(model, tokenizer, docs, int(builtin_cfg["steps"]), int(builtin_cfg["batch_size"]),
-                    float(builtin_cfg["lr"]), seed, log_every=log_every)
+                    float(builtin_cfg["lr"]), seed, log_every=log_every, token_weighted=True)
     return PretrainResult(model, tokenizer, rows, time.perf_counter() - start)
 
 
