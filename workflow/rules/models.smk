@@ -27,8 +27,8 @@ rule base_model:
     params:
         model=lambda wildcards: model_cfg(wildcards.model),
         prompt=lambda wildcards: pretrain_prompt(config, wildcards.model),
-    # One thread: the tiny model (~0.7M parameters) gains little from a second OpenMP thread (~52 s CPU
-    # for the default 400 steps on one core), and two threads spin badly when the core is shared.
+    # One thread: the tiny model (~0.7M parameters) gains little from a second OpenMP thread (~75 s CPU
+    # for the default 800 x 8-document steps on one core), and two threads spin badly when the core is shared.
     threads: 1
     resources:
         mem_mb=lambda wildcards: 3000 if pretrain_dataset(model_cfg(wildcards.model)) else 500,
