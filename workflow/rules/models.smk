@@ -1,6 +1,7 @@
 # Models stage, base regime (docs/formats.md, "Models"): results/models/{model}/base/ is the built-in tiny
-# model pretrained here (save_pretrained folder + pretrain_log.csv), or model_ref.json pointing at a hub id
-# or a local save_pretrained folder. Base folders are part of final_targets() (common.smk), so no
+# model pretrained here (save_pretrained folder + pretrain_log.csv), a GGUF file converted once into a
+# save_pretrained folder (+ gguf_source.json), or model_ref.json pointing at a hub id or a local
+# save_pretrained folder. Base folders are part of final_targets() (common.smk), so no
 # STAGE_TARGETS entry is needed.
 from labeldist.models import pretrain_dataset, pretrain_prompt
 
@@ -27,12 +28,13 @@ rule base_model:
     params:
         model=lambda wildcards: model_cfg(wildcards.model),
         prompt=lambda wildcards: pretrain_prompt(config, wildcards.model),
-    # One thread: the tiny model (~0.7M parameters) gains little from a second OpenMP thread (~75 s CPU
-    # for the default 800 x 8-document steps on one core), and two threads spin badly when the core is shared.
+    # One thread for the tiny model (~0.7M parameters gain little from a second OpenMP thread: ~75 s CPU
+    # for the default 800 x 8-document steps on one core; two threads spin badly on a shared core); the
+    # GGUF conversion is file and memory work (~20 s SmolLM2, ~75 s Gemma-3-270M).
     threads: 1
     resources:
-        mem_mb=lambda wildcards: 3000 if pretrain_dataset(model_cfg(wildcards.model)) else 500,
-        runtime=lambda wildcards: 30 if pretrain_dataset(model_cfg(wildcards.model)) else 5,
+        mem_mb=lambda wildcards: base_model_mem_mb(wildcards.model),
+        runtime=lambda wildcards: 30 if model_cfg(wildcards.model)["source"] in ("builtin", "gguf") else 5,
     conda:
         ENV
     script:

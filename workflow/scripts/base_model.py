@@ -1,4 +1,4 @@
-"""Wiring only: a model's config block -> results/models/{model}/base/ (tiny model or model_ref.json)."""
+"""Wiring only: a model's config block -> results/models/{model}/base/ (tiny model, a converted GGUF, or model_ref.json)."""
 
 from labeldist.models import make_base_model
 from labeldist.runlog import rule_log
@@ -12,4 +12,5 @@ with rule_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         labels_path=inputs.get("labels"),
         prompt_cfg=snakemake.params.prompt,  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
+        name=snakemake.wildcards.model,  # noqa: F821
     )
