@@ -243,3 +243,71 @@ def write_table(metric_paths: Iterable[str | Path], kind: str, csv: str | Path, 
     with atomic_path(html_path) as tmp:
         tmp.write_text(to_html(display, title, note), encoding="utf-8")
     return table
+
+
+# ---- the README's headline table ---------------------------------------------------------------------
+HEADLINE_METRICS = [("l1", "L1 ↓"), ("bce", "soft BCE ↓"), ("f1_micro_tuned", "F1 ↑"), ("auc_micro", "AUC ↑")]
+
+
+def headline_markdown(alignment: pd.DataFrame, classification: pd.DataFrame, regime: str = "base") -> str:
+    """Return the headline table as Markdown: per dataset, one row per estimator and, per model, L1 and
+    soft BCE to p_ref, micro F1 at the dev-tuned threshold and micro ROC-AUC (means over seeds) in
+    `regime`, rows in order of the best L1 any model reached. Datasets whose p_ref is the gold set show
+    F1 and AUC only."""
+    merged = alignment.merge(classification, on=KEYS, suffixes=("", "_c"))
+    merged = merged[merged["regime"] == regime]
+    blocks = []
+    for dataset, frame in merged.groupby("dataset", sort=False):
+        models = list(dict.fromkeys(frame["model"]))
+        gold = (frame["p_ref_source"] == "gold").all()
+        metrics = [(m, label) for m, label in HEADLINE_METRICS if not (gold and m in ("l1", "bce"))]
+        columns = ["estimator"] + [f"{model}: {label}" for model in models for _, label in metrics]
+        best = frame.groupby("estimator", sort=False)[f"{metrics[0][0]}_mean"]
+        best = best.min() if metrics[0][0] in ("l1", "bce") else -best.max()
+        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|"]
+        for estimator in best.sort_values(kind="stable").index:
+            cells = [estimator]
+            for model in models:
+                row = frame[(frame["model"] == model) & (frame["estimator"] == estimator)]
+                for metric, _ in metrics:
+                    value = row[f"{metric}_mean"].iloc[0] if len(row) else math.nan
+                    cells.append("" if pd.isna(value) else f"{value:.3f}")
+            lines.append("| " + " | ".join(cells) + " |")
+        n = int(frame["n_examples"].max())
+        seeds = int(frame["n_seeds"].max())
+        source = "gold labels only (no annotator data)" if gold else f"p_ref from {frame['p_ref_source'].iloc[0]}"
+        blocks.append(f"**{dataset}** ({source}; {n} test examples, {seeds} seed(s), {regime} regime)\n\n"
+                      + "\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def write_headline(alignment: pd.DataFrame, classification: pd.DataFrame, path: str | Path) -> None:
+    """Write the headline Markdown (headline_markdown) atomically to `path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(headline_markdown(alignment, classification), encoding="utf-8")
+
+
+README_START, README_END = "<!-- headline:start -->", "<!-- headline:end -->"
+
+
+def update_readme(readme: str | Path, headline: str | Path) -> bool:
+    """Replace the block between README_START and README_END in `readme` by the headline file's
+    content; return True when the README changed (DataError when the markers are missing)."""
+    text = Path(readme).read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise DataError(readme, f"markers {README_START} ... {README_END} not found")
+    body = Path(headline).read_text(encoding="utf-8")
+    new = text[: start + len(README_START)] + "\n" + body + text[end:]
+    if new == text:
+        return False
+    with atomic_path(readme) as tmp:
+        tmp.write_text(new, encoding="utf-8")
+    return True
+
+
+if __name__ == "__main__":  # python -m labeldist.tables README.md results/tables/headline.md
+    import sys
+
+    changed = update_readme(sys.argv[1], sys.argv[2])
+    print(f"{sys.argv[1]}: headline {'updated' if changed else 'unchanged'} from {sys.argv[2]}")

@@ -63,6 +63,8 @@ rule tables:
             category="2. Estimators",
             subcategory="Classification (F1)",
         ),
+        # the README's headline table (make readme copies it into README.md)
+        headline=f"{R}/tables/headline.md",
     params:
         order=TABLE_ORDER,
     log:
@@ -81,6 +83,7 @@ rule tables:
 STAGE_TARGETS.append(
     lambda: (
         [f"{R}/tables/{name}.{ext}" for name in ("alignment", "classification") for ext in ("csv", "md", "html")]
+        + [f"{R}/tables/headline.md"]
         if ESTIMATORS
         else []
     )
