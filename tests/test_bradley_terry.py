@@ -31,17 +31,55 @@ def test_recovers_known_strengths_and_their_order():
         assert list(np.argsort(s[e])) == list(np.argsort(s_true[e]))
 
 
-def test_batched_fit_equals_the_exact_per_example_optimum():
+def study_objective(x, a, b, t, l2=0.01):
+    """The study's Bradley-Terry loss: the SUM over pairs of BCE on sigmoid(s_a - s_b) + l2 ||s||^2."""
+    d = x[a] - x[b]
+    return -(t * log_expit(d) + (1 - t) * log_expit(-d)).sum() + l2 * (x**2).sum()
+
+
+def exact_optimum(objective, n):
+    return minimize(objective, np.zeros(n), method="BFGS", options={"gtol": 1e-10}).x
+
+
+def test_default_fit_is_the_optimum_of_the_studys_summed_objective():
     rng = np.random.default_rng(1)
     s_true = rng.normal(0.0, 1.0, size=(3, K))
     ia, ib, p = batch(s_true)
     s = fit_bradley_terry(ia, ib, p, K, seed=0)
     for e in range(3):
-        def loss(x, t=p[e]):
-            d = x[A] - x[B]
-            return -(t * log_expit(d) + (1 - t) * log_expit(-d)).mean() + 0.01 * (x**2).sum()
-        exact = minimize(loss, np.zeros(K), method="BFGS", options={"gtol": 1e-10}).x
+        exact = exact_optimum(lambda x, t=p[e]: study_objective(x, A, B, t), K)
         assert s[e] == pytest.approx(exact, abs=1e-4)
+    # the summed loss shrinks far less than a mean would: the optimum is near the true strengths
+    centred = s_true - s_true.mean(axis=1, keepdims=True)
+    assert np.abs(s - centred).max() < 0.1
+
+
+def test_hard_outcomes_reach_the_studys_optimum_too():
+    """Separable 0/1 targets: only the penalty keeps the optimum finite, and the fit still reaches it."""
+    rng = np.random.default_rng(4)
+    s_true = rng.normal(0.0, 2.0, size=(2, K))
+    ia, ib, p = batch(s_true)
+    hard = (p > 0.5).astype(float)
+    s = fit_bradley_terry(ia, ib, hard, K, seed=0)
+    for e in range(2):
+        exact = exact_optimum(lambda x, t=hard[e]: study_objective(x, A, B, t), K)
+        assert np.abs(exact).max() > 2.0  # far from 0: the summed loss dominates the 0.01 penalty
+        assert s[e] == pytest.approx(exact, abs=1e-3)
+
+
+def test_mean_reduction_is_our_earlier_objective_and_shrinks_more():
+    rng = np.random.default_rng(1)
+    s_true = rng.normal(0.0, 1.0, size=(2, K))
+    ia, ib, p = batch(s_true)
+    s_mean = fit_bradley_terry(ia, ib, p, K, reduction="mean", seed=0)
+    s_sum = fit_bradley_terry(ia, ib, p, K, seed=0)
+    for e in range(2):
+        def loss(x, t=p[e]):
+            return study_objective(x, A, B, t, l2=0.0) / len(A) + 0.01 * (x**2).sum()
+        assert s_mean[e] == pytest.approx(exact_optimum(loss, K), abs=1e-4)
+        assert np.abs(s_mean[e]).max() < np.abs(s_sum[e]).max()
+    with pytest.raises(ValueError, match="reduction"):
+        fit_bradley_terry(ia, ib, p, K, reduction="median")
 
 
 def test_never_nan_on_probabilities_of_exactly_zero_or_one():

@@ -101,11 +101,13 @@ def test_first_step_whole_separates_labels_that_share_a_first_subtoken():
 def test_max_over_steps_takes_each_labels_best_step_over_all_slots():
     q = table(est.max_over_steps(gens(REC_B, REC_C, REC_D), LABELS))
     per_step = [softmax_by_hand(z) for z in Z_B]
-    for k, name in enumerate(NAMES):
+    for k, name in enumerate(LABELS):
         assert q["b"][name] == pytest.approx(max(p[k] for p in per_step))
-    # anger peaks at step 2, none at step 3, joy at step 1: three different steps.
+    # anger peaks at step 2, joy at step 1: different steps.
     assert q["b"]["anger"] == pytest.approx(math.exp(3) / (3 + math.exp(3) + math.e))
-    assert q["b"]["none"] == pytest.approx(math.exp(2) / (math.e + 3 + math.exp(2)))
+    # none is p_1(none), not its max over the steps (step 3 has the larger e^2 / (e + 3 + e^2)).
+    assert q["b"]["none"] == pytest.approx(per_step[0][4])
+    assert q["b"]["none"] < math.exp(2) / (math.e + 3 + math.exp(2))
     assert [q["c"][n] for n in NAMES] == [EPS] * 4 + [1 - EPS]
     # A slot with an unknown string still is a label step.
     assert [q["d"][n] for n in NAMES] == pytest.approx(softmax_by_hand([0.0, 1.0, 1.0, 0.0, -1.0]))
@@ -122,7 +124,8 @@ def test_max_over_steps_floors_at_eps():
 def test_max_over_steps_whole_uses_the_renormalised_whole_label_scores():
     q = table(est.max_over_steps_whole(gens(REC_B), LABELS))["b"]
     norm = [[p / sum(w) for p in w] for w in W_B]
-    assert [q[n] for n in NAMES] == pytest.approx([max(w[k] for w in norm) for k in range(5)])
+    assert [q[n] for n in LABELS] == pytest.approx([max(w[k] for w in norm) for k in range(4)])
+    assert q["none"] == pytest.approx(norm[0][4])
     assert q["sad"] != pytest.approx(q["sadness"])
 
 
@@ -151,16 +154,51 @@ def test_platt_fit_recovers_the_slope_and_intercept_of_soft_targets():
     dev = gens(*platt_records(xs, "dev"), {**REC_C, "id": "dev-empty"})  # no step: left out of the fit
     p_ref = {f"dev{i}": 1 / (1 + np.exp(-(2.0 * x - 1.0))) for i, x in enumerate(xs)}
     p_ref["dev-empty"] = np.zeros(4)
-    w, b = est.fit_platt(dev, p_ref)
+    w, b = est.fit_platt(dev, p_ref, include_none=False)
     assert w == pytest.approx(2.0, abs=1e-3) and b == pytest.approx(-1.0, abs=1e-3)
     main = gens(*platt_records([[0.5, 0.0, -1.0, 3.0]], "main"))
-    q = table(est.compare_to_none_platt(main, LABELS, "none", dev, p_ref))["main0"]
+    q = table(est.compare_to_none_platt(main, LABELS, "none", dev, p_ref, include_none=False))["main0"]
     assert [q[n] for n in LABELS] == pytest.approx([sigmoid(2.0 * x - 1.0) for x in [0.5, 0.0, -1.0, 3.0]],
                                                    abs=1e-4)
 
 
+def study_platt_optimum(xs, targets):
+    """(w, b) minimising the study's pooled BCE of sigmoid(w x + b) against soft targets, by scipy."""
+    from scipy.optimize import minimize
+    from scipy.special import log_expit
+
+    x, t = np.concatenate(xs), np.concatenate(targets)
+
+    def loss(wb):
+        z = wb[0] * x + wb[1]
+        return -(t * log_expit(z) + (1 - t) * log_expit(-z)).sum()
+
+    return minimize(loss, np.array([1.0, 0.0]), method="BFGS", options={"gtol": 1e-10}).x
+
+
+def test_platt_default_is_the_studys_fit_with_a_none_column():
+    """The study pools the L label columns and a none column (x = z_none - z_none = 0, target
+    p_ref(none)) into one (w, b); its optimum is computed here independently with scipy."""
+    rng = np.random.default_rng(5)
+    xs = rng.normal(0.0, 2.0, size=(40, 4))
+    shares = 1 / (1 + np.exp(-(0.8 * xs + 0.3)))
+    none_share = rng.uniform(0.0, 0.6, size=40)  # p_ref(none) unrelated to the labels' shares
+    dev = gens(*platt_records(xs, "dev"))
+    p_ref = {f"dev{i}": np.append(shares[i], none_share[i]) for i in range(40)}
+    w, b = est.fit_platt(dev, p_ref)
+    w_exact, b_exact = study_platt_optimum([np.append(x, 0.0) for x in xs], list(p_ref.values()))
+    assert (w, b) == pytest.approx((w_exact, b_exact), abs=1e-4)
+    # the labels-only fit (our earlier default) is a different optimum: b moves
+    w_lab, b_lab = est.fit_platt(dev, p_ref, include_none=False)
+    assert (w_lab, b_lab) == pytest.approx(tuple(study_platt_optimum(list(xs), list(shares))), abs=1e-4)
+    assert abs(b - b_lab) > 0.05
+    # the default needs p_ref(none): label shares alone are refused
+    with pytest.raises(ValueError, match="none"):
+        est.fit_platt(dev, {k: v[:4] for k, v in p_ref.items()})
+
+
 def test_platt_without_usable_dev_records_falls_back_and_missing_p_ref_is_an_error():
-    assert est.fit_platt(gens(REC_C), {"c": np.zeros(4)}) == (1.0, 0.0)
+    assert est.fit_platt(gens(REC_C), {"c": np.zeros(5)}) == (1.0, 0.0)
     with pytest.raises(DataError, match=r"gen.jsonl, line 1, field 'id'.*no p_ref"):
         est.fit_platt(gens(REC_B), {})
 
@@ -238,6 +276,49 @@ def test_pairwise_bt_recovers_sigmoid_of_strength_minus_none():
     assert q["sadness"] > 0.5 > q["sad"]
 
 
+def test_pairwise_bt_default_is_the_optimum_of_the_studys_summed_objective():
+    """The study: sum over the record's pairs of BCE(p_a, sigmoid(s_a - s_b)) + 0.01 ||s||^2 (no mean)."""
+    from scipy.optimize import minimize
+    from scipy.special import log_expit
+
+    rng = np.random.default_rng(6)
+    record = est.parse_pairwise({"id": "r", "pairs": [
+        {"a": a, "b": b, "p_a": float(rng.uniform(0.05, 0.95))} for a in NAMES for b in NAMES if a != b]},
+        LABELS)
+
+    def loss(s):
+        d = s[record.a] - s[record.b]
+        return -(record.p_a * log_expit(d) + (1 - record.p_a) * log_expit(-d)).sum() + 0.01 * (s**2).sum()
+
+    s = minimize(loss, np.zeros(5), method="BFGS", options={"gtol": 1e-10}).x
+    q = est.pairwise_bt([record], LABELS)["q"].to_numpy()
+    assert q == pytest.approx(1 / (1 + np.exp(-(s[:4] - s[4]))), abs=1e-5)
+    q_mean = est.pairwise_bt([record], LABELS, reduction="mean")["q"].to_numpy()
+    assert np.abs(q_mean - 0.5).max() < np.abs(q - 0.5).max()  # the mean shrinks towards 0.5
+
+
+def test_hard_outcomes_score_a_tie_as_a_loss_for_a_like_the_study():
+    p = np.array([0.7, 0.5, 0.2])
+    assert list(est.hard_outcomes(p)) == [1.0, 0.0, 0.0]
+    assert list(est.hard_outcomes(p, tie="half")) == [1.0, 0.5, 0.0]
+    with pytest.raises(ValueError, match="tie"):
+        est.hard_outcomes(p, tie="win")
+    # Both presentation orders present: the two tie rules give the same fit.
+    pairs = [{"a": a, "b": b, "p_a": 0.5 if {a, b} == {"joy", "sad"} else (0.8 if NAMES.index(a) < NAMES.index(b)
+                                                                          else 0.2)}
+             for a in NAMES for b in NAMES if a != b]
+    both = est.parse_pairwise({"id": "t", "pairs": pairs}, LABELS)
+    assert est.pairwise_outcome([both], LABELS)["q"].to_numpy() == pytest.approx(
+        est.pairwise_outcome([both], LABELS, tie="half")["q"].to_numpy(), abs=1e-6)
+    # One order only: the study's rule counts the tie against joy, so sad ends above joy.
+    one = est.parse_pairwise({"id": "t", "pairs": [p for p in pairs if not (p["a"] == "sad" and p["b"] == "joy")]},
+                             LABELS)
+    q = table(est.pairwise_outcome([one], LABELS))["t"]
+    q_half = table(est.pairwise_outcome([one], LABELS, tie="half"))["t"]
+    assert q["joy"] < q["sad"]
+    assert q_half["joy"] > q_half["sad"] or q_half["joy"] == pytest.approx(q_half["sad"], abs=1e-6)
+
+
 def test_pairwise_outcome_uses_hard_outcomes_and_stays_finite():
     s = {"joy": 2.0, "sad": -1.0, "sadness": 0.5, "anger": -2.5, "none": 0.0}
     soft = pairwise_record("x", s)
@@ -312,11 +393,15 @@ def test_write_estimate_writes_the_documented_parquet(files, estimator):
     pd.testing.assert_frame_equal(frame, returned, check_dtype=False)
     assert not list(out.parent.glob(".*"))  # no temporary file left behind
     if estimator == "compare_to_none_platt":
-        # fitted on dev: p_ref = sigmoid(0.5 x + 0.2), so it differs from the uncalibrated (1, 0) values
+        # fitted on dev (p_ref = sigmoid(0.5 x + 0.2) for the labels, 0.1 for none at x = 0), the study's
+        # fit with the none column; so it differs from the uncalibrated (1, 0) values
         raw = est.estimate("compare_to_none", files / "main.jsonl", files / "labels.json")
         q_b = frame[frame["id"] == "b"]["q"].to_numpy()
         x_b = np.array(Z_B[0][:4]) - Z_B[0][4]
-        assert q_b == pytest.approx(1 / (1 + np.exp(-(0.5 * x_b + 0.2))), abs=1e-3)
+        xs = np.random.default_rng(1).normal(0.0, 2.0, size=(20, 4))  # the fixture's dev features
+        w, b = study_platt_optimum([np.append(x, 0.0) for x in xs],
+                                   [np.append(1 / (1 + np.exp(-(0.5 * x + 0.2))), 0.1) for x in xs])
+        assert q_b == pytest.approx(1 / (1 + np.exp(-(w * x_b + b))), abs=1e-4)
         assert not np.allclose(q_b, raw[raw["id"] == "b"]["q"])
 
 

@@ -1,4 +1,4 @@
-"""Estimators: from generation files to per-label confidences q(l | x) (METHODS.md section 4).
+"""Estimators: from generation files to per-label confidences q(l | x) (docs/methods.md, section 4).
 
 Every estimator is one function that returns the same thing: a long pandas DataFrame with columns
 `id` (str), `label` (str) and `q` (float64 in [0, 1]), one row per example and label of labels.json in
@@ -9,13 +9,17 @@ Inputs are the records of docs/formats.md, "Generations", parsed and validated b
 `parse_unary` and `parse_pairwise` (a malformed record raises DataError naming file, line and field).
 Distributions are over the labels followed by `none` (L + 1 entries); index L is `none`.
 
-Definitions chosen here where METHODS.md leaves room (each is tested):
+Definitions chosen here where the spec leaves room (each is tested; docs/methods.md lists them as
+Decisions, with how the study's code differs):
 - *No label step at all* (the record's `steps` is empty): the model committed to no label, which the
   output reads as the empty set. first_step, max_over_steps (both variants), conditional and joint then
   give q = EPS to every label and 1 - EPS to `none` (the `output` estimator's values for that output);
   compare_to_none gives EPS to every label and such records are left out of the Platt fit.
 - *Steps*: every entry of `steps` is a label slot, whatever was emitted there (a label, `none`, or an
-  unknown string with `label: null`); max_over_steps takes the max over all of them.
+  unknown string with `label: null`); max_over_steps takes the max over all of them for every label.
+- *The `none` row of max_over_steps* is p_1(none), the first step's probability of the empty output
+  (floored at EPS): `none` is an answer only at the first slot, so a later slot's p_t(none) is not a
+  probability that the example has no label. (The study's code leaves that row at its 1e-8 floor.)
 - *Repeated labels*: a label emitted at several slots counts once, at its first slot (conditional,
   joint); `output` reads the record's already deduplicated `labels`.
 - *conditional* for a label that was not emitted: its full-vocabulary probability as the first label
@@ -290,18 +294,21 @@ def read_label_set(path: str | os.PathLike) -> tuple[list[str], str]:
     return labels, none_label
 
 
-def read_p_ref(path: str | os.PathLike, labels: Sequence[str]) -> dict[str, np.ndarray]:
-    """Return {id: p_ref over `labels` in order} from a data split file (docs/formats.md, "Data")."""
+def read_p_ref(path: str | os.PathLike, labels: Sequence[str], none_label: str = "none",
+               with_none: bool = False) -> dict[str, np.ndarray]:
+    """Return {id: p_ref over `labels` in order} from a data split file (docs/formats.md, "Data");
+    with `with_none`, p_ref(none) is appended (L + 1 shares)."""
+    names = [*labels, none_label] if with_none else list(labels)
     out: dict[str, np.ndarray] = {}
     for lineno, obj in iter_jsonl(path):
         ex_id = _id(obj, str(path), lineno)
         p_ref = _field(obj, "p_ref", str(path), lineno)
         if not isinstance(p_ref, Mapping):
             raise DataError(path, "expected an object {label: share}", line=lineno, field="p_ref")
-        missing = [l for l in labels if l not in p_ref]
+        missing = [l for l in names if l not in p_ref]
         if missing:
             raise DataError(path, f"no share for labels {missing}", line=lineno, field="p_ref")
-        vec = _vector([p_ref[l] for l in labels], len(labels), str(path), lineno, "p_ref",
+        vec = _vector([p_ref[l] for l in names], len(names), str(path), lineno, "p_ref",
                       allow_neg_inf=False)
         out[ex_id] = _probabilities(vec, str(path), lineno, "p_ref")
     return out
@@ -374,22 +381,35 @@ def first_step_whole(gens: Sequence[Generation], labels: Sequence[str],
     return _first_step(gens, labels, none_label, "whole_label")
 
 
+def max_over_steps_row(dists: np.ndarray) -> np.ndarray:
+    """Return max_over_steps' [L + 1] confidences from a record's per-step distributions [n_steps, L + 1].
+
+    Labels: max over every step, floored at EPS; `none`: the first step's p_1(none), floored at EPS
+    (module docstring). A record without steps has no distributions: use `no_label_fallback`.
+    """
+    if len(dists) == 0:
+        raise ValueError("max_over_steps_row needs at least one label step")
+    q = dists.max(axis=0)
+    q[-1] = dists[0, -1]
+    return np.maximum(q, EPS)
+
+
 def _max_over_steps(gens: Sequence[Generation], labels: Sequence[str], none_label: str,
                     variant: str) -> pd.DataFrame:
-    q = np.stack([np.maximum(step_distributions(g, variant).max(axis=0), EPS) if g.steps
+    q = np.stack([max_over_steps_row(step_distributions(g, variant)) if g.steps
                   else no_label_fallback(len(labels)) for g in gens]) if gens else np.zeros((0, len(labels) + 1))
     return estimate_frame([g.id for g in gens], _names(labels, none_label, True), q)
 
 
 def max_over_steps(gens: Sequence[Generation], labels: Sequence[str],
                    none_label: str = "none") -> pd.DataFrame:
-    """Return q(l) = max(max over label steps t of p_t(l), EPS), first-token distributions (labels + none)."""
+    """Return q(l) = max(max over label steps t of p_t(l), EPS), first-token distributions; none: p_1(none)."""
     return _max_over_steps(gens, labels, none_label, "first_token")
 
 
 def max_over_steps_whole(gens: Sequence[Generation], labels: Sequence[str],
                          none_label: str = "none") -> pd.DataFrame:
-    """Return q(l) = max(max over label steps t of p_t(l), EPS), whole-label distributions (labels + none)."""
+    """Return q(l) = max(max over label steps t of p_t(l), EPS), whole-label distributions; none: p_1(none)."""
     return _max_over_steps(gens, labels, none_label, "whole_label")
 
 
@@ -415,10 +435,15 @@ def compare_to_none(gens: Sequence[Generation], labels: Sequence[str], none_labe
     return estimate_frame([g.id for g in gens], list(labels), q)
 
 
-def fit_platt(gens: Sequence[Generation], p_ref: Mapping[str, np.ndarray]) -> tuple[float, float]:
+def fit_platt(gens: Sequence[Generation], p_ref: Mapping[str, np.ndarray],
+              include_none: bool = True) -> tuple[float, float]:
     """Return one shared (w, b) minimising the BCE between sigmoid(w (z_l - z_none) + b) and p_ref(l).
 
-    All labels of all records with a label step are pooled. Soft targets are fitted exactly with
+    All labels of all records with a label step are pooled; with `include_none` (the study's fit, the
+    default) each record also adds its `none` column: feature z_none - z_none = 0, target p_ref(none),
+    so `p_ref[id]` must then hold L + 1 shares (labels, then none; `read_p_ref(..., with_none=True)`).
+    `include_none=False` fits the L label columns only (the shares that are scored; our earlier fit).
+    Soft targets are fitted exactly (the optimum; the study runs 1000 Adam steps from (1, 0)) with
     scikit-learn's unpenalised LogisticRegression by the standard weighting: each (x, t) becomes a
     positive row of weight t and a negative row of weight 1 - t. Without any usable record the
     uncalibrated (1, 0) is returned (and a warning logged). DataError if a record's id has no p_ref.
@@ -430,15 +455,24 @@ def fit_platt(gens: Sequence[Generation], p_ref: Mapping[str, np.ndarray]) -> tu
         if g.id not in p_ref:
             raise DataError(g.source, f"id {g.id!r} has no p_ref in the data file", line=g.line, field="id")
         x = compare_to_none_features(g)
-        if x is not None:
-            xs.append(x)
-            ts.append(p_ref[g.id])
+        if x is None:
+            continue
+        target = np.asarray(p_ref[g.id], dtype=np.float64)
+        if include_none:
+            if len(target) != len(x) + 1:
+                raise ValueError(f"Platt fit with the none column needs {len(x) + 1} p_ref shares "
+                                 f"(labels, then none) for id {g.id!r}, got {len(target)}")
+            x = np.append(x, 0.0)
+        else:
+            target = target[:len(x)]
+        xs.append(x)
+        ts.append(target)
     if not xs:
         log.warning("Platt scaling: no record with a label step to fit on; using (w, b) = (1, 0)")
         return 1.0, 0.0
     x = np.concatenate(xs)
     t = np.concatenate(ts)
-    model = LogisticRegression(C=np.inf, max_iter=1000)
+    model = LogisticRegression(C=np.inf, max_iter=1000, tol=1e-10)  # converged, not approximately
     model.fit(np.concatenate([x, x])[:, None], np.concatenate([np.ones_like(t), np.zeros_like(t)]),
               sample_weight=np.concatenate([t, 1.0 - t]))
     w, b = float(model.coef_[0, 0]), float(model.intercept_[0])
@@ -447,9 +481,11 @@ def fit_platt(gens: Sequence[Generation], p_ref: Mapping[str, np.ndarray]) -> tu
 
 
 def compare_to_none_platt(gens: Sequence[Generation], labels: Sequence[str], none_label: str,
-                          dev_gens: Sequence[Generation], dev_p_ref: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """Return compare_to_none on `gens` with (w, b) fitted by `fit_platt` on `dev_gens` against `dev_p_ref`."""
-    w, b = fit_platt(dev_gens, dev_p_ref)
+                          dev_gens: Sequence[Generation], dev_p_ref: Mapping[str, np.ndarray],
+                          include_none: bool = True) -> pd.DataFrame:
+    """Return compare_to_none on `gens` with (w, b) fitted by `fit_platt` on `dev_gens` against `dev_p_ref`
+    (labels then none per id; `include_none` as in fit_platt)."""
+    w, b = fit_platt(dev_gens, dev_p_ref, include_none=include_none)
     return compare_to_none(gens, labels, none_label, w=w, b=b)
 
 
@@ -544,8 +580,24 @@ def unary(records: Sequence[UnaryRecord], labels: Sequence[str]) -> pd.DataFrame
     return estimate_frame([r.id for r in records], list(labels), q)
 
 
+TIE_RULES = ("loss", "half")
+"""How pairwise_outcome scores an exact tie P(a) = 0.5: `loss` (0 for a, the study's `a > b`) or `half`."""
+
+
+def hard_outcomes(p_a: np.ndarray, tie: str = "loss") -> np.ndarray:
+    """Return 1.0 where p_a > 0.5, 0.0 where p_a < 0.5, and at p_a == 0.5: 0.0 (`loss`) or 0.5 (`half`).
+
+    With both presentation orders of a pair in a record, the two rules give the same Bradley-Terry
+    objective (BCE(0, d) + BCE(0, -d) = 2 BCE(1/2, d)); they differ only where one order is missing.
+    """
+    if tie not in TIE_RULES:
+        raise ValueError(f"tie must be one of {TIE_RULES}, got {tie!r}")
+    p_a = np.asarray(p_a, dtype=np.float64)
+    return np.where(p_a > 0.5, 1.0, np.where(p_a < 0.5, 0.0, 0.0 if tie == "loss" else 0.5))
+
+
 def _pairwise(records: Sequence[PairwiseRecord], labels: Sequence[str], hard: bool, seed: int,
-              **fit_kwargs: Any) -> pd.DataFrame:
+              tie: str = "loss", **fit_kwargs: Any) -> pd.DataFrame:
     from .bradley_terry import fit_bradley_terry
 
     n_pairs = max((len(r.a) for r in records), default=0)
@@ -555,8 +607,7 @@ def _pairwise(records: Sequence[PairwiseRecord], labels: Sequence[str], hard: bo
     for i, r in enumerate(records):
         m = len(r.a)
         idx_a[i, :m], idx_b[i, :m], mask[i, :m] = r.a, r.b, True
-        # Hard outcome: a wins if p_a > 0.5, loses if < 0.5; an exact tie stays 0.5.
-        target[i, :m] = np.where(r.p_a > 0.5, 1.0, np.where(r.p_a < 0.5, 0.0, 0.5)) if hard else r.p_a
+        target[i, :m] = hard_outcomes(r.p_a, tie) if hard else r.p_a
     empty = [r.id for r in records if len(r.a) == 0]
     if empty:
         log.warning("%d records have no pairs; their labels get q = 0.5: %s", len(empty), empty[:5])
@@ -571,15 +622,17 @@ def pairwise_bt(records: Sequence[PairwiseRecord], labels: Sequence[str], seed: 
     """Return q(l) = sigmoid(s_l - s_none), Bradley-Terry strengths fitted per example on P("a") (label rows).
 
     Both presentation orders of each pair enter the fit, so a constant position bias cancels.
-    `fit_kwargs` go to `fit_bradley_terry` (l2, lr, steps, threads).
+    `fit_kwargs` go to `fit_bradley_terry` (l2, reduction, lr, steps, threads); by default the study's
+    objective: the sum of the pair losses + 0.01 ||s||^2.
     """
     return _pairwise(records, labels, hard=False, seed=seed, **fit_kwargs)
 
 
 def pairwise_outcome(records: Sequence[PairwiseRecord], labels: Sequence[str], seed: int = 0,
-                     **fit_kwargs: Any) -> pd.DataFrame:
-    """Return pairwise_bt fitted on hard outcomes (1 if p_a > 0.5, 0 if < 0.5, 0.5 on a tie) (label rows)."""
-    return _pairwise(records, labels, hard=True, seed=seed, **fit_kwargs)
+                     tie: str = "loss", **fit_kwargs: Any) -> pd.DataFrame:
+    """Return pairwise_bt fitted on hard outcomes (`hard_outcomes`: 1 if p_a > 0.5, else 0, as the study;
+    `tie="half"` scores an exact tie 0.5) (label rows)."""
+    return _pairwise(records, labels, hard=True, seed=seed, tie=tie, **fit_kwargs)
 
 
 # ---- registry and the file-level entry point ---------------------------------------------------------------
@@ -621,7 +674,8 @@ def estimate(estimator: str, generations: str | os.PathLike, labels_file: str | 
             raise ValueError("compare_to_none_platt needs dev_generations and dev_data")
         gens = read_generations(generations, labels, none_label)
         dev_gens = read_generations(dev_generations, labels, none_label)
-        return compare_to_none_platt(gens, labels, none_label, dev_gens, read_p_ref(dev_data, labels))
+        return compare_to_none_platt(gens, labels, none_label, dev_gens,
+                                     read_p_ref(dev_data, labels, none_label, with_none=True))
     if estimator == "unary":
         return unary(read_unary(generations, labels), labels)
     if estimator in ("pairwise_bt", "pairwise_outcome"):
