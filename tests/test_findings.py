@@ -344,3 +344,22 @@ def test_write_findings_reads_the_stage_files_and_writes_csv_md_html(tmp_path):
     text = out["md"].read_text()
     assert text.startswith("# Findings") and "## Every statistic" in text and "not testable here" in text
     assert "<table" in out["html"].read_text()
+
+
+def test_findings_figure_draws_one_panel_per_claim_with_verdict_colours(tmp_path):
+    from labeldist import plots
+
+    runs_gen = {("toy", "m", "base"): spiky_records([0.97] * N)}
+    frame = evaluate(stats_of(runs_gen), runs=[run(GOOD, "max_over_steps"), run(BAD, "first_step")])
+    path = tmp_path / "findings.csv"
+    frame.to_csv(path, index=False)
+    fig = plots.render_figure("findings", {"table": str(path)})
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert [t.split(":")[0] for t in titles] == list(fd.CLAIMS)
+    spiky = fig.axes[0]
+    assert len(spiky.get_yticklabels()) == 2 and spiky.lines  # two testable parts, drawn
+    # the untestable claims are named in the footnote, not drawn as effects
+    footnote = [t.get_text() for t in fig.texts if t.get_gid() == "footnote"]
+    assert footnote and "marginal" in footnote[0]
+    plots.save_figure(fig, tmp_path / "f.png", tmp_path / "f.pdf")
+    assert (tmp_path / "f.png").stat().st_size > 0

@@ -1,4 +1,5 @@
-"""Figures of METHODS.md section 7 (seaborn/matplotlib), one function per figure.
+"""Figures of docs/methods.md section 7 (seaborn/matplotlib), one function per figure; and the findings
+figure (section 8), which the findings stage draws.
 
 `plot_*` functions take tidy frames (from labeldist.analysis, labeldist.metrics or labeldist.tables)
 and return a matplotlib Figure. Facets are built only for combinations that have data (a `panel`
@@ -386,6 +387,67 @@ def plot_training_curves(logs: pd.DataFrame, regimes: Sequence[str] = REGIMES) -
     return g.figure
 
 
+# ---- findings ----------------------------------------------------------------------------------------
+VERDICT_COLORS = {"holds": "#1b9e77", "does not hold": "#d95f02", "inconclusive": "#7570b3",
+                  "not testable here": "#bbbbbb"}
+
+
+def plot_findings(frame: pd.DataFrame) -> Figure:
+    """Effects with intervals, one panel per claim: each testable part of each setting is a row, its
+    estimate minus the tested value signed so that right of 0 = the claimed direction, with the 95%
+    bootstrap interval, coloured by verdict; parts that are not testable are counted in a footnote.
+    """
+    from .findings import CLAIMS
+
+    _require(frame, "findings")
+    sign = np.where(frame["direction"] == ">", 1.0, -1.0)
+    data = frame.assign(effect=sign * (frame["estimate"] - frame["null"]),
+                        low=np.minimum(sign * (frame["ci_low"] - frame["null"]), sign * (frame["ci_high"] - frame["null"])),
+                        high=np.maximum(sign * (frame["ci_low"] - frame["null"]), sign * (frame["ci_high"] - frame["null"])))
+    testable = data[data["verdict"] != "not testable here"].dropna(subset=["effect"])
+    claims = [c for c in CLAIMS if c in set(frame["claim"])]
+    sizes = [max(len(testable[testable["claim"] == c]), 1) for c in claims]
+    fig, axes = plt.subplots(len(claims), 1, squeeze=False, layout="constrained",
+                             figsize=(8.0, 0.8 * len(claims) + 0.16 * sum(sizes)),
+                             gridspec_kw={"height_ratios": sizes})
+    notes = []
+    for ax, claim in zip(axes[:, 0], claims):
+        part = testable[testable["claim"] == claim]
+        untestable = frame[(frame["claim"] == claim) & (frame["verdict"] == "not testable here")]
+        if len(untestable):
+            reasons = "; ".join(sorted(set(untestable["reason"])))[:200]
+            notes.append(f"{claim}: {len(untestable)} part(s) not testable here ({reasons})")
+        ax.axvline(0.0, color="0.4", lw=0.8, ls="--")
+        ax.set_title(f"{claim}: {CLAIMS[claim]}", fontsize=8, loc="left")
+        if part.empty:
+            ax.text(0.5, 0.5, "not testable here", transform=ax.transAxes, ha="center", va="center",
+                    color="0.4", fontsize=8)
+            ax.set_yticks([])
+            continue
+        ys = np.arange(len(part))
+        for y, (_, r) in zip(ys, part.iterrows()):
+            color = VERDICT_COLORS[r["verdict"]]
+            if np.isfinite(r["low"]):
+                ax.plot([r["low"], r["high"]], [y, y], color=color, lw=1.6)
+            ax.plot([r["effect"]], [y], "o", color=color, ms=4)
+        labels = [" · ".join(str(v) for v in (r["dataset"], r["model"], r["regime"], r["setting"], r["part"]))
+                  for _, r in part.iterrows()]
+        ax.set_yticks(ys)
+        ax.set_yticklabels(labels, fontsize=6)
+        ax.set_ylim(len(part) - 0.5, -0.5)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[-1, 0].set_xlabel("effect in the claimed direction (estimate - tested value; > 0 supports the claim)")
+    handles = [plt.Line2D([], [], marker="o", color=c, lw=1.6) for c in VERDICT_COLORS.values()]
+    fig.legend(handles, list(VERDICT_COLORS), title="verdict", loc="outside right upper", fontsize=7)
+    _footnote(fig, notes)
+    return fig
+
+
+def _figure_findings(inputs, params):
+    table = pd.read_csv(_as_list(inputs["table"])[0])
+    return plot_findings(table)
+
+
 # ---- reading inputs and drawing a named figure ------------------------------------------------------
 LAYERS_PATH = re.compile(r"estimates/(?P<dataset>[^/]+)/(?P<model>[^/]+)/(?P<regime>[^/]+)/linear_probe/"
                          r"main/seed(?P<seed>\d+)\.layers\.csv$")
@@ -539,6 +601,12 @@ FIGURE_BUILDERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], Figu
     "probe_layers": _figure_probe_layers,
     "training_curves": _figure_training_curves,
 }
+"""The figures of config `figures` (one per name of the schema's enum), drawn by figures.smk."""
+
+STAGE_FIGURE_BUILDERS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], Figure]] = {
+    "findings": _figure_findings,
+}
+"""Figures a later stage draws itself (not listed in config `figures`): findings.smk draws `findings`."""
 
 
 def render_figure(name: str, inputs: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> Figure:
@@ -548,9 +616,10 @@ def render_figure(name: str, inputs: Mapping[str, Any], params: Mapping[str, Any
     layers, models (what each figure reads: see FIGURE_BUILDERS); `params` may hold regimes and
     estimators (display order), kind (first_token or whole_label) and threshold.
     """
-    if name not in FIGURE_BUILDERS:
-        raise ValueError(f"unknown figure {name!r}; known: {', '.join(FIGURE_BUILDERS)}")
-    return FIGURE_BUILDERS[name](inputs, dict(params or {}))
+    builders = {**FIGURE_BUILDERS, **STAGE_FIGURE_BUILDERS}
+    if name not in builders:
+        raise ValueError(f"unknown figure {name!r}; known: {', '.join(builders)}")
+    return builders[name](inputs, dict(params or {}))
 
 
 def save_figure(fig: Figure, png: str | Path, pdf: str | Path, dpi: int = 150) -> None:
