@@ -22,6 +22,7 @@ include: "workflow/rules/probes.smk"
 include: "workflow/rules/demux.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/findings.smk"
 
 
 rule all:
