@@ -273,3 +273,85 @@ def test_bad_input_leaves_no_output_file(tmp_path):
     with pytest.raises(DataError, match="line 12"):
         prepare_data("bad", {"loader": "generic", "path": str(path), "labels": ["a", "b"]}, out)
     assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+# ---- label sets: duplicates from any source, edge spaces the same everywhere (issue 14) ------------
+def test_duplicate_emotion_in_emotions_txt(tmp_path):
+    folder = goemotions_folder(tmp_path)
+    (folder / "emotions.txt").write_text("joy\nsadness \n\nneutral\n sadness\n", encoding="utf-8")
+    expect({"loader": "goemotions", "path": str(folder)}, folder / "emotions.txt", 5, "emotion",
+           "duplicate label 'sadness'")
+
+
+def test_duplicate_cluster_name_in_clustering_file(tmp_path):
+    folder = goemotions_folder(tmp_path)
+    (folder / "emotion_clustering.json").write_text(
+        '{\n  "joy": ["joy", "love"],\n  "joy ": ["sadness"]\n}\n', encoding="utf-8")
+    expect({"loader": "goemotions", "path": str(folder)}, folder / "emotion_clustering.json", 3, "cluster names",
+           "duplicate label 'joy'")
+
+
+def test_duplicate_column_in_a_data_file_header(tmp_path):
+    folder = semeval_folder(tmp_path)
+    train = folder / "2018-E-c-En-train.txt"
+    train.write_text(train.read_text().replace("\ttrust\n", "\tjoy \n", 1), encoding="utf-8")
+    expect({"loader": "semeval2018_ec", "path": str(folder)}, train, 1, "joy", "duplicate column 'joy'")
+
+
+def test_duplicate_label_in_a_distribution_after_edge_spaces(tmp_path):
+    rows = [{"id": f"r{i}", "text": f"t{i}", "split": s, "distribution": {"a": 0.5, "b": 0.5}}
+            for i, s in enumerate(["train", "train", "dev", "test"])]
+    rows[2]["distribution"] = {"a": 0.5, " a": 0.2}
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    expect({"loader": "generic", "path": str(path)}, path, 3, "distribution", "duplicate label 'a'")
+
+
+def test_duplicate_label_in_configured_label_set(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", generic_rows())
+    expect({"loader": "generic", "path": str(path), "labels": ["a", "b", "a "]}, "datasets.bad", None, "labels",
+           "duplicate label 'a'")
+
+
+def test_edge_spaces_are_the_same_label_in_every_field(tmp_path):
+    """'a ' means 'a' in gold lists, annotations, distribution keys and the configured label set."""
+    base = [("train", ["a"]), ("train", ["b"]), ("dev", ["a"]), ("test", ["b"])]
+    gold = write_jsonl(tmp_path / "gold.jsonl", [
+        {"id": f"g{i}", "text": f"t{i}", "split": s, "labels": [f" {x[0]} "]} for i, (s, x) in enumerate(base)])
+    anns = write_jsonl(tmp_path / "anns.jsonl", [
+        {"id": f"n{i}", "text": f"t{i}", "split": s, "annotations": [[x[0] + " "], [x[0]]]}
+        for i, (s, x) in enumerate(base)])
+    dist = write_jsonl(tmp_path / "dist.jsonl", [
+        {"id": f"d{i}", "text": f"t{i}", "split": s, "distribution": {f"{x[0]}  ": 1.0}}
+        for i, (s, x) in enumerate(base)])
+    for path in (gold, anns, dist):
+        for labels in (None, [" a", "b "]):
+            cfg = {"loader": "generic", "path": str(path), **({"labels": labels} if labels else {})}
+            data = load_labelled_data("ok", cfg)
+            assert data.labels == ["a", "b"], path
+            assert [ex.labels for ex in data.splits["train"]] == [["a"], ["b"]], path
+            assert data.splits["train"][0].p_ref["a"] == 1.0, path
+
+
+def test_empty_official_split_file_names_the_file(tmp_path):
+    hx = tmp_path / "hx"
+    shutil.copytree(FIX / "hatexplain", hx)
+    (hx / "post_id_divisions.json").write_text('{"train": [], "val": [], "test": []}', encoding="utf-8")
+    expect({"loader": "hatexplain", "path": str(hx)}, hx / "post_id_divisions.json", None, "train",
+           "empty official split file")
+    (hx / "post_id_divisions.json").write_text("{}", encoding="utf-8")
+    expect({"loader": "hatexplain", "path": str(hx)}, hx / "post_id_divisions.json", None, None,
+           "empty official split file")
+    raters = tmp_path / "raters"
+    shutil.copytree(FIX / "goemotions_raters", raters)
+    for split in ("train", "dev"):
+        (raters / f"{split}.tsv").write_text("a\t1\tx1\n", encoding="utf-8")
+    (raters / "test.tsv").write_text("\n", encoding="utf-8")
+    expect({"loader": "goemotions_raters", "path": str(raters)}, raters / "test.tsv", None, None,
+           "empty official split file")
+
+
+def test_goemotions_neutral_with_an_emotion_is_counted(tmp_path):
+    folder = goemotions_folder(tmp_path, train="I love it\t18,27\tid1\nso sad\t25\tid2\nmeh\t27,25,3\tid5\n")
+    info = load_labelled_data("ge", {"loader": "goemotions", "path": str(folder)}).labels_json()
+    assert info["rule_counts"]["neutral_with_emotion"] == {"train": 2, "dev": 0, "test": 0}
+    assert any(n.startswith("2 comment(s) mark neutral together with an emotion") for n in info["notes"])

@@ -295,6 +295,6 @@ def test_goemotions_hub_failure_is_a_clear_data_error(monkeypatch):
         raise ConnectionError("offline mode")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DataError, match="not a local file or folder.*offline mode") as err:
+    with pytest.raises(DataError, match="datasets.load_dataset failed.*offline mode") as err:
         load_labelled_data("ge", {"loader": "goemotions", "path": "someone/missing_dataset"})
     assert err.value.field == "datasets.ge.path"

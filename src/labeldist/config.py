@@ -14,7 +14,6 @@ from typing import Any, Iterator, Mapping
 import jsonschema
 import yaml
 
-from .data.goemotions import is_hub_id
 from .errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -53,6 +52,7 @@ FIGURE_NEEDS: dict[str, list[tuple[str, str]]] = {
 NONE_LABEL = "none"
 LOADERS_WITH_PATH = {"goemotions", "goemotions_raters", "mfrc", "mfrc_fractions", "semeval2018_ec",
                      "hatexplain", "generic"}
+LOADERS_WITH_HUB = {"goemotions", "mfrc"}
 
 
 def _key(path: Any) -> str:
@@ -143,27 +143,34 @@ def _check_references(cfg: dict, base: Path, source: str) -> None:
         if ds["prompt"] not in cfg["prompts"]:
             problems.append(f"{key}.prompt: no prompt named {ds['prompt']!r} under 'prompts' "
                             f"(have: {', '.join(sorted(cfg['prompts']))})")
-        if ds["loader"] in LOADERS_WITH_PATH:
-            if "path" not in ds:
-                problems.append(f"{key}.path: required for loader {ds['loader']!r}")
-            elif not (base / ds["path"]).exists() and not (
-                ds["loader"] == "goemotions" and is_hub_id(ds["path"])
-            ):
-                problems.append(f"{key}.path: file or folder not found: {base / ds['path']}")
+        # Data files are not looked at here: planning needs no data (a missing file stops the data job,
+        # naming this key and how to get the data; labeldist.data.prepare).
+        if "hub" in ds and ds["loader"] not in LOADERS_WITH_HUB:
+            problems.append(f"{key}.hub: only for loaders {sorted(LOADERS_WITH_HUB)}, not {ds['loader']!r}")
+        if "split_file" in ds and ds["loader"] != "mfrc":
+            problems.append(f"{key}.split_file: only for loader 'mfrc', not {ds['loader']!r}")
+        if ds["loader"] in LOADERS_WITH_PATH and "path" not in ds and "hub" not in ds:
+            problems.append(f"{key}.path: required for loader {ds['loader']!r}"
+                            + (" (or `hub`)" if ds["loader"] in LOADERS_WITH_HUB else ""))
         label_lists = []
         if ds["loader"] == "synthetic":
-            label_lists.append(("synthetic.labels", ds["synthetic"]["labels"]))
+            label_lists.append(("synthetic.labels", ds["synthetic"]))
         if "labels" in ds:
-            label_lists.append(("labels", ds["labels"]))
-        for sub, labels in label_lists:
+            label_lists.append(("labels", ds))
+        for sub, holder in label_lists:
+            # edge spaces are dropped here as in every data field (labeldist.data.records.check_label_name)
+            field = "labels"
+            labels = [l.strip() for l in holder[field]]
+            holder[field] = labels
             dupes = sorted({l for l in labels if labels.count(l) > 1})
             if dupes:
-                problems.append(f"{key}.{sub}: duplicate labels {dupes}")
+                problems.append(f"{key}.{sub}: duplicate labels {dupes} (edge spaces do not count)")
             if NONE_LABEL in labels:
                 problems.append(f"{key}.{sub}: '{NONE_LABEL}' is reserved for the empty label set")
-            bad = [l for l in labels if l != l.strip() or "," in l or '"' in l]
+            bad = [l for l in labels if not l or any(c in l for c in ',"\t\n\r')]
             if bad:
-                problems.append(f"{key}.{sub}: labels may not contain commas, quotes or edge spaces: {bad}")
+                problems.append(f"{key}.{sub}: labels may not be blank or contain commas, double quotes, "
+                                f"tabs or line breaks: {bad}")
     for name, model in cfg["models"].items():
         key = f"models.{name}"
         if model["source"] == "hub" and "hub_id" not in model:

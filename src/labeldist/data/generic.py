@@ -23,7 +23,8 @@ from typing import Any, Iterator, Mapping
 from ..errors import DataError
 from ..io import iter_jsonl
 from .readers import empty_splits, iter_csv, normalise_split, seeded_split, split_list
-from .records import (NONE_LABEL, SPLITS, LabelledData, Origin, check_label_name, example_from_annotations,
+from .records import (NONE_LABEL, SPLITS, LabelledData, Origin, check_label_name, check_label_set,
+                      example_from_annotations,
                       example_from_distribution, example_from_gold)
 
 EXTENSIONS = {".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv"}
@@ -117,7 +118,7 @@ def _seen_labels(part: Mapping[str, Any]) -> set[str]:
         if isinstance(ann, list):
             seen.update(ann)
     if isinstance(part.get("distribution"), Mapping):
-        seen.update(part["distribution"])
+        seen.update(k.strip() if isinstance(k, str) else k for k in part["distribution"])
     return {s for s in seen if isinstance(s, str)} - {NONE_LABEL}
 
 
@@ -141,7 +142,8 @@ def load_generic(name: str, cfg: Mapping[str, Any]) -> LabelledData:
             parts.append((file_split, _parse(rec, mode, f, origin)))
     if not parts:
         raise DataError(cfg["path"], "no records")
-    labels = list(cfg["labels"]) if cfg.get("labels") else sorted(set().union(*(_seen_labels(p) for _, p in parts)))
+    labels = (check_label_set(list(cfg["labels"]), Origin(f"datasets.{name}"), "labels") if cfg.get("labels")
+              else sorted(set().union(*(_seen_labels(p) for _, p in parts))))
     if not labels:
         raise DataError(cfg["path"], "no label found in the data and none configured", field=f["labels"])
     # splits: file names, else the split column of every record, else seeded by id

@@ -56,10 +56,14 @@ def read_divisions(path: Path) -> dict[str, str]:
         split = normalise_split(split_name, origin, split_name)
         if not isinstance(ids, list):
             raise origin.error("expected a list of post ids", split_name)
+        if not ids:
+            raise origin.error(f"empty official split file entry: split {split_name!r} lists no post id", split_name)
         for pid in ids:
             if str(pid) in out:
                 raise origin.error(f"duplicate id {pid!r} (also in split '{out[str(pid)]}')", split_name)
             out[str(pid)] = split
+    if not out:
+        raise DataError(path, "empty official split file: no post ids")
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -74,7 +75,13 @@ def iter_csv(path: str | Path, delimiter: str = ",", required: Sequence[str] = (
             header = next(reader, None)
             if header is None:
                 raise DataError(path, "empty file: expected a header line", line=1)
-            header = [h.strip().lstrip("\ufeff") for h in header]
+            header = [h.lstrip("\ufeff").strip() for h in header]
+            seen_cols: set[str] = set()
+            for col in header:
+                if col in seen_cols:
+                    raise DataError(path, f"duplicate column {col!r} in the header (edge spaces do not count)",
+                                    line=1, field=col)
+                seen_cols.add(col)
             missing = [c for c in required if c not in header]
             if missing:
                 raise DataError(path, f"header lacks column(s) {missing} (has {header})", line=1, field=missing[0])
@@ -175,3 +182,64 @@ def split_list(value: str) -> list[str]:
         if item:
             out.append(item)
     return out
+
+
+# ---- the datasets hub ---------------------------------------------------------------------------
+def load_hub(hub: str, config: str | None = None, *, data_files: str | None = None, revision: str | None = None,
+             field: str | None = None):
+    """Return `datasets.load_dataset(hub, config, data_files=..., revision=...)` (a DatasetDict): a hub
+    id, or a local folder in the hub repository's layout (what the tests use). Cached under HF_HOME;
+    with HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 it reads the cache only. Any failure (offline without
+    a cache, unknown repo or config, gated repo) is a one-line DataError naming `field` (the config key)."""
+    import datasets  # heavy import, only on this path
+
+    kwargs = {k: v for k, v in (("data_files", data_files), ("revision", revision)) if v is not None}
+    try:
+        return datasets.load_dataset(hub, config, **kwargs)
+    except Exception as err:  # offline, unknown repo, ...: say which dataset and why, on one line
+        reason = " ".join(str(err).split())[:300]
+        what = f"{hub}" + (f" (config {config!r})" if config else "") + (f" ({data_files})" if data_files else "")
+        empty = re.search(r'Instruction "(\w+)" corresponds to no data', reason)
+        if empty:  # a split without rows (datasets reports it so)
+            raise DataError(f"{hub} [{config or 'default'}/{empty.group(1)}]",
+                            "empty official split: no rows", field=field) from None
+        raise DataError(what, f"datasets.load_dataset failed: {type(err).__name__}: {reason}. Run the data job "
+                              f"once with network access (the files are then cached under HF_HOME; "
+                              f"HF_HUB_OFFLINE=1 reads the cache)", field=field) from None
+
+
+def require_columns(dataset, columns: Sequence[str], source: str) -> None:
+    """DataError naming `source` and the first missing column when a hub split lacks one of `columns`."""
+    have = list(dataset.column_names)
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise DataError(source, f"lacks column(s) {missing} (has {have})", field=missing[0])
+
+
+def read_split_file(path: str | Path, source_key: str | None = None) -> tuple[dict[str, str], str]:
+    """Return ({key: split}, key column) from a split file: CSV (header) or JSONL with a `split` column
+    and an `id` or `text` column (`text` keys are returned as the texts themselves). An empty file, a
+    key listed twice or an unknown split is a DataError naming the file (and line)."""
+    from ..io import iter_jsonl
+
+    path = require_file(path, source_key)
+    rows = iter_jsonl(path) if path.suffix.lower() == ".jsonl" else iter_csv(path)
+    out: dict[str, str] = {}
+    key_col = None
+    for lineno, row in rows:
+        origin = Origin(str(path), lineno)
+        if key_col is None:
+            key_col = "id" if "id" in row else "text" if "text" in row else None
+            if key_col is None or "split" not in row:
+                raise origin.error("a split file needs a 'split' column and an 'id' or 'text' column",
+                                   "split" if "split" in row else "id")
+        if key_col not in row or "split" not in row:
+            raise origin.error("missing field", key_col if key_col not in row else "split")
+        key = str(row[key_col]).strip() if key_col == "id" else str(row[key_col])
+        split = normalise_split(row["split"], origin, "split")
+        if key in out and out[key] != split:
+            raise origin.error(f"{key_col} {key[:60]!r} listed twice, in splits '{out[key]}' and '{split}'", key_col)
+        out[key] = split
+    if not out:
+        raise DataError(path, "empty split file: no rows (an official split file must list every example)")
+    return out, key_col

@@ -94,6 +94,8 @@ class LabelledData:
     skipped: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     skipped_annotations: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     notes: list[str] = field(default_factory=list)
+    rule_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Records a documented rule touched, per rule and split (e.g. GoEmotions `neutral_with_emotion`)."""
 
     def labels_json(self) -> dict[str, Any]:
         """Return the content of `labels.json` (docs/formats.md)."""
@@ -108,13 +110,21 @@ class LabelledData:
             "skipped_annotations": {s: int(self.skipped_annotations.get(s, 0)) for s in SPLITS},
             "loader": self.loader,
             "notes": list(self.notes),
+            **({"rule_counts": {rule: {s: int(c.get(s, 0)) for s in SPLITS} for rule, c in self.rule_counts.items()}}
+               if self.rule_counts else {}),
         }
+
+    def count_rule(self, rule: str, split: str, n: int = 1) -> None:
+        """Count `n` records of `split` touched by the documented rule `rule` (labels.json rule_counts)."""
+        counts = self.rule_counts.setdefault(rule, {s: 0 for s in SPLITS})
+        counts[split] += n
 
 
 # ---- label sets ---------------------------------------------------------------------------------
 def check_label_name(label: Any, origin: Origin, field: str) -> str:
-    """Return `label` if it is a usable label name: a non-empty string without edge spaces, commas,
-    double quotes, tabs or line breaks (they would break the prompts' label formats); else DataError."""
+    """Return `label` without edge spaces if it is a usable label name: a non-empty string without
+    commas, double quotes, tabs or line breaks (they would break the prompts' label formats); else
+    DataError. Edge spaces never count, in any field or in the config: "joy " is "joy"."""
     if not isinstance(label, str):
         raise origin.error(f"label must be a string, got {label!r}", field)
     if not label.strip():
@@ -123,9 +133,7 @@ def check_label_name(label: Any, origin: Origin, field: str) -> str:
         if ch in label:
             raise origin.error(f"label {label!r} contains {what}: label names may not (they would break "
                                f"the comma and JSON label formats of the prompts)", field)
-    if label != label.strip():
-        raise origin.error(f"label {label!r} has leading or trailing spaces", field)
-    return label
+    return label.strip()
 
 
 def order_labels(chosen: Iterable[str], label_set: Sequence[str], origin: Origin, field: str) -> list[str]:
@@ -133,7 +141,7 @@ def order_labels(chosen: Iterable[str], label_set: Sequence[str], origin: Origin
 
     The literal "none" stands for the empty set and is dropped (it may not be combined with labels).
     """
-    chosen = list(chosen)
+    chosen = [lab.strip() if isinstance(lab, str) else lab for lab in chosen]  # edge spaces never count
     known = set(label_set)
     picked = set()
     for lab in chosen:
@@ -146,6 +154,36 @@ def order_labels(chosen: Iterable[str], label_set: Sequence[str], origin: Origin
     if NONE_LABEL in chosen and picked:
         raise origin.error(f"'{NONE_LABEL}' combined with labels {sorted(picked)}", field)
     return [lab for lab in label_set if lab in picked]
+
+
+def check_label_set(labels: Sequence[Any], origin: Origin, field: str,
+                    lines: Sequence[int | None] | None = None) -> list[str]:
+    """Return a label set's names (edge spaces dropped) after checking each (check_label_name) and that
+    no name appears twice; the DataError names the file, the line of the second occurrence (when
+    `lines` gives one per label) and the field."""
+    out: list[str] = []
+    first: dict[str, int] = {}
+    for i, lab in enumerate(labels):
+        at = Origin(origin.path, lines[i]) if lines is not None else origin
+        name = check_label_name(lab, at, field)
+        if name in first:
+            raise at.error(f"duplicate label {name!r} (also entry {first[name] + 1} of the label set; "
+                           f"edge spaces do not count)", field)
+        first[name] = i
+        out.append(name)
+    return out
+
+
+def normalise_shares(distribution: Mapping[Any, Any], origin: Origin, field: str) -> dict[Any, Any]:
+    """Return a label -> share mapping with edge spaces dropped from its keys; two keys that are the
+    same label (e.g. "joy" and "joy ") are a DataError."""
+    out: dict[Any, Any] = {}
+    for key, val in distribution.items():
+        name = key.strip() if isinstance(key, str) else key
+        if name in out:
+            raise origin.error(f"duplicate label {name!r} in the distribution (edge spaces do not count)", field)
+        out[name] = val
+    return out
 
 
 # ---- reference distributions --------------------------------------------------------------------
@@ -265,6 +303,7 @@ def example_from_distribution(ex_id: Any, text: Any, distribution: Mapping[str, 
                            distribution_field)
     if not distribution:
         raise origin.error("empty distribution: example has zero annotators", distribution_field)
+    distribution = normalise_shares(distribution, origin, distribution_field)
     order_labels([k for k in distribution if k != NONE_LABEL], labels, origin, distribution_field)
     for key, val in distribution.items():
         if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0.0 <= float(val) <= 1.0:
@@ -299,8 +338,7 @@ def check_dataset(data: LabelledData) -> LabelledData:
         raise DataError(f"datasets.{data.name}", "empty label set", field="labels")
     if NONE_LABEL in data.labels:
         raise DataError(f"datasets.{data.name}", f"'{NONE_LABEL}' is reserved for the empty label set", field="labels")
-    for lab in data.labels:
-        check_label_name(lab, Origin(f"datasets.{data.name}"), "labels")
+    data.labels = check_label_set(data.labels, Origin(f"datasets.{data.name}"), "labels")
     if len(data.labels) < MIN_LABELS:
         raise DataError(f"datasets.{data.name}", f"label set {data.labels} has {len(data.labels)} label(s), "
                         f"need at least {MIN_LABELS} (list every label in datasets.{data.name}.labels when some "
