@@ -285,7 +285,7 @@ def test_marginal_on_random_model_is_a_probability_per_label():
 
 
 def _naive_marginal(model, ids, table, top_p, min_prob, max_depth):
-    """The marginal search of METHODS.md section 4 with every score from a full forward pass."""
+    """The marginal search of docs/methods.md section 4 with every score from a full forward pass."""
     n = len(table.labels)
     totals, marg = 0.0, [0.0] * n
     stack = [((), 1.0, list(ids))]

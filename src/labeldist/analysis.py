@@ -1,4 +1,4 @@
-"""Behavioural analyses of METHODS.md section 7, computed from generation records (docs/formats.md).
+"""Behavioural analyses of docs/methods.md section 7, computed from generation records (docs/formats.md).
 
 Each function returns a tidy pandas DataFrame (one row per step, rank, emitted label or output) that
 the figure functions in `labeldist.plots` draw, or a dict of summary numbers:

@@ -4,7 +4,7 @@ Input: `label_1, label_2, ..., label_L [SEP] text`. Each label's logit is the me
 embeddings of exactly *its* tokens (a label split into several word pieces contributes all of them),
 passed through a head shared by all labels (Linear -> Tanh -> Dropout -> Linear). Loss: BCE, plus, when
 `correlation_weight > 0`, a label-correlation term (`label_correlation_loss`). Early stopping on dev
-micro-F1 restores the best epoch's weights. q(l | x) = sigmoid(logit) (METHODS.md section 4, `demux`).
+micro-F1 restores the best epoch's weights. q(l | x) = sigmoid(logit) (docs/methods.md section 4, `demux`).
 
 Encoders: `builtin` builds a small BertModel from BertConfig with a WordPiece tokenizer trained by the
 `tokenizers` library on the training texts and label names; any other value is a hub id or local folder

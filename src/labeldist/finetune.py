@@ -1,4 +1,4 @@
-"""Finetuning regimes (METHODS.md section 5): supervised finetuning (TRL SFTTrainer, LoRA via PEFT) and
+"""Finetuning regimes (docs/methods.md section 5): supervised finetuning (TRL SFTTrainer, LoRA via PEFT) and
 GRPO reinforcement learning (TRL GRPOTrainer) with a label-F1 + format reward.
 
 Both regimes read the data stage's files (docs/formats.md), build the same prompts the generation stage

@@ -1,4 +1,4 @@
-"""Metrics of METHODS.md section 6: how well per-label confidences q match p_ref and the gold labels.
+"""Metrics of docs/methods.md section 6: how well per-label confidences q match p_ref and the gold labels.
 
 For one run (dataset x model x regime x estimator x seed) `run_metrics` returns a JSON-ready dict:
 alignment of q with p_ref over the L labels (none excluded), classification after thresholding q

@@ -1,4 +1,4 @@
-"""Linear probes on the LLM's hidden state at the first label step (METHODS.md section 4, `linear_probe`).
+"""Linear probes on the LLM's hidden state at the first label step (docs/methods.md section 4, `linear_probe`).
 
 Per label, a scikit-learn pipeline `StandardScaler -> [TruncatedSVD] -> LogisticRegression` is fitted on
 the hidden states of the `train` subset against the train split's aggregate gold labels; q(l | x) is its

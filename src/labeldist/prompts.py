@@ -1,4 +1,4 @@
-"""Prompts (METHODS.md section 2): instruction + k demonstrations + the query, label formats, parsing,
+"""Prompts (docs/methods.md section 2): instruction + k demonstrations + the query, label formats, parsing,
 and seeded demo sampling.
 
 Plain-text layout (base models)::
@@ -244,7 +244,7 @@ def sample_demos(
     return chosen
 
 
-# ---- unary and pairwise prompts (METHODS.md section 4, "Zero-shot, extra prompts") -------------------
+# ---- unary and pairwise prompts (docs/methods.md section 4, "Zero-shot, extra prompts") -------------------
 UNARY_ANSWERS = ("reasonable", "unreasonable")
 PAIRWISE_ANSWERS = ("a", "b")
 _SUFFIX_MARKER = "\x00SUFFIX\x00"

@@ -1,4 +1,4 @@
-"""The sequence-classification-head baseline (METHODS.md section 4, `seq_cls_head`): the base LLM with a
+"""The sequence-classification-head baseline (docs/methods.md section 4, `seq_cls_head`): the base LLM with a
 linear multi-label head (`AutoModelForSequenceClassification`, BCE on float multi-hot labels), LoRA-
 finetuned with PEFT on the train split's query texts (no instruction, no demos); q(l | x) = sigmoid of
 the head's logit for l. Writes estimate parquets (docs/formats.md) for the main and dev subsets and keeps

@@ -1,4 +1,4 @@
-"""Tables of METHODS.md section 6: per-run metrics aggregated over seeds.
+"""Tables of docs/methods.md section 6: per-run metrics aggregated over seeds.
 
 Each row is one dataset x model x regime x estimator; each metric gets its mean and standard deviation
 over seeds, the number of seeds, and a 95% bootstrap interval over examples: for every bootstrap

@@ -1,4 +1,4 @@
-# Supervised estimator `demux` (METHODS.md section 4): a BERT-style encoder reading
+# Supervised estimator `demux` (docs/methods.md section 4): a BERT-style encoder reading
 # `label_1, ..., label_L [SEP] text`, trained per dataset and seed on the train split with early stopping
 # on dev. Not tied to an LLM: model key `encoder`, regime `base` (docs/formats.md). One job per dataset
 # and seed writes estimates/{d}/encoder/base/demux/{main,dev}/seed{s}.parquet and the trained model,

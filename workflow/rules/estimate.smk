@@ -1,4 +1,4 @@
-# Estimators that turn generation files into per-label confidences q(l | x) (METHODS.md section 4):
+# Estimators that turn generation files into per-label confidences q(l | x) (docs/methods.md section 4):
 # results/estimates/{dataset}/{model}/{regime}/{estimator}/{subset}/seed{seed}.parquet (docs/formats.md).
 # Input and target functions are lambdas: `snakemake --lint` flags files that mix `def`s and rules.
 from labeldist.estimators import ESTIMATOR_NAMES as GENERATION_ESTIMATOR_NAMES

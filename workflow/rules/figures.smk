@@ -1,4 +1,4 @@
-# Figures (METHODS.md section 7): one rule per figure in config `figures`, each writing
+# Figures (docs/methods.md section 7): one rule per figure in config `figures`, each writing
 # figures/{name}.png (in the report, with its caption) and figures/{name}.pdf.
 
 

@@ -1,4 +1,4 @@
-# Finetuning regimes (METHODS.md section 5) and the sequence-classification-head baseline (section 4).
+# Finetuning regimes (docs/methods.md section 5) and the sequence-classification-head baseline (section 4).
 #   sft, rl:      results/models/{dataset}/{model}/{sft,rl}/  merged save_pretrained folders with
 #                 training_log.csv (docs/formats.md); the generation rules pull them in via model_dir().
 #   seq_cls_head: estimates/{dataset}/{model}/base/seq_cls_head/{main,dev}/seed{seed}.parquet

@@ -1,4 +1,4 @@
-# Metrics (METHODS.md section 6): one JSON per run (dataset x model x regime x estimator x seed), then
+# Metrics (docs/methods.md section 6): one JSON per run (dataset x model x regime x estimator x seed), then
 # the alignment and classification tables aggregated over seeds (docs/formats.md, Metrics and tables).
 # Input and target functions are lambdas: `snakemake --lint` flags files that mix functions and rules.
 

@@ -1,4 +1,4 @@
-# Supervised estimator `linear_probe` (METHODS.md section 4): logistic-regression probes on the LLM's
+# Supervised estimator `linear_probe` (docs/methods.md section 4): logistic-regression probes on the LLM's
 # hidden state at the first label step, trained on the `train` subset against the train split's gold
 # labels, applied to the `main` and `dev` subsets. One job per dataset x model x regime x seed writes
 #   estimates/{d}/{m}/{r}/linear_probe/{main,dev}/seed{s}.parquet      (last layer; docs/formats.md)

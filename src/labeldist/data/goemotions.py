@@ -2,7 +2,7 @@
 raw per-rater CSVs.
 
 Pooling (config `pooling`): `clusters` = the study's 7 clusters (a cluster is on when any member
-emotion is on; METHODS.md section 1), `none` = the 27 emotions. `neutral` always means the empty
+emotion is on; docs/methods.md section 1), `none` = the 27 emotions. `neutral` always means the empty
 label set ("none"). The aggregated data has no annotators (p_ref_source "gold"); the rater files do:
 ratings marked `example_very_unclear` are dropped (counted in `skipped_annotations`; an example left
 without ratings is dropped and counted in `skipped`), and gold = pooled labels chosen by >= 50% of
@@ -27,7 +27,7 @@ EMOTIONS = ["admiration", "amusement", "anger", "annoyance", "approval", "caring
             "gratitude", "grief", "joy", "love", "nervousness", "optimism", "pride", "realization", "relief",
             "remorse", "sadness", "surprise", "neutral"]
 NEUTRAL = "neutral"
-# The study's 7-cluster pooling (METHODS.md section 1), used when emotion_clustering.json is absent.
+# The study's 7-cluster pooling (docs/methods.md section 1), used when emotion_clustering.json is absent.
 CLUSTERS: dict[str, list[str]] = {
     "joy": ["amusement", "excitement", "joy", "love"],
     "optimism": ["desire", "optimism", "caring"],

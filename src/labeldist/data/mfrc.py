@@ -1,7 +1,7 @@
 """MFRC, the Moral Foundations Reddit Corpus (Trager et al., 2022): per-annotator CSV and the shipped
 annotator-fraction JSONL.
 
-Rules (METHODS.md section 1): labels Authority, Care, Equality, Loyalty, Proportionality, Purity;
+Rules (docs/methods.md section 1): labels Authority, Care, Equality, Loyalty, Proportionality, Purity;
 an annotation that mixes "Non-Moral" or "Thin Morality" with a foundation is dropped (counted in
 `skipped_annotations`; an example left without annotations is dropped and counted in `skipped`);
 a lone Non-Moral / Thin Morality annotation is the empty set ("none"); gold = share >= 0.5.

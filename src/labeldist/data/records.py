@@ -1,4 +1,4 @@
-"""The data stage's record types and the reference distribution p_ref (METHODS.md section 1).
+"""The data stage's record types and the reference distribution p_ref (docs/methods.md section 1).
 
 Every loader returns a `LabelledData` whose examples are built by the `example_from_*` functions
 below, so gold labels, annotations and p_ref follow one set of rules whatever the source format:
