@@ -1,5 +1,5 @@
 """Generation with per-step label distributions, hidden states and the token-level marginal
-(METHODS.md sections 3 and 4).
+(docs/methods.md sections 3 and 4).
 
 Pipeline for one batch of prompts:
 
