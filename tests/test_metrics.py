@@ -300,3 +300,35 @@ def test_write_table_renders_csv_markdown_html(tmp_path):
     cls = {k: tmp_path / f"classification.{k}" for k in ("csv", "md", "html")}
     T.write_table(paths, "classification", cls["csv"], cls["md"], cls["html"])
     assert "1 / 2 / 0 / 0 of 20" in cls["md"].read_text()  # generation counts are shown, not dropped
+
+
+def test_headline_table_and_readme_block(tmp_path):
+    """The headline: per dataset, estimators ordered by best L1, one L1/BCE/F1/AUC group per model, base
+    regime only; gold-only datasets show F1 and AUC only. update_readme swaps the marked block."""
+    results = [fake_result("first_step", 0, 0.30, [0.3]), fake_result("max_over_steps", 0, 0.10, [0.1]),
+               fake_result("max_over_steps", 0, 0.99, [0.99], regime="sft"),
+               fake_result("first_step", 0, 0.20, [0.2]) | {"model": "big"},
+               fake_result("first_step", 0, 0.5, [0.5], source="gold") | {"dataset": "semeval"}]
+    order = {"dataset": ["syn", "semeval"], "model": ["tiny", "big"]}  # the config's order
+    align = T.summarise(results, M.ALIGNMENT_METRICS, order)
+    cls = T.summarise(results, M.CLASSIFICATION_METRICS, order, counts=True)
+    md = T.headline_markdown(align, cls)
+    syn, gold = md.split("**semeval**")
+    lines = [line for line in syn.splitlines() if line.startswith("| ")]
+    assert lines[0] == ("| estimator | tiny: L1 ↓ | tiny: soft BCE ↓ | tiny: F1 ↑ | tiny: AUC ↑ | big: L1 ↓ "
+                        "| big: soft BCE ↓ | big: F1 ↑ | big: AUC ↑ |")
+    assert lines[1].startswith("| max_over_steps | 0.100 | 0.100 | 0.500 |  |")  # AUC undefined: empty
+    assert lines[2].startswith("| first_step | 0.300 |") and "| 0.200 |" in lines[2]
+    assert "0.990" not in md  # sft rows are not in the headline
+    assert "L1" not in gold and "gold labels only" in gold
+    path = tmp_path / "headline.md"
+    T.write_headline(align, cls, path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{T.README_START}\nold table\n{T.README_END}\noutro\n")
+    assert T.update_readme(readme, path) is True
+    text = readme.read_text()
+    assert "old table" not in text and md in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert T.update_readme(readme, path) is False
+    readme.write_text("no markers")
+    with pytest.raises(DataError, match="markers"):
+        T.update_readme(readme, path)
