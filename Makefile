@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint dryrun report clean
+.PHONY: install run test lint dryrun report readme clean
 
 $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ install: $(STAMP)
 run: install
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/default
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/default --report results/report.html
+
+# copy the headline table the last `make run` wrote (results/tables/headline.md) into README.md
+readme: install
+	$(BIN)/python -m labeldist.tables README.md results/tables/headline.md
 
 test: install
 	$(BIN)/python -m pytest
