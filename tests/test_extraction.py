@@ -381,3 +381,27 @@ def test_chat_template_prompts():
             naive = [naive_logprob(model, p + ex.generated_ids[:t], list(ids)) for ids in table.slot_ids(s_index)]
             assert step["whole_label_logprobs"] == pytest.approx(naive, abs=2e-4)
         assert len(ex.record["marginal"]) == len(LABELS_X) + 1
+
+
+def test_steps_hidden_and_marginal_on_a_hybrid_sliding_window_model():
+    """Gemma-3-style layers (sliding window 8 alternating with full attention), prompts many windows
+    long: generation keeps every position, so every slot's numbers, the hidden states and the marginal
+    equal full forwards."""
+    from .test_scoring import tiny_gemma
+
+    tok, model = tiny_tokenizer(), tiny_gemma()
+    spec = PromptSpec(**{**SPEC.__dict__, "label_format": "json"})
+    labels = ["joy", "fear", "zyxwvu", "anger"]
+    table = build_label_table(tok, spec, labels)
+    prompts = [build_prompt(spec, labels, [("so sad", ["fear"])], q) for q in ("the day", "my friend left me")]
+    settings = ExtractionSettings(max_new_tokens=8, batch_size=2, hidden_layers="all", marginal=True,
+                                  marginal_min_prob=0.002, marginal_max_depth=2)
+    results = extract(model, tok, prompts, spec, labels, settings, progress=False)
+    assert any(ex.record["steps"] for ex in results)
+    _check_against_full_forward(model, prompts, results, table)
+    for prompt, ex in zip(prompts, results):
+        steps = ex.record["steps"]
+        ids = tok(prompt)["input_ids"] + ex.generated_ids[: steps[0]["position"] if steps else 0]
+        if not steps and ex.generated_ids[: len(table.lead)] != list(table.lead):
+            ids += list(table.lead)
+        assert ex.record["marginal"] == pytest.approx(_naive_marginal(model, ids, table, 0.99, 0.002, 2), abs=1e-4)

@@ -19,7 +19,6 @@ from labeldist.scoring import (
     Continuation,
     choice_probabilities,
     encode_prefixes,
-    extend_prefix,
     TokenTree,
     run_continuations,
     score_trees,
@@ -220,29 +219,6 @@ def test_choice_probabilities_equal_naive(answers):
             assert got[i][j] == pytest.approx(expected, abs=1e-4)
 
 
-def test_extension_rows_continue_their_parent_rows():
-    """Scoring on an extension of an extension equals a full forward of the concatenated tokens."""
-    tok, model = tiny_tokenizer(), tiny_model()
-    prompts = prompts_of_different_lengths()
-    enc = _encode(tok, prompts)
-    root, _ = encode_prefixes(model, enc["input_ids"], enc["attention_mask"])
-    feeds1 = [(5, 6, 7), (8,), (9, 10)]
-    ext1, last1 = extend_prefix(model, root, [Continuation(row=b, visible=root.length, feed=f)
-                                              for b, f in enumerate(feeds1)], max_rows=2)
-    ext2, last2 = extend_prefix(model, ext1, [Continuation(row=2, visible=ext1.length, feed=(11, 12)),
-                                              Continuation(row=0, visible=ext1.length, feed=(13,))])
-    target = (20, 21, 22)
-    res = run_continuations(model, ext2, [Continuation(row=0, visible=ext2.length, targets=target, start=0),
-                                          Continuation(row=1, visible=ext2.length, targets=target, start=1)],
-                            start_logprobs=last2)
-    real = [tok(p)["input_ids"] for p in prompts]
-    expected = [naive_logprob(model, real[2] + [9, 10, 11, 12], list(target)),
-                naive_logprob(model, real[0] + [5, 6, 7, 13], list(target))]
-    assert res.logprob.tolist() == pytest.approx(expected, abs=2e-4)
-    logits, _ = naive_last(model, real[1] + [8])
-    assert torch.allclose(last1[1], torch.log_softmax(logits, -1), atol=2e-4)
-
-
 def test_packed_trees_equal_full_forwards():
     """Branching continuations packed into one row per prefix (4-D ancestor mask) score like separate
     full forwards of each root-to-node path."""
@@ -265,3 +241,128 @@ def test_packed_trees_equal_full_forwards():
         got = score_trees(model, cache, trees, queries, max_rows=max_rows)
         for g, e in zip(got, expected):
             assert g.tolist() == pytest.approx(e, abs=2e-4)
+
+
+# ---- the prompt string's own ids, whatever the boundary ----------------------------------------------
+AWKWARD_QUERIES = ["her.\n\n", "  leading and trailing  ", "ends with punct!", "new\nline\n \n", "tab\t", "x"]
+
+
+def _naive_choice(model, tok, text, answers, add_special_tokens=True):
+    """P(answers[0]) from one full forward of the tokenized prompt string; also checks that the answers'
+    ids (`answer_ids`) continue the string's ids exactly."""
+    from labeldist.scoring import answer_ids
+
+    ids = tok(text, add_special_tokens=add_special_tokens)["input_ids"]
+    question = text[text.rfind("\n", 0, len(text) - 1) + 1:]
+    ans = [list(answer_ids(tok, question, a)) for a in answers]
+    for a, ids_a in zip(answers, ans):
+        assert tok(text + a, add_special_tokens=add_special_tokens)["input_ids"] == ids + ids_a
+    scores = torch.tensor([naive_logprob(model, ids, a) for a in ans])
+    return torch.softmax(scores, dim=-1)[0].item()
+
+
+def awkward_choice_prompts(instruction_pad: str = ""):
+    """Unary and pairwise prompts (labeldist.prompts) whose queries end in whitespace, newlines or
+    punctuation, or start with spaces: the prefix/suffix boundary falls inside a would-be token."""
+    from labeldist.prompts import (PAIRWISE_ANSWERS, UNARY_ANSWERS, choice_prompt, pairwise_question_parts,
+                                   unary_question)
+
+    spec = PromptSpec(**{**SPEC.__dict__, "k": 1})
+    demos = [("so sad", unary_question("sadness"), "reasonable")]
+    out = []
+    for i, q in enumerate(AWKWARD_QUERIES):
+        if i % 2 == 0:
+            questions, answers = [unary_question(l) for l in ("joy", "fear")], UNARY_ANSWERS
+        else:
+            questions, answers = [pairwise_question_parts(a, b) for a, b in (("joy", "fear"), ("joy", "none"))], \
+                PAIRWISE_ANSWERS
+        out.append(choice_prompt(spec, instruction_pad + "Say it.", demos, q, questions, answers))
+    return out
+
+
+def test_choice_probabilities_score_exactly_the_prompt_string_for_awkward_texts():
+    """Queries ending in whitespace/newlines/punctuation: the scored ids are the tokenization of the
+    whole prompt string (re-read from where prefix and prompt tokenizations part), so P equals a plain
+    forward over the full string."""
+    from labeldist.prompts import ChoicePrompt
+
+    tok, model = tiny_tokenizer(), tiny_model()
+    prompts = awkward_choice_prompts()
+    # a prefix that stops inside a word: the suffix's first characters merge with its last token
+    cut = ChoicePrompt(prompts[0].prefix + "Input: the da", [("y was long\nLabel: joy\nIs the label reasonable:",),
+                                                             ("y\nLabel: fear\nIs the label reasonable:",)],
+                       prompts[0].answer_texts)
+    boundary_moves = 0
+    for p in prompts + [cut]:
+        own = tok(p.prefix)["input_ids"]
+        full = tok(p.prefix + "".join(p.suffixes[0]))["input_ids"]
+        boundary_moves += full[: len(own)] != own
+        got = choice_probabilities(model, tok, [p.prefix], [p.suffixes], p.answer_texts)[0]
+        for j, parts in enumerate(p.suffixes):
+            assert got[j] == pytest.approx(_naive_choice(model, tok, p.prefix + "".join(parts), p.answer_texts),
+                                           abs=1e-4)
+    assert boundary_moves >= 1, "no prompt made the tokenizer merge across the prefix/suffix boundary"
+    unary = prompts[::2]  # batched with left padding: the same as one prompt at a time
+    batched = choice_probabilities(model, tok, [p.prefix for p in unary], [p.suffixes for p in unary],
+                                   unary[0].answer_texts, batch_size=2)
+    for p, got in zip(unary, batched):
+        assert got == pytest.approx(choice_probabilities(model, tok, [p.prefix], [p.suffixes], p.answer_texts)[0],
+                                    abs=1e-5)
+
+
+# ---- sliding-window and hybrid attention ----------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def tiny_gemma(window: int = 8):
+    """A tiny Gemma-3 (layers alternate sliding window `window` and full attention) on the tiny
+    tokenizer, weights at std 0.15: prompts are many windows long."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = tiny_tokenizer()
+    cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=window,
+                           layer_types=["sliding_attention", "full_attention"] * 2, max_position_embeddings=512,
+                           pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                           eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.15)
+    return model.eval()
+
+
+def test_hybrid_sliding_window_model_trees_and_choices_equal_full_forwards():
+    """On a model whose sliding-window layers see 8 positions, packed trees below several prefix lengths
+    and choice probabilities equal full forwards of the same sequences (prompts of 40-90 tokens)."""
+    from labeldist.scoring import attention_windows
+
+    tok, model = tiny_tokenizer(), tiny_gemma()
+    assert attention_windows(model) == (8, True)
+    prompts = prompts_of_different_lengths()
+    enc = _encode(tok, prompts)
+    cache, _ = encode_prefixes(model, enc["input_ids"], enc["attention_mask"])
+    width = enc["input_ids"].shape[1]
+    trees, queries, expected = [], [], []
+    for b in range(len(prompts)):
+        real = tok(prompts[b])["input_ids"]
+        pad = width - len(real)
+        tree = TokenTree(row=b, visible=cache.length)
+        trunk = tree.add_chain([5, 6, 7, 8, 9, 10, 11, 12, 13, 14])  # deeper than the window
+        short = tree.add_chain([15, 16], visible=pad + len(real) - 4)  # below a shorter prefix of the row
+        trees.append(tree)
+        queries.append([(trunk[-1], 20), (trunk[2], 21), (short[-1], 22)])
+        expected.append([naive_logprob(model, real + [5, 6, 7, 8, 9, 10, 11, 12, 13, 14], [20]),
+                         naive_logprob(model, real + [5, 6, 7], [21]),
+                         naive_logprob(model, real[:-4] + [15, 16], [22])])
+    for max_rows in (1, 8):
+        for g, e in zip(score_trees(model, cache, trees, queries, max_rows=max_rows), expected):
+            assert g.tolist() == pytest.approx(e, abs=2e-4)
+    prompts = awkward_choice_prompts(instruction_pad="Read every input with care. " * 4)
+    for kind in (prompts[::2], prompts[1::2]):  # unary, pairwise
+        got = choice_probabilities(model, tok, [p.prefix for p in kind], [p.suffixes for p in kind],
+                                   kind[0].answer_texts)
+        for p, g in zip(kind, got):
+            for j, parts in enumerate(p.suffixes):
+                assert g[j] == pytest.approx(_naive_choice(model, tok, p.prefix + "".join(parts),
+                                                            p.answer_texts), abs=1e-4)

@@ -10,10 +10,15 @@ Pipeline for one batch of prompts:
    first label, after the separator for the others.
 3. At each slot: the raw logits of every label's first in-context token (from `generate`'s logits), and
    the full-vocabulary log-probability of every label's whole token sequence, teacher-forced on the
-   generated prefix by `scoring.run_continuations` on `generate`'s own KV cache (no re-encoding).
+   generated prefix by `scoring.score_requests` on `generate`'s own KV cache (no re-encoding): every
+   slot's labels of an example go into one packed token tree on its cache row, one forward for the
+   batch.
 4. The hidden states (all layers or a selection) at the position whose output is the first label step,
-   from a one-token forward on the same cache.
-5. Optionally the marginal search (`marginal_search`).
+   from a node of the same tree.
+5. Optionally the marginal search (`marginal_search`), from the first slot's label scores of step 3.
+
+`generate` runs with a plain `DynamicCache()`, which keeps every position in every layer (a model's
+sliding-window layers mask by position instead of evicting), so the cache serves every slot.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from tqdm.auto import tqdm
 
 from .prompts import NONE_LABEL, PromptSpec, example_block, format_labels, label_list_prefix, \
     label_separator, render_prompt
-from .scoring import Continuation, PrefixCache, extend_prefix, run_continuations, tokens_in_context
+from transformers import DynamicCache
+
+from .scoring import PrefixCache, Request, score_requests, tokens_in_context
 
 log = logging.getLogger(__name__)
 
@@ -406,13 +413,14 @@ def greedy_generate(model: Any, tokenizer: Any, enc: dict, spec: PromptSpec, set
                     pad_id: int) -> Any:
     """Return HF `generate`'s output for a tokenized left-padded batch: greedy, stopping at the label
     line's end / next input prefix (`stop_strings`) or EOS, with raw per-step logits (`output_logits`)
-    and the KV cache (`past_key_values`)."""
+    and the KV cache (`past_key_values`, a `DynamicCache` holding every position of every layer)."""
     with torch.inference_mode():
         return model.generate(
             input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
             max_new_tokens=settings.max_new_tokens, do_sample=False, num_beams=1,
             temperature=None, top_p=None, top_k=None,
             return_dict_in_generate=True, output_logits=True, use_cache=True,
+            past_key_values=DynamicCache(),
             stop_strings=_stop_strings(spec), tokenizer=tokenizer, pad_token_id=pad_id,
         )
 
@@ -444,39 +452,36 @@ def extract_batch(
     prefix = PrefixCache.from_cache(gen.past_key_values, enc["attention_mask"])
     stops = _stop_strings(spec)
     lookup = {label.lower(): i for i, label in enumerate(table.labels)}
-    n_labels = len(table.labels)
 
     per_example = []
-    items: list[Continuation] = []
+    requests: list[Request] = []
     for b in range(len(prompts)):
         ids = sequences[b, n_prompt:].tolist()
         n_tok, stopped = _cut_at_stop(ids, stops, table, text)
         ids = ids[:n_tok]
         slots, list_start = segment_label_slots(ids, table, text, lookup)
-        step_items = []
+        step_requests = []
         for s_index, slot in enumerate(slots):
-            first_item = len(items)
-            for li, label_ids in enumerate(table.slot_ids(s_index)):
-                items.append(Continuation(row=b, visible=n_prompt + slot.position, targets=label_ids,
-                                          start=b * n_gen + slot.position))
-            step_items.append(first_item)
-        hidden_item = None
+            step_requests.append(len(requests))
+            requests.append(Request(row=b, visible=n_prompt + slot.position, targets=table.slot_ids(s_index),
+                                    start=b * n_gen + slot.position))
+        hidden_request = None
         if settings.hidden_layers is not None:
             a = n_prompt + (slots[0].position if slots else 0) - 1
-            hidden_item = len(items)
-            items.append(Continuation(row=b, visible=a, feed=(int(sequences[b, a]),), hidden=True))
-        per_example.append((ids, n_tok, stopped, slots, list_start, step_items, hidden_item))
+            hidden_request = len(requests)
+            requests.append(Request(row=b, visible=a, context=(int(sequences[b, a]),), hidden=True))
+        per_example.append((ids, n_tok, stopped, slots, list_start, step_requests, hidden_request))
 
-    res = run_continuations(model, prefix, items, start_logprobs=start_table,
-                            hidden_layers=settings.hidden_layers, max_rows=settings.max_rows, pad_id=pad_id)
+    res = score_requests(model, prefix, requests, start_logprobs=start_table,
+                         hidden_layers=settings.hidden_layers, max_rows=settings.max_rows, pad_id=pad_id)
 
     results: list[Extraction] = []
     roots = []
-    for b, (ids, n_tok, stopped, slots, list_start, step_items, hidden_item) in enumerate(per_example):
+    for b, (ids, n_tok, stopped, slots, list_start, step_requests, hidden_request) in enumerate(per_example):
         steps = []
-        for s_index, (slot, first_item) in enumerate(zip(slots, step_items)):
+        for s_index, (slot, request) in enumerate(zip(slots, step_requests)):
             firsts = table.first_token_ids(s_index)
-            whole = res.logprob[first_item : first_item + n_labels]
+            whole = torch.tensor(res.logprob[request], dtype=torch.float32)
             emitted = sum(float(logprobs[b, t, ids[t]]) for t in range(slot.position, slot.end))
             steps.append({
                 "position": slot.position,
@@ -492,12 +497,12 @@ def extract_batch(
             "n_tokens": n_tok, "hit_max_tokens": (not stopped) and n_tok >= settings.max_new_tokens,
             "no_label": not slots, "steps": steps,
         }
-        hidden = res.hidden.get(hidden_item) if hidden_item is not None else None
+        hidden = res.hidden.get(hidden_request) if hidden_request is not None else None
         results.append(Extraction(record=record, hidden=hidden, generated_ids=ids))
         if settings.marginal:
             if slots:
                 roots.append(MarginalRoot(row=b, visible=n_prompt + slots[0].position,
-                                          root_logprobs=res.logprob[step_items[0] : step_items[0] + n_labels]))
+                                          root_logprobs=torch.tensor(res.logprob[step_requests[0]])))
             else:
                 roots.append(_empty_root(b, n_prompt, n_gen, list_start, table, sequences))
     if settings.marginal:
@@ -537,15 +542,14 @@ class MarginalRoot:
 
 @dataclass
 class _Node:
-    """A path of the marginal search: its labels and probability, and how to build its cache row:
-    `feed` (its last label's tokens) appended to row `parent_row` of the level's parent cache."""
+    """A path of the marginal search: its labels, its probability, and the token ids from its root's
+    visible prefix to the end of its last label (the root's feed, the first label, then separator +
+    label for each further one)."""
 
     example: int
     labels: tuple[int, ...]
     prob: float
-    parent_row: int = -1
-    parent_visible: int = 0
-    feed: tuple[int, ...] = ()
+    context: tuple[int, ...] = ()
 
 
 def _nucleus(scores: Sequence[float], top_p: float) -> list[int]:
@@ -587,23 +591,27 @@ def marginal_search(
     5. marginal(l) = sum of the probabilities of complete paths containing l / sum over all complete
        paths (normalised by the mass explored); marginal(none) is the mass of the `none` path.
 
-    Cost: per depth, over all examples at once, the paths' last labels and then the separator are
-    appended to the cache (`extend_prefix`, one token or a few per path); END and one-token labels are
-    read off the next-token distributions that come with them, longer ones scored on the extension.
+    Cost: the root slot's scores come from extraction (step 3 of the module doc). Then one packed
+    scoring pass per depth over all examples (`scoring.score_requests`): each frontier path's tokens are
+    fed on its example's cache row below the root, with END and every separator + label continuation as
+    targets, all of a row in one trie (paths sharing labels share nodes); the prompt's keys and values
+    are used in place, never copied per path.
     """
     n_labels = len(table.labels)
     none = table.none_index
     totals = [0.0] * len(roots)
     marg = [[0.0] * n_labels for _ in roots]
-    chunk = dict(max_rows=settings.max_rows, pad_id=pad_id)
+
+    def score(requests: list[Request]) -> list[list[float]]:
+        return score_requests(model, prefix, requests, start_logprobs=start_logprobs, hidden_layers=None,
+                              max_rows=settings.max_rows, pad_id=pad_id).logprob
 
     def complete(example: int, labels: tuple[int, ...], prob: float) -> None:
         totals[example] += prob
         for li in labels:
             marg[example][li] += prob
 
-    def expand(node: _Node, choices: list[int | None], scores: list[float], parent_row: int,
-               parent_visible: int, frontier: list[_Node]) -> None:
+    def expand(node: _Node, choices: list[int | None], scores: list[float], frontier: list[_Node]) -> None:
         total = sum(scores)
         if total <= 0:
             complete(node.example, node.labels, node.prob)
@@ -621,51 +629,30 @@ def marginal_search(
             if choice == none or len(labels) >= settings.marginal_max_depth:
                 complete(node.example, labels, prob)
                 continue
-            root = roots[node.example]
-            feed = (root.feed + table.first[choice]) if not node.labels else table.later[choice]
-            frontier.append(_Node(node.example, labels, prob, parent_row, parent_visible, feed))
+            tail = (roots[node.example].feed + table.first[choice]) if not node.labels \
+                else table.sep + table.later[choice]
+            frontier.append(_Node(node.example, labels, prob, node.context + tail))
 
-    # depth 0: the root slots
+    # depth 0: the root slots (scored by extraction where it reached one)
     need = [i for i, r in enumerate(roots) if r.root_logprobs is None]
     if need:
-        items = [Continuation(row=roots[i].row, visible=roots[i].visible, feed=roots[i].feed, targets=ids,
-                              start=roots[i].start) for i in need for ids in table.first]
-        res = run_continuations(model, prefix, items, start_logprobs=start_logprobs, hidden_layers=None, **chunk)
-        for j, i in enumerate(need):
-            roots[i].root_logprobs = res.logprob[j * n_labels : (j + 1) * n_labels]
+        scored = score([Request(row=roots[i].row, visible=roots[i].visible, context=roots[i].feed,
+                                targets=table.first, start=roots[i].start) for i in need])
+        for i, lp in zip(need, scored):
+            roots[i].root_logprobs = torch.tensor(lp, dtype=torch.float32)
     frontier: list[_Node] = []
     for i, root in enumerate(roots):
-        scores = torch.exp(root.root_logprobs.double()).tolist()
-        expand(_Node(i, (), 1.0), list(range(n_labels)), scores, root.row, root.visible, frontier)
+        expand(_Node(i, (), 1.0), list(range(n_labels)), torch.exp(root.root_logprobs.double()).tolist(), frontier)
 
-    # deeper: END or a further label
-    cache = prefix
+    # deeper: END or a further label, one packed pass per depth
     while frontier:
-        path_cache, after_path = extend_prefix(model, cache, [
-            Continuation(row=n.parent_row, visible=n.parent_visible, feed=n.feed) for n in frontier], **chunk)
-        k = len(frontier)
-        ends = [Continuation(row=j, visible=path_cache.length, targets=table.end, start=j) for j in range(k)]
-        seps = [Continuation(row=j, visible=path_cache.length, targets=table.sep, start=j)
-                for j in range(k)] if table.sep else []
-        scored = run_continuations(model, path_cache, ends + seps, start_logprobs=after_path,
-                                   hidden_layers=None, **chunk).logprob
-        end, sep = scored[:k], (scored[k:] if table.sep else torch.zeros(k))
-        if table.sep:
-            cache, after_sep = extend_prefix(model, path_cache, [
-                Continuation(row=j, visible=path_cache.length, feed=table.sep) for j in range(len(frontier))],
-                **chunk)
-        else:
-            cache, after_sep = path_cache, after_path
         options = [[c for c in range(n_labels) if c != none and c not in n.labels] for n in frontier]
-        items = [Continuation(row=j, visible=cache.length, targets=table.later[c], start=j)
-                 for j, opts in enumerate(options) for c in opts]
-        label_scores = run_continuations(model, cache, items, start_logprobs=after_sep, hidden_layers=None,
-                                         **chunk).logprob
+        scored = score([
+            Request(row=roots[n.example].row, visible=roots[n.example].visible, context=n.context,
+                    targets=(table.end,) + tuple(table.sep + table.later[c] for c in opts))
+            for n, opts in zip(frontier, options)])
         next_frontier: list[_Node] = []
-        pos = 0
-        for j, (node, opts) in enumerate(zip(frontier, options)):
-            logp = torch.cat([end[j : j + 1], sep[j] + label_scores[pos : pos + len(opts)]])
-            pos += len(opts)
-            expand(node, [None] + opts, torch.exp(logp.double()).tolist(), j, cache.length, next_frontier)
+        for node, opts, lp in zip(frontier, options, scored):
+            expand(node, [None] + opts, torch.exp(torch.tensor(lp, dtype=torch.float64)).tolist(), next_frontier)
         frontier = next_frontier
     return [[m / t if t > 0 else 0.0 for m in row] for row, t in zip(marg, totals)]
