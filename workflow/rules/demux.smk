@@ -27,7 +27,7 @@ rule demux:
     resources:
         mem_mb=lambda wildcards, attempt: (16000 if gpu_for(ENCODER) else 4000) * attempt,
         runtime=lambda wildcards, attempt: runtime_for("demux", wildcards, attempt),
-        gpu=gpu_for(ENCODER),
+        **{GPU_KEY: gpu_resource(gpu_for(ENCODER), GPU_KEY)},
     conda:
         ENV
     script:

@@ -1,57 +1,50 @@
-# Estimators that turn generation files into per-label confidences q(l | x) (docs/methods.md section 4):
+# Estimators that turn generation files into per-label confidences q(l | x) (METHODS.md section 4):
 # results/estimates/{dataset}/{model}/{regime}/{estimator}/{subset}/seed{seed}.parquet (docs/formats.md).
-# Input and target functions are lambdas: `snakemake --lint` flags files that mix `def`s and rules.
-from labeldist.estimators import ESTIMATOR_NAMES as GENERATION_ESTIMATOR_NAMES
+# One CPU job per (dataset, model, regime, seed) writes every estimator that reads generation files, for
+# subsets main and dev (labeldist.batched.estimate_run; docs/study_grid.md). Models that run different
+# prompting modes (models.<key>.prompting) write different estimator sets: one rule per such group,
+# `estimate` when all models run the same modes (labeldist.batched.prompting_groups).
+# compare_to_none_platt also reads the dev subset's baseline generation and the dev split's p_ref:
+# (w, b) is fitted there and applied to the requested subset. For subset dev itself that means fitting
+# and applying on dev (there is no other held-out split): in-sample, only used for thresholds.
+from labeldist.batched import SUPERVISED, estimate_inputs, prompting_groups, rule_suffix, run_estimators
 
+PROMPTING_GROUPS = prompting_groups(config)
+EVAL_SUBSETS = ("main", "dev")
 
-# Inputs: the generation file of the estimator's prompting mode for the same subset and seed, and
-# labels.json. compare_to_none_platt also reads the dev subset's baseline generation and the dev split's
-# p_ref: (w, b) is fitted there and applied to the requested subset. For subset dev itself that means
-# fitting and applying on dev (there is no other held-out split): in-sample, only used for thresholds.
-rule estimate:
-    input:
-        unpack(
-            lambda wildcards: {
-                "generations": generation_file(
-                    wildcards.dataset,
-                    wildcards.model,
-                    wildcards.regime,
-                    ESTIMATOR_PROMPTING[wildcards.estimator],
-                    wildcards.subset,
-                    wildcards.seed,
-                ),
-                "labels": data_files(wildcards.dataset)["labels"],
-            }
-            | (
-                {
-                    "dev_generations": generation_file(
-                        wildcards.dataset, wildcards.model, wildcards.regime, "baseline", "dev", wildcards.seed
-                    ),
-                    "dev_data": data_files(wildcards.dataset)["dev"],
-                }
-                if wildcards.estimator == "compare_to_none_platt"
-                else {}
-            )
-        ),
-    output:
-        estimate_file("{dataset}", "{model}", "{regime}", "{estimator}", "{subset}", "{seed}"),
-    log:
-        f"{R}/logs/estimate/{{dataset}}/{{model}}/{{regime}}/{{estimator}}/{{subset}}/seed{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/estimate/{{dataset}}/{{model}}/{{regime}}/{{estimator}}/{{subset}}/seed{{seed}}.tsv"
-    wildcard_constraints:
-        estimator="|".join(GENERATION_ESTIMATOR_NAMES),
-    params:
-        estimator=lambda wildcards: wildcards.estimator,
-        seed=lambda wildcards: int(wildcards.seed),
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=20,
-    conda:
-        ENV
-    script:
-        "../scripts/estimate.py"
+for _prompting, _models in PROMPTING_GROUPS.items():
+    _estimators = run_estimators(config, _prompting)
+    if not _estimators:
+        continue
+
+    rule:
+        name:
+            f"estimate{rule_suffix(_prompting, PROMPTING_GROUPS)}"
+        input:
+            unpack(estimate_inputs(generation_file, data_files, _estimators)),
+        output:
+            **{
+                f"est__{est}__{s}": estimate_file("{dataset}", "{model}", "{regime}", est, s, "{seed}")
+                for est in _estimators
+                for s in EVAL_SUBSETS
+            },
+        log:
+            f"{R}/logs/estimate/{{dataset}}/{{model}}/{{regime}}/seed{{seed}}.log",
+        benchmark:
+            f"{R}/benchmarks/estimate/{{dataset}}/{{model}}/{{regime}}/seed{{seed}}.tsv"
+        wildcard_constraints:
+            model="|".join(_models),
+        params:
+            estimators=_estimators,
+            seed=lambda wildcards: int(wildcards.seed),
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=lambda wildcards, attempt: 30 * attempt,
+        conda:
+            ENV
+        script:
+            "../scripts/estimate.py"
 
 
 # Final targets of this stage: its estimators' estimates for subsets main and dev, every seed.
@@ -59,8 +52,8 @@ STAGE_TARGETS.append(
     lambda: [
         estimate_file(d, m, r, est, subset, seed)
         for d, m, r, est in estimate_combos()
-        if est in GENERATION_ESTIMATOR_NAMES
-        for subset in ("main", "dev")
+        if est not in SUPERVISED
+        for subset in EVAL_SUBSETS
         for seed in SEEDS
     ]
 )

@@ -1,6 +1,7 @@
 # Metrics (docs/methods.md section 6): one JSON per run (dataset x model x regime x estimator x seed), then
 # the alignment and classification tables aggregated over seeds (docs/formats.md, Metrics and tables).
 # Input and target functions are lambdas: `snakemake --lint` flags files that mix functions and rules.
+from labeldist.batched import metrics_inputs
 
 
 TABLE_ORDER = {
@@ -11,28 +12,57 @@ TABLE_ORDER = {
 }
 
 
+# One job per (dataset, model, regime, seed) writes the metrics file of each estimator of the run (one
+# rule per prompting group, as estimate.smk); Demux and the classification head, which have no regime
+# of their own, keep one job per metrics file (rule metrics).
+for _prompting, _models in PROMPTING_GROUPS.items():
+    _estimators = run_estimators(config, _prompting, supervised=True)
+    if not _estimators:
+        continue
+
+    rule:
+        name:
+            f"metrics_run{rule_suffix(_prompting, PROMPTING_GROUPS)}"
+        input:
+            unpack(metrics_inputs(estimate_file, generation_file, data_files, _estimators)),
+        output:
+            **{
+                f"metrics__{est}": metric_file("{dataset}", "{model}", "{regime}", est, "{seed}")
+                for est in _estimators
+            },
+        params:
+            metrics=config["metrics"],
+        log:
+            f"{R}/logs/metrics/{{dataset}}/{{model}}/{{regime}}/seed{{seed}}.log",
+        benchmark:
+            f"{R}/benchmarks/metrics/{{dataset}}/{{model}}/{{regime}}/seed{{seed}}.tsv"
+        wildcard_constraints:
+            model="|".join(_models),
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=lambda wildcards, attempt: 30 * attempt,
+        script:
+            "../scripts/metrics.py"
+
+
 rule metrics:
     input:
-        estimates=lambda w: estimate_file(w.dataset, w.model, w.regime, w.estimator, "main", w.seed),
-        dev_estimates=lambda w: estimate_file(w.dataset, w.model, w.regime, w.estimator, "dev", w.seed),
-        test=lambda w: data_files(w.dataset)["test"],
-        dev=lambda w: data_files(w.dataset)["dev"],
-        labels=lambda w: data_files(w.dataset)["labels"],
-        subsets=lambda w: data_files(w.dataset)["subsets"],
-        # the baseline generation an estimator read, for its counts (none for demux, seq_cls_head, ...)
-        generation=lambda w: (
-            generation_file(w.dataset, w.model, w.regime, "baseline", "main", w.seed)
-            if ESTIMATOR_PROMPTING[w.estimator] == "baseline"
-            else []
+        unpack(
+            lambda w: metrics_inputs(estimate_file, generation_file, data_files, [w.estimator])(w)
         ),
     output:
-        metric_file("{dataset}", "{model}", "{regime}", "{estimator}", "{seed}"),
+        metrics__=metric_file("{dataset}", "{model}", "{regime}", "{estimator}", "{seed}"),
     params:
         metrics=config["metrics"],
     log:
         f"{R}/logs/metrics/{{dataset}}/{{model}}/{{regime}}/{{estimator}}/seed{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/metrics/{{dataset}}/{{model}}/{{regime}}/{{estimator}}/seed{{seed}}.tsv"
+    wildcard_constraints:
+        estimator="demux|seq_cls_head",
     conda:
         ENV
     threads: 1

@@ -1,16 +1,17 @@
-"""Wiring only: one generation file (+ labels.json, + dev inputs for Platt) -> one estimate parquet."""
+"""Wiring only: the generation files of one (dataset, model, regime, seed) -> every estimator's parquet
+for subsets main and dev."""
 
-from labeldist.estimators import write_estimate
+from labeldist.batched import estimate_run, keyed
 from labeldist.runlog import rule_log
 
 with rule_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    write_estimate(
-        snakemake.params.estimator,  # noqa: F821
-        snakemake.input.generations,  # noqa: F821
-        snakemake.input.labels,  # noqa: F821
-        snakemake.output[0],  # noqa: F821
+    inp = snakemake.input  # noqa: F821
+    estimate_run(
+        snakemake.params.estimators,  # noqa: F821
+        keyed(dict(inp.items()), "gen__"),
+        inp.labels,
+        keyed(dict(snakemake.output.items()), "est__"),  # noqa: F821
         seed=snakemake.params.seed,  # noqa: F821
-        dev_generations=snakemake.input.get("dev_generations"),  # noqa: F821
-        dev_data=snakemake.input.get("dev_data"),  # noqa: F821
+        dev_data=inp.get("dev_data"),
         threads=snakemake.threads,  # noqa: F821
     )

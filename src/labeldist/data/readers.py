@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from sklearn.model_selection import train_test_split
 
 from ..errors import DataError
 from ..io import TEXT_ENCODING, decode_error, nul_error
@@ -147,6 +146,8 @@ def seeded_split(keys: Sequence[str], seed: int, source: str = "data",
     n_test = max(1, int(round(fractions[2] * n)))
     if n_dev + n_test >= n:
         n_dev, n_test = 1, 1
+    from sklearn.model_selection import train_test_split  # heavy: imported when a split is drawn
+
     rest, test = train_test_split(uniq, test_size=n_test, random_state=seed, shuffle=True)
     train, dev = train_test_split(rest, test_size=n_dev, random_state=seed, shuffle=True)
     return {**{k: "train" for k in train}, **{k: "dev" for k in dev}, **{k: "test" for k in test}}

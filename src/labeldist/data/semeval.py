@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from sklearn.model_selection import train_test_split
 
 from ..errors import DataError
 from .readers import iter_csv, require_dir, require_file
@@ -51,6 +50,8 @@ def read_semeval_file(path: Path) -> list[Example]:
 def carve_test(dev: list[Example], seed: int) -> tuple[list[Example], list[Example]]:
     """Return (dev, test): sklearn's seeded `train_test_split` sends floor(n/2) examples of `dev` to
     test; both keep file order."""
+    from sklearn.model_selection import train_test_split  # heavy: imported when a split is drawn
+
     _, test_idx = train_test_split(list(range(len(dev))), test_size=len(dev) // 2, random_state=seed)
     chosen = set(test_idx)
     return ([ex for i, ex in enumerate(dev) if i not in chosen], [ex for i, ex in enumerate(dev) if i in chosen])
