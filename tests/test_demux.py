@@ -230,3 +230,13 @@ def test_run_demux_names_the_file_of_an_unknown_subset_id(tmp_path):
     with pytest.raises(demux.DataError, match="subsets.json"):
         run_demux(data=files, estimates={"main": tmp_path / "m.parquet"}, model_dir=tmp_path / "m",
                   settings=TINY, seed=0)
+
+
+def test_sample_train_is_seeded_ordered_and_capped():
+    from labeldist.demux import sample_train
+
+    records = [{"id": str(i)} for i in range(50)]
+    assert sample_train(records, "all", 0) is records and sample_train(records, 80, 0) is records
+    a, b = sample_train(records, 10, 3), sample_train(records, 10, 3)
+    assert a == b and len(a) == 10 and [int(r["id"]) for r in a] == sorted(int(r["id"]) for r in a)
+    assert sample_train(records, 10, 4) != a

@@ -67,6 +67,7 @@ class DemuxSettings:
     dropout: float = 0.1
     vocab_size: int = 2000  # builtin WordPiece vocabulary
     max_length: int = 256  # tokens per input; the text is truncated, the label names never
+    max_train: int | str = "all"  # train on a seeded sample of at most this many train examples
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "DemuxSettings":
@@ -300,6 +301,16 @@ def _rows(batch) -> list[dict]:
 
 
 # ---- training -----------------------------------------------------------------------------------
+def sample_train(records: list[dict], max_train: int | str, seed: int) -> list[dict]:
+    """Return `records`, or a seeded sample of `max_train` of them in their original order when there
+    are more (a pretrained encoder is costly to finetune on a CPU)."""
+    if max_train == "all" or len(records) <= int(max_train):
+        return records
+    keep = np.sort(np.random.default_rng(seed).choice(len(records), size=int(max_train), replace=False))
+    return [records[i] for i in keep]
+
+
+
 @torch.no_grad()
 def predict_logits(model: DemuxModel, encoded: _Encoded, batch_size: int = 64,
                    device: str | torch.device = "cpu") -> np.ndarray:
@@ -434,14 +445,14 @@ def run_demux(*, data: Mapping[str, str | os.PathLike], estimates: Mapping[str, 
     """Train Demux for one dataset and seed, then write the `main` and `dev` estimates and the model.
 
     `data` maps train, dev, test, labels and subsets to the data stage's files. Training uses the train
-    split; early stopping uses the dev split minus the `dev` subset (kept for calibration) when at least
+    split (a seeded sample of `settings.max_train` examples when it is larger); early stopping uses the dev split minus the `dev` subset (kept for calibration) when at least
     20 examples remain, else the whole dev split. `main` ids come from the test split, `dev` ids from the
     dev split. The torch seed is `settings.seed + seed`.
     """
     torch.set_num_threads(max(1, int(threads)))
     device = str(resolve_device(device))
     labels = read_label_set(data["labels"])
-    train = read_split(data["train"], labels)
+    train = sample_train(read_split(data["train"], labels), settings.max_train, settings.seed + seed)
     dev = read_split(data["dev"], labels)
     test = read_split(data["test"], labels)
     subsets = read_json(data["subsets"])
