@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import REPO, SHARED_DATA
+from .conftest import REPO
 from .slurm_cluster import LocalSlurm, SlurmUnavailable, ensure_installed
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -43,9 +43,8 @@ def llm_job(job: dict) -> bool:
 
 @pytest.fixture(scope="module")
 def small_study(tmp_path_factory) -> Path:
-    """config/study.yaml cut to one dataset, a small and a 4-bit 70B model, one seed."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real datasets not found at {SHARED_DATA}: config/study.yaml points there (CI has them)")
+    """config/study.yaml cut to one dataset, a small and a 4-bit 70B model, one seed (planning reads no
+    data: no dataset needs to be present)."""
     cfg = yaml.safe_load((REPO / "config" / "study.yaml").read_text())
     cfg["datasets"] = {"goemotions": cfg["datasets"]["goemotions"]}
     cfg["models"] = {k: cfg["models"][k] for k in ("llama32_1b", "llama31_70b")}
@@ -193,3 +192,37 @@ def test_workflow_runs_through_sbatch(cluster, tmp_path):
     for est in estimates:
         q = pd.read_parquet(work / est)["q"]
         assert len(q) > 0 and q.between(0, 1).all()
+
+
+@pytest.mark.slurm
+def test_gres_only_cluster_gets_gres(cluster, tmp_path):
+    """--config gpu_resource=gres: the generation job reaches SLURM with --gres=gpu:1 (no --gpus) and
+    runs on the GPU partition; CPU jobs ask for no GRES."""
+    work = repo_copy(tmp_path / "repo")
+    config = reduced_config(tmp_path / "slurm_gres.yaml")
+    target = "results/generations/synthetic/tiny/base/baseline/main/seed0.jsonl"
+    env = {**cluster.env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    cmd = [SNAKEMAKE, "--profile", str(work / "profiles" / "slurm"), "--configfile", str(config),
+           "--config", "gpu_resource=gres",
+           "--slurm-partition-config", str(work / "profiles" / "slurm" / "partitions.yaml"),
+           "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5", "--jobs", "2",
+           "--retries", "0", target]
+    try:
+        res = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=420)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"SLURM run timed out\n{(err.stderr or b'')[-3000:]!r}\n{cluster.logs()}")
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-4000:] + "\n" + cluster.logs()
+    assert "--gpus" not in log, log[-3000:]
+    gen_seen = False
+    for _, jobid in re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log):
+        info = cluster.job(jobid)
+        assert info.get("JobState") == "COMPLETED", info
+        generation = info.get("Comment", "").startswith("rule_generate")
+        gen_seen |= generation
+        # --gres is a per-node request (TresPerNode); --gpus would be per job (TresPerJob)
+        assert ("gres:gpu" in info.get("TresPerNode", "")) == generation, info
+        assert "gpu" not in info.get("TresPerJob", ""), info
+        assert info["Partition"] == ("gpu" if generation else "cpu"), info
+    assert gen_seen, log[-3000:]
+    assert (work / target).is_file()
