@@ -366,3 +366,41 @@ def test_hybrid_sliding_window_model_trees_and_choices_equal_full_forwards():
             for j, parts in enumerate(p.suffixes):
                 assert g[j] == pytest.approx(_naive_choice(model, tok, p.prefix + "".join(parts),
                                                             p.answer_texts), abs=1e-4)
+
+
+@pytest.mark.parametrize("which", ["llama", "hybrid"])
+def test_requests_continue_below_kept_extension_nodes(which):
+    """Tokens kept from one packed call (`RequestScores.extension`) serve the next: requests attached
+    below kept nodes, two calls deep, score like full forwards of the whole token sequences (the hybrid
+    model's window is shorter than the chains)."""
+    from labeldist.scoring import Request, score_requests
+
+    tok = tiny_tokenizer()
+    model = tiny_model() if which == "llama" else tiny_gemma()
+    prompts = prompts_of_different_lengths()
+    enc = _encode(tok, prompts)
+    cache, last = encode_prefixes(model, enc["input_ids"], enc["attention_mask"])
+    start = torch.log_softmax(last, dim=-1)
+    real = [tok(p)["input_ids"] for p in prompts]
+    first = score_requests(model, cache, [Request(row=b, visible=cache.length, context=(5, 6, 7),
+                                                  targets=((8, 9, 10), (8, 11), (12,)), start=b)
+                                          for b in range(3)], start_logprobs=start, keep_kv=True)
+    for b in range(3):
+        assert first.logprob[b] == pytest.approx([naive_logprob(model, real[b] + [5, 6, 7], t)
+                                                  for t in ([8, 9, 10], [8, 11], [12])], abs=2e-4)
+    # keep the chains 5 6 7 8 9 (row 0) and 5 6 7 8 (row 2); continue with 10 11 ... below them
+    ext, where = first.extension([first.ends[0][0], first.ends[2][1]])
+    second = score_requests(model, cache, [Request(row=0, visible=cache.length, context=(10, 13, 14, 15),
+                                                   targets=((16, 17), (18,)), attach=where[first.ends[0][0]]),
+                                           Request(row=2, visible=cache.length, context=(11,), targets=((19, 20),),
+                                                   attach=where[first.ends[2][1]])],
+                            extension=ext, keep_kv=True)
+    base0, base2 = real[0] + [5, 6, 7, 8, 9, 10, 13, 14, 15], real[2] + [5, 6, 7, 8, 11]
+    assert second.logprob[0] == pytest.approx([naive_logprob(model, base0, [16, 17]),
+                                               naive_logprob(model, base0, [18])], abs=2e-4)
+    assert second.logprob[1] == pytest.approx([naive_logprob(model, base2, [19, 20])], abs=2e-4)
+    ext2, where2 = second.extension([second.ends[0][0]])  # row 0 only: row 2's nodes are dropped
+    assert int(ext2.valid[2].sum()) == 0 and int(ext2.valid[0].sum()) == 10
+    third = score_requests(model, cache, [Request(row=0, visible=cache.length, context=(17,), targets=((21,),),
+                                                  attach=where2[second.ends[0][0]])], extension=ext2)
+    assert third.logprob[0][0] == pytest.approx(naive_logprob(model, base0 + [16, 17], [21]), abs=2e-4)

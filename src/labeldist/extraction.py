@@ -542,15 +542,17 @@ class MarginalRoot:
 
 @dataclass
 class _Node:
-    """A path of the marginal search: its labels, its probability, and the token ids from its root's
-    visible prefix to the end of its last label (the root's feed, the first label, then separator +
-    label for each further one)."""
+    """A path of the marginal search: its labels, its probability, and the token ids still to feed:
+    below its root's visible prefix (`attach` -1: the root's feed and the first label) or below node
+    `attach` of the previous depth's extension (the last token of its last label; the separator and the
+    label's other tokens were run there)."""
 
     example: int
     labels: tuple[int, ...]
     prob: float
     context: tuple[int, ...] = ()
-
+    attach: int = -1
+    end: tuple[int, int] | None = None  # (tree, node) of the previous pass that the path continues
 
 def _nucleus(scores: Sequence[float], top_p: float) -> list[int]:
     """Indices of the smallest set of choices whose normalised mass reaches top_p, most probable first."""
@@ -592,26 +594,24 @@ def marginal_search(
        paths (normalised by the mass explored); marginal(none) is the mass of the `none` path.
 
     Cost: the root slot's scores come from extraction (step 3 of the module doc). Then one packed
-    scoring pass per depth over all examples (`scoring.score_requests`): each frontier path's tokens are
-    fed on its example's cache row below the root, with END and every separator + label continuation as
-    targets, all of a row in one trie (paths sharing labels share nodes); the prompt's keys and values
-    are used in place, never copied per path.
+    scoring pass per depth over all examples (`scoring.score_requests`): each frontier path's new
+    tokens are fed on its example's cache row, with END and every separator + label continuation as
+    targets, all of a row in one trie; the prompt's keys and values are used in place, never copied per
+    path, and the tokens of the paths that go on are kept (`scoring.Extension`) for the next depth, so no
+    token is run twice.
     """
     n_labels = len(table.labels)
     none = table.none_index
     totals = [0.0] * len(roots)
     marg = [[0.0] * n_labels for _ in roots]
 
-    def score(requests: list[Request]) -> list[list[float]]:
-        return score_requests(model, prefix, requests, start_logprobs=start_logprobs, hidden_layers=None,
-                              max_rows=settings.max_rows, pad_id=pad_id).logprob
-
     def complete(example: int, labels: tuple[int, ...], prob: float) -> None:
         totals[example] += prob
         for li in labels:
             marg[example][li] += prob
 
-    def expand(node: _Node, choices: list[int | None], scores: list[float], frontier: list[_Node]) -> None:
+    def expand(node: _Node, choices: list[int | None], scores: list[float], frontier: list[_Node],
+               ends: list | None = None) -> None:
         total = sum(scores)
         if total <= 0:
             complete(node.example, node.labels, node.prob)
@@ -629,15 +629,18 @@ def marginal_search(
             if choice == none or len(labels) >= settings.marginal_max_depth:
                 complete(node.example, labels, prob)
                 continue
-            tail = (roots[node.example].feed + table.first[choice]) if not node.labels \
-                else table.sep + table.later[choice]
-            frontier.append(_Node(node.example, labels, prob, node.context + tail))
+            if not node.labels:  # below the root: feed the root's tokens and the whole first label
+                frontier.append(_Node(node.example, labels, prob, roots[node.example].feed + table.first[choice]))
+            else:  # the separator and the label but its last token ran in this pass
+                frontier.append(_Node(node.example, labels, prob, table.later[choice][-1:], end=ends[ci]))
 
     # depth 0: the root slots (scored by extraction where it reached one)
     need = [i for i, r in enumerate(roots) if r.root_logprobs is None]
     if need:
-        scored = score([Request(row=roots[i].row, visible=roots[i].visible, context=roots[i].feed,
-                                targets=table.first, start=roots[i].start) for i in need])
+        scored = score_requests(
+            model, prefix, [Request(row=roots[i].row, visible=roots[i].visible, context=roots[i].feed,
+                                    targets=table.first, start=roots[i].start) for i in need],
+            start_logprobs=start_logprobs, hidden_layers=None, max_rows=settings.max_rows, pad_id=pad_id).logprob
         for i, lp in zip(need, scored):
             roots[i].root_logprobs = torch.tensor(lp, dtype=torch.float32)
     frontier: list[_Node] = []
@@ -645,14 +648,19 @@ def marginal_search(
         expand(_Node(i, (), 1.0), list(range(n_labels)), torch.exp(root.root_logprobs.double()).tolist(), frontier)
 
     # deeper: END or a further label, one packed pass per depth
+    extension = None
     while frontier:
         options = [[c for c in range(n_labels) if c != none and c not in n.labels] for n in frontier]
-        scored = score([
-            Request(row=roots[n.example].row, visible=roots[n.example].visible, context=n.context,
-                    targets=(table.end,) + tuple(table.sep + table.later[c] for c in opts))
-            for n, opts in zip(frontier, options)])
+        res = score_requests(
+            model, prefix,
+            [Request(row=roots[n.example].row, visible=roots[n.example].visible, context=n.context,
+                     targets=(table.end,) + tuple(table.sep + table.later[c] for c in opts), attach=n.attach)
+             for n, opts in zip(frontier, options)],
+            hidden_layers=None, extension=extension, keep_kv=True, max_rows=settings.max_rows, pad_id=pad_id)
         next_frontier: list[_Node] = []
-        for node, opts, lp in zip(frontier, options, scored):
-            expand(node, [None] + opts, torch.exp(torch.tensor(lp, dtype=torch.float64)).tolist(), next_frontier)
-        frontier = next_frontier
+        for node, opts, lp, ends in zip(frontier, options, res.logprob, res.ends):
+            expand(node, [None] + opts, torch.exp(torch.tensor(lp, dtype=torch.float64)).tolist(), next_frontier,
+                   ends)
+        extension, where = res.extension([n.end for n in next_frontier])
+        frontier = [_Node(n.example, n.labels, n.prob, n.context, attach=where[n.end]) for n in next_frontier]
     return [[m / t if t > 0 else 0.0 for m in row] for row, t in zip(marg, totals)]

@@ -128,50 +128,79 @@ def attention_windows(model: Any) -> tuple[int | None, bool]:
 @dataclass
 class TokenTree:
     """Continuations of one cached prefix row packed into one sequence: node k holds token `tokens[k]`
-    and follows node `parents[k]` (-1: the row's first `roots[k]` cache positions). A node sees that
-    prefix and its own ancestors only, so text shared by several continuations appears once, and
-    chains below different prefix lengths of the same row share one forward."""
+    and follows node `parents[k]`, or, at the top of a chain (-1), the row's first `roots[k]` cache
+    positions or, with `attach[k]` = e >= 0, node e of an `Extension` of the row (tokens kept from an
+    earlier call). A node sees what its chain hangs below and its own ancestors only, so text shared by
+    several continuations appears once, and chains below different prefix lengths of the same row share
+    one forward."""
 
     row: int
     visible: int
     tokens: list[int] = field(default_factory=list)
     parents: list[int] = field(default_factory=list)
     roots: list[int] = field(default_factory=list)
+    attach: list[int] = field(default_factory=list)
+    depth: list[int] = field(default_factory=list)
 
-    def add_chain(self, ids: Sequence[int], parent: int = -1, visible: int | None = None) -> list[int]:
-        """Append `ids` as a chain below node `parent` (or, with -1, below the row's first `visible`
-        positions, default the tree's); return the new nodes' indices."""
+    def add_chain(self, ids: Sequence[int], parent: int = -1, visible: int | None = None,
+                  attach: int = -1) -> list[int]:
+        """Append `ids` as a chain below node `parent`, or (-1) below the row's first `visible` positions
+        (default the tree's) or extension node `attach`; return the new nodes' indices."""
         nodes = []
-        root = (self.visible if visible is None else int(visible)) if parent < 0 else self.roots[parent]
+        if parent >= 0:
+            root, att, d = self.roots[parent], self.attach[parent], self.depth[parent] + 1
+        else:
+            root, att, d = (self.visible if visible is None else int(visible)), int(attach), 0
         for tok in ids:
             self.tokens.append(int(tok))
             self.parents.append(parent)
             self.roots.append(root)
-            parent = len(self.tokens) - 1
+            self.attach.append(att)
+            self.depth.append(d)
+            parent, d = len(self.tokens) - 1, d + 1
             nodes.append(parent)
         return nodes
 
 
-def _tree_layout(trees: Sequence[TokenTree], q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ancestor-or-self mask [B, q, q] bool, depth [B, q], root visible [B, q]) of packed trees padded
+@dataclass
+class Extension:
+    """Tokens appended to the rows of a prefix cache and kept between calls (e.g. the paths of the
+    marginal search from one depth to the next): per layer keys/values [R, heads, E, head_dim] (row r:
+    its nodes, right-padded), `valid` [R, E], `positions` [R, E] (position ids), `roots` [R, E] (how many
+    of the row's cache positions they see) and `anc` [R, E, E] (ancestor-or-self among them)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    valid: torch.Tensor
+    positions: torch.Tensor
+    roots: torch.Tensor
+    anc: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return int(self.valid.shape[1])
+
+
+def _tree_layout(trees: Sequence[TokenTree], q: int) -> tuple[np.ndarray, ...]:
+    """(ancestor-or-self mask [B, q, q] bool, depth, root visible, attach [B, q]) of packed trees padded
     to q nodes; padding nodes see only themselves."""
     anc = np.zeros((len(trees), q, q), dtype=bool)
     depth = np.zeros((len(trees), q), dtype=np.int64)
     roots = np.zeros((len(trees), q), dtype=np.int64)
+    attach = np.full((len(trees), q), -1, dtype=np.int64)
     for b, tree in enumerate(trees):
         for k, parent in enumerate(tree.parents):
             if parent >= 0:
                 anc[b, k] = anc[b, parent]
-                depth[b, k] = depth[b, parent] + 1
             anc[b, k, k] = True
         n = len(tree.parents)
-        roots[b, :n] = tree.roots
+        depth[b, :n], roots[b, :n], attach[b, :n] = tree.depth, tree.roots, tree.attach
         anc[b, np.arange(n, q), np.arange(n, q)] = True
-    return anc, depth, roots
+    return anc, depth, roots, attach
 
 
-def _chunk_trees(trees: Sequence[TokenTree], n_queries: Sequence[int], max_rows: int, max_tokens: int,
-                 max_queries: int, max_kv_tokens: int | None = None) -> list[list[int]]:
+def _chunk_trees(trees: Sequence[TokenTree], spans: Sequence[int], n_queries: Sequence[int], max_rows: int,
+                 max_tokens: int, max_queries: int, max_kv_tokens: int | None = None) -> list[list[int]]:
     """Consecutive groups of non-empty trees: at most `max_rows` trees, `max_tokens` padded nodes,
     `max_queries` scored nodes and (when given) `max_kv_tokens` cache positions (rows x visible span)."""
     chunks: list[list[int]] = []
@@ -179,7 +208,7 @@ def _chunk_trees(trees: Sequence[TokenTree], n_queries: Sequence[int], max_rows:
     for b, tree in enumerate(trees):
         if not tree.tokens:
             continue
-        q, vis = len(tree.tokens), max(tree.roots)
+        q, vis = len(tree.tokens), spans[b]
         if chunks:
             rows = len(chunks[-1]) + 1
             fits = (rows <= max_rows and rows * max(q_max, q) <= max_tokens
@@ -198,11 +227,15 @@ def _chunk_trees(trees: Sequence[TokenTree], n_queries: Sequence[int], max_rows:
 class TreeOutputs:
     """What `run_trees` returns for each tree b: `logprob[b]` (log P(token | path to node) per query,
     float32), `read[b]` (logits of `read_ids` per read node [n, len(read_ids)]), `hidden[b]` (per hidden
-    node [n_layers_kept, hidden_size] float32)."""
+    node [n_layers_kept, hidden_size] float32), and with `keep_kv`: `kv[b]` (per layer (keys, values)
+    [heads, n_nodes, head_dim] of its nodes), `positions[b]` and `roots[b]` (per node)."""
 
     logprob: list[torch.Tensor]
     read: list[torch.Tensor]
     hidden: list[list[torch.Tensor]]
+    kv: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = field(default_factory=list)
+    positions: list[list[int]] = field(default_factory=list)
+    roots: list[list[int]] = field(default_factory=list)
 
 
 def run_trees(
@@ -215,20 +248,23 @@ def run_trees(
     read_ids: Sequence[int] | None = None,
     hidden_nodes: Sequence[Sequence[int]] | None = None,
     hidden_layers: str | Sequence[int] | None = "all",
+    extension: Extension | None = None,
+    keep_kv: bool = False,
     max_rows: int = DEFAULT_MAX_ROWS,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     max_kv_tokens: int | None = None,
     max_logits: int = DEFAULT_MAX_LOGITS,
     pad_id: int = 0,
 ) -> TreeOutputs:
-    """Run packed trees on the prefix cache, chunk by chunk (`_chunk_trees`), and return for each tree
-    b and each query (node k, token t) in queries[b]: log P(t | prefix row, path to k), full-vocabulary,
-    float32; the logits of `read_ids` at read_nodes[b]; the hidden states at hidden_nodes[b].
+    """Run packed trees on the prefix cache (and `extension`, whose nodes chains may hang below), chunk
+    by chunk (`_chunk_trees`), and return for each tree b and each query (node k, token t) in queries[b]:
+    log P(t | prefix row, path to k), full-vocabulary, float32; the logits of `read_ids` at
+    read_nodes[b]; the hidden states at hidden_nodes[b]; with `keep_kv` the trees' own keys/values.
 
     A chunk's cache is the prefix's rows as they are (a view when the chunk's trees are rows 0..n-1 in
-    order, else the selected rows once per tree), cut to the longest visible prefix; logits are computed
-    only at nodes that are queried or read. Needs an attention implementation that takes a custom 4-D
-    mask (sdpa, eager).
+    order, else the selected rows once per tree), cut to the longest visible prefix, followed by the
+    rows' extension; logits are computed only at nodes that are queried or read. Needs an attention
+    implementation that takes a custom 4-D mask (sdpa, eager).
     """
     impl = getattr(model.config, "_attn_implementation", "sdpa")
     if impl not in ("sdpa", "eager"):
@@ -245,41 +281,65 @@ def run_trees(
     real = prefix.attention_mask.long()
     cum = torch.cat([torch.zeros_like(real[:, :1]), real.cumsum(1)], dim=1)  # real tokens before index v
     key_pos = cum[:, 1:] - 1
-    out_lp = [torch.zeros(len(qs)) for qs in queries]
-    out_read = [torch.zeros((len(r), len(read_ids or ()))) for r in read_nodes]
-    out_hidden: list[list[torch.Tensor]] = [[] for _ in trees]
+    ext = extension
+    n_ext = ext.length if ext is not None else 0
+    out = TreeOutputs(logprob=[torch.zeros(len(qs)) for qs in queries],
+                      read=[torch.zeros((len(r), len(read_ids or ()))) for r in read_nodes],
+                      hidden=[[] for _ in trees], kv=[None] * n, positions=[[] for _ in trees],
+                      roots=[[] for _ in trees])
     read_index = torch.tensor(list(read_ids), device=device) if read_ids is not None else None
     kept_nodes = [sorted({k for k, _ in queries[b]} | set(read_nodes[b])) for b in range(n)]
+
+    def eff_roots(tree: TokenTree) -> list[int]:
+        if ext is None or all(a < 0 for a in tree.attach):
+            return tree.roots
+        ext_roots = ext.roots[tree.row].tolist()
+        return [ext_roots[a] if a >= 0 else r for r, a in zip(tree.roots, tree.attach)]
+
+    spans = [max(eff_roots(t)) if t.tokens else 0 for t in trees]
     per_chunk_queries = max(1, max_logits // max(vocab, 1))
-    chunks = _chunk_trees(trees, [len(k) for k in kept_nodes], max_rows, max_tokens, per_chunk_queries,
+    chunks = _chunk_trees(trees, spans, [len(k) for k in kept_nodes], max_rows, max_tokens, per_chunk_queries,
                           max_kv_tokens)
     for chunk in chunks:
         sub = [trees[b] for b in chunk]
         q = max(len(t.tokens) for t in sub)
-        vmax = max(max(t.roots) for t in sub)
+        vmax = max(spans[b] for b in chunk)
         rows = [t.row for t in sub]
-        if rows == list(range(len(rows))):
-            keys = [k[: len(rows), :, :vmax] for k in prefix.keys]
-            values = [v[: len(rows), :, :vmax] for v in prefix.values]
-        else:
-            index = torch.tensor(rows, device=device)
-            keys = [k[:, :, :vmax].index_select(0, index) for k in prefix.keys]
-            values = [v[:, :, :vmax].index_select(0, index) for v in prefix.values]
-        row_t = torch.tensor(rows, device=device)
-        anc, depth, roots = (torch.from_numpy(x).to(device) for x in _tree_layout(sub, q))
+        in_order = rows == list(range(len(rows)))
+        index = torch.tensor(rows, device=device)
+
+        def pick(x: torch.Tensor, stop: int) -> torch.Tensor:
+            return x[: len(rows), :, :stop] if in_order else x[:, :, :stop].index_select(0, index)
+
+        keys = [pick(k, vmax) for k in prefix.keys]
+        values = [pick(v, vmax) for v in prefix.values]
+        if n_ext:
+            keys = [torch.cat([k, pick(e, n_ext)], dim=2) for k, e in zip(keys, ext.keys)]
+            values = [torch.cat([v, pick(e, n_ext)], dim=2) for v, e in zip(values, ext.values)]
+        anc, depth, roots, attach = (torch.from_numpy(x).to(device) for x in _tree_layout(sub, q))
+        attached = attach >= 0
+        att = attach.clamp(min=0)
+        if n_ext:
+            roots = torch.where(attached, ext.roots[index[:, None], att], roots)
         ids = torch.full((len(sub), q), pad_id, dtype=torch.long)
         for j, t in enumerate(sub):
             ids[j, : len(t.tokens)] = torch.tensor(t.tokens, dtype=torch.long)
-        base = cum[row_t[:, None], roots]  # real prefix tokens before each node's root [b, q]
-        position_ids = base + depth
-        past = (torch.arange(vmax, device=device)[None, None, :] < roots[:, :, None]) \
-            & real[row_t, :vmax].bool()[:, None, :]
-        full = torch.cat([past, anc], dim=2)[:, None]
+        position_ids = cum[index[:, None], roots] + depth  # real prefix tokens before the root, then depth
+        if n_ext:
+            position_ids = torch.where(attached, ext.positions[index[:, None], att] + 1 + depth, position_ids)
+        parts = [(torch.arange(vmax, device=device)[None, None, :] < roots[:, :, None])
+                 & real[index, :vmax].bool()[:, None, :]]
+        kpos = [key_pos[index, :vmax][:, None, :].expand(-1, q, -1)]
+        if n_ext:
+            seen = ext.anc[index[:, None], att] & attached[:, :, None] & ext.valid[index][:, None, :]
+            parts.append(seen)
+            kpos.append(ext.positions[index][:, None, :].expand(-1, q, -1))
+        parts.append(anc)
+        kpos.append(position_ids[:, None, :].expand(-1, q, -1))
+        full = torch.cat(parts, dim=2)[:, None]
         mask: Any = full
         if window is not None:
-            kpos = torch.cat([key_pos[row_t, :vmax][:, None, :].expand(-1, q, -1),
-                              position_ids[:, None, :].expand(-1, q, -1)], dim=2)
-            near = (kpos > position_ids[:, :, None] - window)[:, None]
+            near = (torch.cat(kpos, dim=2) > position_ids[:, :, None] - window)[:, None]
             windowed = full & near
             mask = {"full_attention": full, "sliding_attention": windowed} if mixed else windowed
         if impl == "eager":
@@ -292,11 +352,12 @@ def run_trees(
         want_hidden = any(hidden_nodes[b] for b in chunk)
         cache = DynamicCache(ddp_cache_data=list(zip(keys, values)))
         with torch.inference_mode():
-            out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=position_ids,
+            res = model(input_ids=ids.to(device), attention_mask=mask, position_ids=position_ids,
                         past_key_values=cache, use_cache=True, logits_to_keep=keep.to(device),
                         output_hidden_states=want_hidden)
-        logits = out.logits  # [kept nodes of the chunk, V], row-major over (tree, node)
+        logits = res.logits  # [kept nodes of the chunk, V], row-major over (tree, node)
         pos = 0
+        past = vmax + n_ext
         for j, b in enumerate(chunk):
             where = {k: pos + i for i, k in enumerate(kept_nodes[b])}
             pos += len(kept_nodes[b])
@@ -305,16 +366,94 @@ def run_trees(
                 toks = torch.tensor([t for _, t in queries[b]], device=device)
                 rows_logits = logits[sel].float()
                 lp = rows_logits.gather(1, toks[:, None])[:, 0] - torch.logsumexp(rows_logits, dim=-1)
-                out_lp[b] = lp.cpu()
+                out.logprob[b] = lp.cpu()
             if read_nodes[b]:
                 sel = torch.tensor([where[k] for k in read_nodes[b]], device=device)
-                out_read[b] = logits[sel][:, read_index].float().cpu()
+                out.read[b] = logits[sel][:, read_index].float().cpu()
             if hidden_nodes[b]:
-                layers = _select_layers(len(out.hidden_states), hidden_layers)
-                out_hidden[b] = [torch.stack([out.hidden_states[layer][j, k] for layer in layers]).float().cpu()
+                layers = _select_layers(len(res.hidden_states), hidden_layers)
+                out.hidden[b] = [torch.stack([res.hidden_states[layer][j, k] for layer in layers]).float().cpu()
                                  for k in hidden_nodes[b]]
-        del cache, out, logits
-    return TreeOutputs(logprob=out_lp, read=out_read, hidden=out_hidden)
+            if keep_kv:
+                m = len(trees[b].tokens)
+                out.kv[b] = [(layer.keys[j, :, past: past + m].clone(), layer.values[j, :, past: past + m].clone())
+                             for layer in res.past_key_values.layers]
+                out.positions[b] = position_ids[j, :m].tolist()
+                out.roots[b] = roots[j, :m].tolist()
+        del cache, res, logits
+    return out
+
+
+def build_extension(prefix: PrefixCache, extension: Extension | None, trees: Sequence[TokenTree],
+                    outputs: TreeOutputs, keep: Sequence[tuple[int, int]]
+                    ) -> tuple[Extension | None, dict[tuple[int, int], int]]:
+    """The extension holding the nodes `keep` ((tree index, node) of a `run_trees(..., keep_kv=True)`
+    call on `extension`) with all their ancestors (in the trees and in `extension`), per prefix row,
+    and where each kept (tree, node) sits in its row; (None, {}) when nothing is kept. Nodes of
+    `extension` not among those ancestors are dropped."""
+    n_rows = prefix.rows
+    want: list[set] = [set() for _ in range(n_rows)]  # per row: ("e", e) or ("t", b, k)
+    for b, k in keep:
+        tree = trees[b]
+        while k >= 0 and ("t", b, k) not in want[tree.row]:
+            want[tree.row].add(("t", b, k))
+            if tree.parents[k] < 0 and tree.attach[k] >= 0:
+                e = tree.attach[k]
+                for a in torch.nonzero(extension.anc[tree.row, e]).flatten().tolist():
+                    want[tree.row].add(("e", a))
+            k = tree.parents[k]
+    if not any(want):
+        return None, {}
+    order = [sorted(w, key=lambda x: (x[0] != "e",) + x[1:]) for w in want]
+    width = max(len(o) for o in order)
+    n_layers = len(prefix.keys)
+    device = prefix.attention_mask.device
+    valid = torch.zeros((n_rows, width), dtype=torch.bool, device=device)
+    positions = torch.zeros((n_rows, width), dtype=torch.long, device=device)
+    roots = torch.zeros((n_rows, width), dtype=torch.long, device=device)
+    anc = torch.zeros((n_rows, width, width), dtype=torch.bool, device=device)
+    heads, head_dim = prefix.keys[0].shape[1], prefix.keys[0].shape[3]
+    keys = [prefix.keys[0].new_zeros((n_rows, heads, width, head_dim)) for _ in range(n_layers)]
+    values = [prefix.values[0].new_zeros((n_rows, heads, width, head_dim)) for _ in range(n_layers)]
+    for r, nodes in enumerate(order):
+        index = {x: i for i, x in enumerate(nodes)}
+        for i, x in enumerate(nodes):
+            valid[r, i] = True
+            anc[r, i, i] = True
+            if x[0] == "e":
+                e = x[1]
+                positions[r, i], roots[r, i] = extension.positions[r, e], extension.roots[r, e]
+                for a in torch.nonzero(extension.anc[r, e]).flatten().tolist():
+                    anc[r, i, index[("e", a)]] = True
+            else:
+                _, b, k = x
+                tree = trees[b]
+                positions[r, i], roots[r, i] = outputs.positions[b][k], outputs.roots[b][k]
+                parent = tree.parents[k]
+                above = index[("t", b, parent)] if parent >= 0 else (
+                    index[("e", tree.attach[k])] if tree.attach[k] >= 0 else None)
+                if above is not None:
+                    anc[r, i] |= anc[r, above]
+        # keys/values: one gather per source (the old extension, each tree), in `nodes` order
+        groups: list[tuple[Any, list[int]]] = []
+        for x in nodes:
+            src = "e" if x[0] == "e" else x[1]
+            if not groups or groups[-1][0] != src:
+                groups.append((src, []))
+            groups[-1][1].append(x[-1])
+        for layer in range(n_layers if groups else 0):
+            for which, store in ((0, keys), (1, values)):
+                pieces = []
+                for src, idx in groups:
+                    at = torch.tensor(idx, device=device)
+                    if src == "e":
+                        base = (extension.keys if which == 0 else extension.values)[layer][r]
+                    else:
+                        base = outputs.kv[src][layer][which]
+                    pieces.append(base.index_select(1, at))
+                store[layer][r, :, : len(nodes)] = torch.cat(pieces, dim=1)
+    where = {x[1:]: i for nodes in order for i, x in enumerate(nodes) if x[0] == "t"}
+    return Extension(keys=keys, values=values, valid=valid, positions=positions, roots=roots, anc=anc), where
 
 
 def score_trees(
@@ -342,7 +481,8 @@ class Request:
     `targets` is scored after that: its summed full-vocabulary log-probability. A first target token
     with nothing fed before it is read from row `start` of the `start_logprobs` table passed to
     `score_requests` (the next-token log-probs at the end of the visible prefix). `hidden`: also return
-    the hidden states at the last context token.
+    the hidden states at the last context token. `attach` = e >= 0: the context follows node e of the
+    `Extension` given to `score_requests` (on the same row) instead of the visible prefix.
     """
 
     row: int
@@ -351,15 +491,28 @@ class Request:
     targets: tuple[tuple[int, ...], ...] = ()
     start: int = -1
     hidden: bool = False
+    attach: int = -1
 
 
 @dataclass
 class RequestScores:
     """Outputs of `score_requests`, aligned with its requests: `logprob[i][j]` for target j of request
-    i, `hidden[i]` ([n_layers_kept, hidden_size] float32) for requests that asked."""
+    i, `hidden[i]` ([n_layers_kept, hidden_size] float32) for requests that asked; `ends[i][j]`: the
+    (tree, node) whose output scored the last token of target j (None: from start_logprobs), to keep
+    with `extension` (only when `score_requests` ran with keep_kv)."""
 
     logprob: list[list[float]]
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+    ends: list[list[tuple[int, int] | None]] = field(default_factory=list)
+    _state: Any = None
+
+    def extension(self, keep: Sequence[tuple[int, int]]) -> tuple[Extension | None, dict[tuple[int, int], int]]:
+        """The nodes `keep` (from `ends`) with their ancestors, as an `Extension` for the next call, and
+        each kept node's index in its row (`build_extension`)."""
+        if self._state is None:
+            raise ValueError("score_requests ran without keep_kv")
+        prefix, extension, trees, outputs = self._state
+        return build_extension(prefix, extension, trees, outputs, keep)
 
 
 class _TriePacker:
@@ -384,13 +537,14 @@ class _TriePacker:
             key, k = node, k + 1
         return k
 
-    def _insert(self, tree: TokenTree, trie: dict, root_key: Any, visible: int, seq: Sequence[int]) -> list[int]:
+    def _insert(self, tree: TokenTree, trie: dict, root_key: Any, visible: int, seq: Sequence[int],
+                attach: int = -1) -> list[int]:
         """Nodes of `seq` below the root, adding the missing ones."""
         key, nodes = root_key, []
         for tok in seq:
             node = trie.get((key, tok))
             if node is None:
-                node = tree.add_chain([tok], key if isinstance(key, int) else -1, visible)[0]
+                node = tree.add_chain([tok], key if isinstance(key, int) else -1, visible, attach)[0]
                 trie[(key, tok)] = node
             nodes.append(node)
             key = node
@@ -399,7 +553,7 @@ class _TriePacker:
     def add(self, req: Request) -> tuple[int, list[list[tuple[int, int] | None]], int | None]:
         """Place a request; return (tree index, per target the (node, token) query of each token or None
         where it comes from start_logprobs, hidden node)."""
-        root_key = ("root", req.visible)
+        root_key = ("root", req.visible) if req.attach < 0 else ("ext", req.attach)
         seqs = [req.context] + [req.context + t[:-1] for t in req.targets]
         entry = self._open.get(req.row)
         if entry is not None:
@@ -421,13 +575,16 @@ class _TriePacker:
             self._open[req.row] = entry
         b, trie = entry
         tree = self.trees[b]
-        ctx_nodes = self._insert(tree, trie, root_key, req.visible, req.context)
+        ctx_nodes = self._insert(tree, trie, root_key, req.visible, req.context, req.attach)
         per_target = []
         for t in req.targets:
-            nodes = ctx_nodes + self._insert(tree, trie, root_key, req.visible, req.context + t[:-1])[len(ctx_nodes):]
+            nodes = ctx_nodes + self._insert(tree, trie, root_key, req.visible, req.context + t[:-1],
+                                             req.attach)[len(ctx_nodes):]
             qs: list[tuple[int, int] | None] = []
             for k, tok in enumerate(t):
                 at = len(req.context) + k - 1  # index into context + t of the node predicting t[k]
+                if at < 0 and req.attach >= 0:
+                    raise ValueError("a request below an extension node must feed at least one token")
                 qs.append(None if at < 0 else (nodes[at], int(tok)))
             per_target.append(qs)
         hidden = None
@@ -446,6 +603,8 @@ def score_requests(
     *,
     start_logprobs: torch.Tensor | None = None,
     hidden_layers: str | Sequence[int] | None = "all",
+    extension: Extension | None = None,
+    keep_kv: bool = False,
     max_rows: int = DEFAULT_MAX_ROWS,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     max_tree_tokens: int = DEFAULT_MAX_TREE_TOKENS,
@@ -457,7 +616,8 @@ def score_requests(
     once, whatever request or prefix length they come from), a new tree on the same row whenever one
     would pass `max_tree_tokens` nodes, and all trees run chunked (`run_trees`): the prefix's keys and
     values are never copied per continuation. Targets whose every token comes from `start_logprobs`
-    cost no forward at all.
+    cost no forward at all. With `keep_kv`, the nodes' keys/values are kept so that
+    `RequestScores.extension` can carry chosen ones into the next call (`extension`, `Request.attach`).
     """
     packer = _TriePacker(max_tree_tokens)
     placed = []
@@ -474,10 +634,13 @@ def score_requests(
                     qindex[b][qn] = len(packer.queries[b])
                     packer.queries[b].append(qn)
     outs = run_trees(model, prefix, packer.trees, packer.queries, hidden_nodes=packer.hidden,
-                     hidden_layers=hidden_layers, max_rows=max_rows, max_tokens=max_tokens, pad_id=pad_id)
+                     hidden_layers=hidden_layers, extension=extension, keep_kv=keep_kv, max_rows=max_rows,
+                     max_tokens=max_tokens, pad_id=pad_id)
     logprob: list[list[float]] = []
     hidden: dict[int, torch.Tensor] = {}
+    ends: list[list[tuple[int, int] | None]] = []
     for i, (req, (b, per_target, hnode)) in enumerate(zip(requests, placed)):
+        ends.append([(b, qs[-1][0]) if qs[-1] is not None else None for qs in per_target])
         scores = []
         for t, qs in zip(req.targets, per_target):
             total = 0.0
@@ -492,7 +655,8 @@ def score_requests(
         logprob.append(scores)
         if hnode is not None:
             hidden[i] = outs.hidden[b][packer.hidden[b].index(hnode)]
-    return RequestScores(logprob=logprob, hidden=hidden)
+    state = (prefix, extension, packer.trees, outs) if keep_kv else None
+    return RequestScores(logprob=logprob, hidden=hidden, ends=ends, _state=state)
 
 
 # ---- one row per continuation (small item sets; the reference layout) -----------------------------------
