@@ -231,3 +231,15 @@ def test_missing_local_data_names_key_and_where_to_get_it(tmp_path):
     msg = str(err.value)
     assert "datasets.hx.path" in msg and "github.com/hate-alert/HateXplain" in msg and "\n" not in msg
     assert not (tmp_path / "out").exists()
+
+
+def test_goemotions_local_rater_files_keep_working():
+    """Loader goemotions with `path` and `p_ref_source: annotators` reads the local rater CSVs exactly as
+    loader goemotions_raters does."""
+    folder = Path(__file__).parent / "fixtures" / "goemotions_raters"
+    a = load_labelled_data("g", {"loader": "goemotions", "path": str(folder), "p_ref_source": "annotators"})
+    b = load_labelled_data("g", {"loader": "goemotions_raters", "path": str(folder)})
+    assert a.p_ref_source == b.p_ref_source == "annotators"
+    assert [[e.to_record() for e in a.splits[s]] for s in a.splits] == \
+           [[e.to_record() for e in b.splits[s]] for s in b.splits]
+    assert sum(len(v) for v in a.splits.values()) > 0
