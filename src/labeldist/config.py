@@ -249,6 +249,21 @@ def model_runs(cfg: Mapping) -> list[tuple[str, str, str]]:
             if d in model_datasets(cfg, m) and r in model_regimes(cfg, m)]
 
 
+def pretrain_dataset(model_cfg: Mapping[str, Any]) -> str | None:
+    """The dataset key whose train split pretrains a builtin model; None for other sources."""
+    if model_cfg["source"] != "builtin":
+        return None
+    return model_cfg["builtin"]["pretrain_dataset"]
+
+
+def pretrain_prompt(config: Mapping[str, Any], model: str) -> dict | None:
+    """The prompt config block of a builtin model's pretraining dataset; None for other sources."""
+    dataset = pretrain_dataset(config["models"][model])
+    if dataset is None:
+        return None
+    return dict(config["prompts"][config["datasets"][dataset]["prompt"]])
+
+
 def load_config(path: str | Path, base_dir: str | Path = ".") -> dict:
     """Read a YAML config file and return it validated, with defaults (ConfigError names the file).
 

@@ -542,19 +542,3 @@ def make_base_model(
     result = build_builtin_model(train_path, labels_path, prompt_cfg, model_cfg["builtin"])
     log.info("pretraining took %.1f s; final loss %.4f", result.seconds, result.log_rows[-1]["loss"])
     save_model_folder(folder, result)
-
-
-# ---- workflow helpers (used by workflow/rules/models.smk) --------------------------------------------
-def pretrain_dataset(model_cfg: Mapping[str, Any]) -> str | None:
-    """The dataset key whose train split pretrains a builtin model; None for hub and local models."""
-    if model_cfg["source"] != "builtin":
-        return None
-    return model_cfg["builtin"]["pretrain_dataset"]
-
-
-def pretrain_prompt(config: Mapping[str, Any], model: str) -> dict | None:
-    """The prompt config block of a builtin model's pretraining dataset; None for hub and local models."""
-    dataset = pretrain_dataset(config["models"][model])
-    if dataset is None:
-        return None
-    return dict(config["prompts"][config["datasets"][dataset]["prompt"]])

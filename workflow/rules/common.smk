@@ -10,6 +10,8 @@ from labeldist.config import (
     ESTIMATOR_PROMPTING,
     model_prompting,
     model_runs,
+    pretrain_dataset,
+    pretrain_prompt,
     validate_config,
 )
 from labeldist.errors import ConfigError
@@ -47,6 +49,10 @@ wildcard_constraints:
 
 
 ENV = "../../envs/labeldist.yaml"
+
+# The GPU resource name of every GPU job, from config gpu_resource: gpu (--gpus=N) or gres
+# (--gres=gpu:N), never both; GPU rules declare it through labeldist.batched.gpu_resource.
+GPU_KEY = config["gpu_resource"]
 
 
 # ---- models -------------------------------------------------------------------------------------

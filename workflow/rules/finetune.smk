@@ -4,6 +4,8 @@
 #   seq_cls_head: estimates/{dataset}/{model}/base/seq_cls_head/{main,dev}/seed{seed}.parquet
 # Input, resource and target functions are lambdas: `snakemake --lint` flags files that mix `def`s and rules.
 # Threads: threads_for() in common.smk (1 for the built-in tiny model).
+from labeldist.batched import gpu_resource
+
 # RL finetunes all weights of models up to 50M parameters and uses LoRA above (labeldist.finetune).
 
 
@@ -29,7 +31,7 @@ rule sft:
     resources:
         mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "sft"),
         runtime=lambda wildcards, attempt: runtime_for("sft", wildcards, attempt),
-        gpu=lambda wildcards: gpu_for(wildcards.model, "sft"),
+        **{GPU_KEY: lambda wildcards: gpu_resource(gpu_for(wildcards.model, "sft"), GPU_KEY)},
     conda:
         ENV
     script:
@@ -64,7 +66,7 @@ rule rl:
     resources:
         mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "rl"),
         runtime=lambda wildcards, attempt: runtime_for("rl", wildcards, attempt),
-        gpu=lambda wildcards: gpu_for(wildcards.model, "rl"),
+        **{GPU_KEY: lambda wildcards: gpu_resource(gpu_for(wildcards.model, "rl"), GPU_KEY)},
     conda:
         ENV
     script:
@@ -95,7 +97,7 @@ rule seq_cls_head:
     resources:
         mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "seq_cls_head"),
         runtime=lambda wildcards, attempt: runtime_for("seq_cls_head", wildcards, attempt),
-        gpu=lambda wildcards: gpu_for(wildcards.model, "seq_cls_head"),
+        **{GPU_KEY: lambda wildcards: gpu_resource(gpu_for(wildcards.model, "seq_cls_head"), GPU_KEY)},
     conda:
         ENV
     script:

@@ -7,9 +7,6 @@
 # loading the model once (labeldist.batched.generate_subsets; docs/study_grid.md).
 # Input and resource functions are lambdas: `snakemake --lint` flags files that mix `def`s and rules.
 from labeldist.batched import gpu_resource
-
-# The GPU resource name of every GPU rule: gpu (--gpus=N) or gres (--gres=gpu:N), config gpu_resource.
-GPU_KEY = config["gpu_resource"]
 GENERATION_PARAMS = {
     "generation": config["generation"],
     "device": config["device"],

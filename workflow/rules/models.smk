@@ -3,7 +3,7 @@
 # save_pretrained folder (+ gguf_source.json), or model_ref.json pointing at a hub id or a local
 # save_pretrained folder. Base folders are part of final_targets() (common.smk), so no
 # STAGE_TARGETS entry is needed.
-from labeldist.models import pretrain_dataset, pretrain_prompt
+# pretrain_dataset, pretrain_prompt: labeldist.config, imported in common.smk (planning imports no torch)
 
 
 rule base_model:
