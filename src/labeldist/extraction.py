@@ -12,7 +12,8 @@ Pipeline for one batch of prompts:
    the full-vocabulary log-probability of every label's whole token sequence, teacher-forced on the
    generated prefix by `scoring.score_requests` on `generate`'s own KV cache (no re-encoding): every
    slot's labels of an example go into one packed token tree on its cache row, one forward for the
-   batch.
+   batch; the tokens a label shares with what was generated at the slot (all of them for the emitted
+   label) are read off `generate`'s logits and cost nothing.
 4. The hidden states (all layers or a selection) at the position whose output is the first label step,
    from a node of the same tree.
 5. Optionally the marginal search (`marginal_search`), from the first slot's label scores of step 3.
@@ -462,9 +463,22 @@ def extract_batch(
         slots, list_start = segment_label_slots(ids, table, text, lookup)
         step_requests = []
         for s_index, slot in enumerate(slots):
-            step_requests.append(len(requests))
-            requests.append(Request(row=b, visible=n_prompt + slot.position, targets=table.slot_ids(s_index),
-                                    start=b * n_gen + slot.position))
+            # per label: log-prob of the tokens it shares with the generated ids, read off generate's
+            # logits, and a request for the rest below the cache at the end of the shared part
+            per_label = []
+            for label_ids in table.slot_ids(s_index):
+                m = 0
+                while m < len(label_ids) and slot.position + m < n_gen - 1 and \
+                        slot.position + m < len(ids) and ids[slot.position + m] == label_ids[m]:
+                    m += 1
+                known = sum(float(logprobs[b, slot.position + j, label_ids[j]]) for j in range(m))
+                if m == len(label_ids):
+                    per_label.append((known, None))
+                else:
+                    per_label.append((known, len(requests)))
+                    requests.append(Request(row=b, visible=n_prompt + slot.position + m, targets=(label_ids[m:],),
+                                            start=b * n_gen + slot.position + m))
+            step_requests.append(per_label)
         hidden_request = None
         if settings.hidden_layers is not None:
             a = n_prompt + (slots[0].position if slots else 0) - 1
@@ -477,11 +491,13 @@ def extract_batch(
 
     results: list[Extraction] = []
     roots = []
+    whole_label = [[torch.tensor([known + (res.logprob[r][0] if r is not None else 0.0) for known, r in per_label],
+                                 dtype=torch.float32) for per_label in ex[5]] for ex in per_example]
     for b, (ids, n_tok, stopped, slots, list_start, step_requests, hidden_request) in enumerate(per_example):
         steps = []
-        for s_index, (slot, request) in enumerate(zip(slots, step_requests)):
+        for s_index, (slot, per_label) in enumerate(zip(slots, step_requests)):
             firsts = table.first_token_ids(s_index)
-            whole = torch.tensor(res.logprob[request], dtype=torch.float32)
+            whole = whole_label[b][s_index]
             emitted = sum(float(logprobs[b, t, ids[t]]) for t in range(slot.position, slot.end))
             steps.append({
                 "position": slot.position,
@@ -502,7 +518,7 @@ def extract_batch(
         if settings.marginal:
             if slots:
                 roots.append(MarginalRoot(row=b, visible=n_prompt + slots[0].position,
-                                          root_logprobs=torch.tensor(res.logprob[step_requests[0]])))
+                                          root_logprobs=whole_label[b][0]))
             else:
                 roots.append(_empty_root(b, n_prompt, n_gen, list_start, table, sequences))
     if settings.marginal:

@@ -13,7 +13,9 @@ may hang chains below different `visible` points of the same row, so one `genera
 prefix "prompt + the first t generated tokens" for every t at once, with no re-encoding. Position ids
 continue from the number of real tokens visible, exactly as a fresh forward numbers them. Logits are
 computed only at the nodes whose next token is scored (`logits_to_keep`), so memory per forward is
-bounded by the chunk (rows x nodes), not by the vocabulary times the number of continuations.
+bounded by the chunk (rows x nodes), not by the vocabulary times the number of continuations. Tokens
+that later calls continue from (the marginal search's paths, depth after depth) can be kept as an
+`Extension` of the rows, so no token is run twice.
 
 Models with sliding-window layers (Gemma 2/3, Mistral-style): the cache must hold every position
 (a plain `DynamicCache()`, as `encode_prefixes` and `extraction.greedy_generate` use); the window is
@@ -200,27 +202,37 @@ def _tree_layout(trees: Sequence[TokenTree], q: int) -> tuple[np.ndarray, ...]:
 
 
 def _chunk_trees(trees: Sequence[TokenTree], spans: Sequence[int], n_queries: Sequence[int], max_rows: int,
-                 max_tokens: int, max_queries: int, max_kv_tokens: int | None = None) -> list[list[int]]:
-    """Consecutive groups of non-empty trees: at most `max_rows` trees, `max_tokens` padded nodes,
-    `max_queries` scored nodes and (when given) `max_kv_tokens` cache positions (rows x visible span)."""
+                 max_tokens: int, max_queries: int, max_kv_tokens: int | None = None,
+                 order: Sequence[int] | None = None, max_padding: float | None = None) -> list[list[int]]:
+    """Consecutive groups (in `order`, default as given) of non-empty trees: at most `max_rows` trees,
+    `max_tokens` padded nodes, `max_queries` scored nodes, (when given) `max_kv_tokens` cache positions
+    (rows x visible span) and padding nodes at most `max_padding` x the chunk's real nodes + 64."""
     chunks: list[list[int]] = []
-    q_max = n_q = span = 0
-    for b, tree in enumerate(trees):
+    q_max = n_q = span = total = 0
+    for b in (range(len(trees)) if order is None else order):
+        tree = trees[b]
         if not tree.tokens:
             continue
         q, vis = len(tree.tokens), spans[b]
         if chunks:
             rows = len(chunks[-1]) + 1
-            fits = (rows <= max_rows and rows * max(q_max, q) <= max_tokens
+            padded = rows * max(q_max, q)
+            fits = (rows <= max_rows and padded <= max_tokens
                     and n_q + n_queries[b] <= max_queries
-                    and (max_kv_tokens is None or rows * max(span, vis) <= max_kv_tokens))
+                    and (max_kv_tokens is None or rows * max(span, vis) <= max_kv_tokens)
+                    and (max_padding is None or padded - total - q <= max_padding * (total + q) + 64))
             if fits:
                 chunks[-1].append(b)
-                q_max, n_q, span = max(q_max, q), n_q + n_queries[b], max(span, vis)
+                q_max, n_q, span, total = max(q_max, q), n_q + n_queries[b], max(span, vis), total + q
                 continue
         chunks.append([b])
-        q_max, n_q, span = q, n_queries[b], vis
+        q_max, n_q, span, total = q, n_queries[b], vis, q
     return chunks
+
+
+def _padded_cost(trees: Sequence[TokenTree], chunks: list[list[int]]) -> int:
+    """Nodes run by `chunks` (padding included), plus 64 per forward call."""
+    return sum(len(c) * max(len(trees[b].tokens) for b in c) + 64 for c in chunks)
 
 
 @dataclass
@@ -298,8 +310,12 @@ def run_trees(
 
     spans = [max(eff_roots(t)) if t.tokens else 0 for t in trees]
     per_chunk_queries = max(1, max_logits // max(vocab, 1))
-    chunks = _chunk_trees(trees, spans, [len(k) for k in kept_nodes], max_rows, max_tokens, per_chunk_queries,
-                          max_kv_tokens)
+    limits = (spans, [len(k) for k in kept_nodes], max_rows, max_tokens, per_chunk_queries, max_kv_tokens)
+    chunks = _chunk_trees(trees, *limits)  # as given (rows in order: the cache is used as a view) ...
+    by_size = _chunk_trees(trees, *limits, order=sorted(range(n), key=lambda b: len(trees[b].tokens)),
+                           max_padding=0.15)  # ... or similar sizes together, whichever runs fewer nodes
+    if _padded_cost(trees, by_size) < _padded_cost(trees, chunks):
+        chunks = by_size
     for chunk in chunks:
         sub = [trees[b] for b in chunk]
         q = max(len(t.tokens) for t in sub)
