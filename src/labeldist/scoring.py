@@ -29,11 +29,12 @@ pieces are the library's: `DynamicCache`, the model's own forward with a custom 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 # Chunk bounds: trees (rows) per forward call, packed nodes per forward call (rows x padded tree size),
 # and, for `run_continuations` (one row per item), cache positions copied per chunk (rows x visible).
@@ -95,6 +96,57 @@ def encode_prefixes(
             past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1,
         )
     return PrefixCache.from_cache(out.past_key_values, attention_mask), out.logits[:, -1].float()
+
+
+class _BufferLayer(DynamicLayer):
+    """A cache layer over preallocated key/value buffers [B, heads, past + new, head_dim] whose first
+    `fill` positions hold the past: `update` writes the new tokens' keys/values after them in place, so
+    the past is copied once (into the buffer), not again by concatenation."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, fill: int):
+        super().__init__()
+        self.keys, self.values, self.fill = keys, values, fill
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.fill + key_states.shape[-2]
+        self.keys[:, :, self.fill: end] = key_states
+        self.values[:, :, self.fill: end] = value_states
+        self.fill = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def get_seq_length(self) -> int:
+        return self.fill
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.fill + query_length, 0
+
+
+def _buffer_cache(sources: Sequence[tuple[list[torch.Tensor], list[torch.Tensor], int]], rows: list[int],
+                  extra: int) -> DynamicCache:
+    """A cache whose layer i holds, for cache rows `rows`, the first `stop` positions of each source's
+    (keys, values, stop) layer i ([R, heads, S, head_dim]) one after the other, then room for `extra`
+    new positions (`_BufferLayer`). Rows are gathered one layer at a time."""
+    in_order = rows == list(range(len(rows)))
+    index = torch.tensor(rows, device=sources[0][0][0].device)
+    cache = DynamicCache()
+    layers = []
+    for layer in range(len(sources[0][0])):
+        kv = []
+        for which in (0, 1):
+            first = sources[0][which][layer]
+            fill = sum(stop for _, _, stop in sources)
+            buf = first.new_empty((len(rows), first.shape[1], fill + extra, first.shape[3]))
+            at = 0
+            for src in sources:
+                x, stop = src[which][layer], src[2]
+                buf[:, :, at: at + stop] = x[: len(rows), :, :stop] if in_order else x[index, :, :stop]
+                at += stop
+            kv.append(buf)
+        layers.append(_BufferLayer(kv[0], kv[1], fill))
+    cache.layers = layers
+    return cache
 
 
 def _select_layers(n_states: int, layers: str | Sequence[int] | None) -> list[int]:
@@ -321,17 +373,9 @@ def run_trees(
         q = max(len(t.tokens) for t in sub)
         vmax = max(spans[b] for b in chunk)
         rows = [t.row for t in sub]
-        in_order = rows == list(range(len(rows)))
         index = torch.tensor(rows, device=device)
 
-        def pick(x: torch.Tensor, stop: int) -> torch.Tensor:
-            return x[: len(rows), :, :stop] if in_order else x[:, :, :stop].index_select(0, index)
-
-        keys = [pick(k, vmax) for k in prefix.keys]
-        values = [pick(v, vmax) for v in prefix.values]
-        if n_ext:
-            keys = [torch.cat([k, pick(e, n_ext)], dim=2) for k, e in zip(keys, ext.keys)]
-            values = [torch.cat([v, pick(e, n_ext)], dim=2) for v, e in zip(values, ext.values)]
+        sources = [(prefix.keys, prefix.values, vmax)] + ([(ext.keys, ext.values, n_ext)] if n_ext else [])
         anc, depth, roots, attach = (torch.from_numpy(x).to(device) for x in _tree_layout(sub, q))
         attached = attach >= 0
         att = attach.clamp(min=0)
@@ -366,7 +410,7 @@ def run_trees(
         for j, b in enumerate(chunk):
             keep[j, kept_nodes[b]] = True
         want_hidden = any(hidden_nodes[b] for b in chunk)
-        cache = DynamicCache(ddp_cache_data=list(zip(keys, values)))
+        cache = _buffer_cache(sources, rows, q)
         with torch.inference_mode():
             res = model(input_ids=ids.to(device), attention_mask=mask, position_ids=position_ids,
                         past_key_values=cache, use_cache=True, logits_to_keep=keep.to(device),
