@@ -115,18 +115,24 @@ def test_smollm2_unary_and_pairwise_score_the_prompt_string(smollm2):
     check_choices(model, tok, chat_u, add_special_tokens=False)
 
 
-def test_smollm2_extraction_and_marginal_equal_full_forwards(smollm2):
-    """Real prompts (MFRC comments, JSON labels): every slot's first-token logits and whole-label
-    log-probs, the hidden states and the marginal equal plain forwards on prompt + generated prefix."""
+@pytest.mark.parametrize("chat", [False, True])
+def test_smollm2_extraction_and_marginal_equal_full_forwards(smollm2, chat):
+    """Real prompts (MFRC comments, JSON labels; plain text, and the chat template, where the model
+    writes several labels and the marginal search goes three labels deep): every slot's first-token
+    logits and whole-label log-probs, the hidden states and the marginal equal plain forwards on prompt
+    + generated prefix."""
     model, tok = smollm2
-    rows = mfrc_rows(5)
-    prompts = [render_prompt(SPEC, LABELS, rows[:3], text) for text, _ in rows[3:5]]
-    table = build_label_table(tok, SPEC, LABELS)
+    spec = PromptSpec(**{**SPEC.__dict__, "use_chat_template": chat})
+    rows = mfrc_rows(40)
+    demos = [r for r in rows if r[1]][:3] if chat else rows[:3]  # chat: demos that name labels
+    prompts = [render_prompt(spec, LABELS, demos, text, tok) for text, _ in rows[3:5 - chat]]
+    table = build_label_table(tok, spec, LABELS, chat=chat)
+    depth, min_prob = (3, 0.1) if chat else (2, 0.02)
     settings = ExtractionSettings(max_new_tokens=16, batch_size=2, hidden_layers="all", marginal=True,
-                                  marginal_min_prob=0.02, marginal_max_depth=2)
-    results = extract(model, tok, prompts, SPEC, LABELS, settings, progress=False)
+                                  marginal_min_prob=min_prob, marginal_max_depth=depth)
+    results = extract(model, tok, prompts, spec, LABELS, settings, add_special_tokens=not chat, progress=False)
     for prompt, ex in zip(prompts, results):
-        ids = tok(prompt)["input_ids"]
+        ids = tok(prompt, add_special_tokens=not chat)["input_ids"]
         gen = ex.generated_ids
         for s_index, step in enumerate(ex.record["steps"]):
             ctx = ids + gen[: step["position"]]
@@ -143,7 +149,10 @@ def test_smollm2_extraction_and_marginal_equal_full_forwards(smollm2):
         root = ids + gen[:t0]
         if not ex.record["steps"] and gen[: len(table.lead)] != list(table.lead):
             root += list(table.lead)
-        assert ex.record["marginal"] == pytest.approx(_naive_marginal(model, root, table, 0.99, 0.02, 2), abs=1e-4)
+        naive = _naive_marginal(model, root, table, 0.99, min_prob, depth)
+        assert ex.record["marginal"] == pytest.approx(naive, abs=1e-4)
+        if chat:
+            assert sum(m > 1e-3 for m in naive) >= 3, naive  # the search went beyond one path
 
 
 def test_gemma3_beyond_its_sliding_window(gemma3):
