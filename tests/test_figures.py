@@ -358,10 +358,21 @@ def test_metrics_and_figure_rules_plan_every_configured_figure(tree, tmp_path):
     for name in cfg["figures"]:
         assert sorted(by_rule.get(f"figure_{name}", [])) == [str(root / "figures" / f"{name}.{ext}")
                                                              for ext in ("pdf", "png")], name
-    n_runs = sum(1 if est == "demux" else len(cfg["models"]) * len(cfg["regimes"]) for est in cfg["estimators"])
-    assert len(by_rule["metrics"]) == n_runs * len(cfg["seeds"])
+    from labeldist.config import ESTIMATOR_PROMPTING, model_prompting, model_runs
+    n_runs = 0  # per dataset: Demux once; per planned (dataset, model, regime): the estimators its prompting has
+    for est in cfg["estimators"]:
+        if est == "demux":
+            n_runs += len(cfg["datasets"])
+            continue
+        n_runs += sum(1 for _, m, r in model_runs(cfg)
+                      if not (est == "seq_cls_head" and r != "base")
+                      and ESTIMATOR_PROMPTING[est] in (None, *model_prompting(cfg, m)))
+    # one job per run writes all its metrics files (metrics_run*); Demux/classification head: rule metrics
+    metric_paths = [p for rule, paths in by_rule.items() if rule == "metrics" or rule.startswith("metrics_run")
+                    for p in paths]
+    assert len(metric_paths) == len(set(metric_paths)) == n_runs * len(cfg["seeds"])
     assert sorted(Path(p).name for p in by_rule["tables"]) == sorted(
-        f"{t}.{ext}" for t in ("alignment", "classification") for ext in ("csv", "html", "md"))
+        [f"{t}.{ext}" for t in ("alignment", "classification") for ext in ("csv", "html", "md")] + ["headline.md"])
 
 
 def test_repo_dry_run_targets_every_figure(tmp_path):

@@ -143,6 +143,9 @@ def reduced_config(path: Path) -> Path:
                            num_kv_heads=1, intermediate_size=64, max_position_embeddings=256)
     tiny["gpu_mem_gb"] = 1
     cfg["prompts"]["emotions"]["k"] = 2
+    # only the tiny model on the synthetic data: the real models of the default need their own prompts
+    cfg["models"] = {"tiny": tiny}
+    cfg["datasets"] = {"synthetic": ds}
     cfg.update(seeds=[0], regimes=["base"], prompting=["baseline"], estimators=["first_step", "max_over_steps"],
                figures=[], device="auto")
     cfg["generation"].update(max_new_tokens=12, batch_size=8, marginal=False)

@@ -14,6 +14,7 @@ from labeldist.config import (
     pretrain_prompt,
     validate_config,
 )
+from labeldist.batched import prompting_groups, rule_suffix, run_estimators
 from labeldist.errors import ConfigError
 
 try:
@@ -36,6 +37,9 @@ ENCODER = "encoder"  # the pseudo model key of Demux estimates (docs/formats.md)
 SPLITS = ["train", "dev", "test"]
 # Every (dataset, model, regime) planned: models.<key>.datasets/regimes narrow the full grid.
 RUNS = model_runs(config)
+# Models that run the same prompting modes (models.<key>.prompting) share the estimate and metrics
+# jobs of one group (labeldist.batched.prompting_groups); both stages loop over these groups.
+PROMPTING_GROUPS = prompting_groups(config)
 
 
 wildcard_constraints:

@@ -7,9 +7,8 @@
 # compare_to_none_platt also reads the dev subset's baseline generation and the dev split's p_ref:
 # (w, b) is fitted there and applied to the requested subset. For subset dev itself that means fitting
 # and applying on dev (there is no other held-out split): in-sample, only used for thresholds.
-from labeldist.batched import SUPERVISED, estimate_inputs, prompting_groups, rule_suffix, run_estimators
+from labeldist.batched import estimate_inputs
 
-PROMPTING_GROUPS = prompting_groups(config)
 EVAL_SUBSETS = ("main", "dev")
 
 for _prompting, _models in PROMPTING_GROUPS.items():
