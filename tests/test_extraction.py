@@ -297,7 +297,9 @@ def _naive_marginal(model, ids, table, top_p, min_prob, max_depth):
         else:
             choices = [None] + [c for c in range(n) if c != table.none_index and c not in labels]
             seqs = [list(table.end) if c is None else list(table.sep + table.later[c]) for c in choices]
-        s = [math.exp(naive_logprob(model, ctx, seq)) for seq in seqs]
+        # END: summed over the token sequences that end the list (table.ends)
+        s = [sum(math.exp(naive_logprob(model, ctx, list(e))) for e in table.ends) if c is None
+             else math.exp(naive_logprob(model, ctx, seq)) for c, seq in zip(choices, seqs)]
         q = [x / sum(s) for x in s]
         order = sorted(range(len(q)), key=lambda i: -q[i])
         cum = 0.0

@@ -171,7 +171,10 @@ def test_gemma3_beyond_its_sliding_window(gemma3):
     ids = tok(prompt)["input_ids"]
     assert len(ids) > window + 40
     table = build_label_table(tok, SPEC, LABELS)
-    settings = ExtractionSettings(max_new_tokens=10, batch_size=1, hidden_layers="all")
+    # the list ends with `"]}` + `\n` or `"]}` + `\n\n` (one Gemma token): both are END
+    assert [tok.decode(list(e)) for e in table.ends] == ['"]}\n', '"]}\n\n']
+    settings = ExtractionSettings(max_new_tokens=10, batch_size=1, hidden_layers="all", marginal=True,
+                                  marginal_min_prob=0.05, marginal_max_depth=2)
     ex = extract(model, tok, [prompt], SPEC, LABELS, settings, progress=False)[0]
     assert ex.record["steps"], ex.record["output_text"]
     step = ex.record["steps"][0]
@@ -184,6 +187,13 @@ def test_gemma3_beyond_its_sliding_window(gemma3):
                                                                  abs=1e-3)
     hs = torch.stack([h[0, -1] for h in out.hidden_states]).float()
     assert torch.allclose(ex.hidden, hs, atol=1e-5 * float(hs.abs().max()))
+    # after the emitted label the model closes with `\n\n` far more than with `\n`: END must count both
+    li = table.labels.index(step["label"]) if step["label"] in table.labels else 0
+    emitted = ids + ex.generated_ids[: step["position"]] + list(table.first[li])
+    p_nl, p_blank = (naive_logprob(model, emitted, list(e)) for e in table.ends)
+    assert p_blank > p_nl + 1.0, (p_nl, p_blank)
+    root = ids + ex.generated_ids[: step["position"]]
+    assert ex.record["marginal"] == pytest.approx(_naive_marginal(model, root, table, 0.99, 0.05, 2), abs=1e-4)
     unary, _ = choice_prompts(tok, demos, [AWKWARD[0]])
     assert len(tok(unary[0].prefix)["input_ids"]) > window
     check_choices(model, tok, unary, tol=2e-4)

@@ -51,7 +51,8 @@ class LabelTokenTable:
     labels: the label set followed by `none` (L+1). first[i] / later[i]: token ids of labels[i] when it
     is the first label of the list / follows a separator. lead: tokens between the start of the
     generation and the first label (json: ` {"label": ["`). sep: tokens between two labels. end: tokens
-    after the last label (`\\n`, json `"]}\\n`; chat: EOS). fmt: comma or json.
+    after the last label (`\\n`, json `"]}\\n`; chat: EOS, json `"]}` + EOS). fmt: comma or json.
+    end_alternatives: every token sequence that ends the list (see `ends`).
     """
 
     labels: tuple[str, ...]
@@ -62,6 +63,15 @@ class LabelTokenTable:
     end: tuple[int, ...]
     fmt: str
     eos_ids: frozenset[int] = frozenset()
+    end_alternatives: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def ends(self) -> tuple[tuple[int, ...], ...]:
+        """The token sequences that end the label list, none a prefix of another, so that P(END) is the
+        sum of their probabilities (docs/methods.md section 4, marginal search). A closing line break may
+        merge with the blank line after it (Gemma writes `"]}` + `\\n\\n` after the demos' blocks, never
+        `\\n`), and a chat model may stop at any of its EOS ids; `end` alone would miss that mass."""
+        return self.end_alternatives or (self.end,)
 
     @property
     def none_index(self) -> int:
@@ -136,16 +146,31 @@ def build_label_table(
     later, sep = _split_common_head(
         tokenizer, [tokens_in_context(tokenizer, anchor_ctx, sep_text + label) for label in labels], sep_text)
     eos = _eos_ids(tokenizer) | {int(i) for i in eos_ids}
-    if chat:
-        end = (min(eos),) if eos else tuple(tokens_in_context(tokenizer, anchor_ctx, closing + "\n"))
+    # the list ends with its closing and a line break (the demos' blocks are followed by a blank line,
+    # which BPE vocabularies may merge into one `\n\n` token); a chat turn is the closed list, then EOS
+    breaks = [tuple(tokens_in_context(tokenizer, anchor_ctx, closing + nl)) for nl in ("\n", "\n\n")]
+    if chat and eos:
+        closed = tuple(tokens_in_context(tokenizer, anchor_ctx, closing)) if closing else ()
+        end, alternatives = closed + (min(eos),), [closed + (i,) for i in sorted(eos)]
     else:
-        end = tokens_in_context(tokenizer, anchor_ctx, closing + "\n")
+        end, alternatives = breaks[0], breaks
     empty = [labels[i] for i, ids in enumerate(first) if not ids] + \
             [labels[i] for i, ids in enumerate(later) if not ids]
     if empty:
         raise ValueError(f"labels {sorted(set(empty))} have no tokens of their own in context")
     return LabelTokenTable(labels=labels, first=tuple(first), later=tuple(later), lead=lead, sep=sep,
-                           end=tuple(end), fmt=fmt, eos_ids=frozenset(eos))
+                           end=tuple(end), fmt=fmt, eos_ids=frozenset(eos),
+                           end_alternatives=_prefix_free(alternatives))
+
+
+def _prefix_free(seqs: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
+    """The distinct sequences of `seqs`, shortest first, without any that extends a kept one (its
+    probability is part of the shorter one's): the events "the continuation starts with s" are disjoint."""
+    kept: list[tuple[int, ...]] = []
+    for seq in sorted(set(map(tuple, seqs)), key=lambda t: (len(t), t)):
+        if seq and not any(seq[:len(k)] == k for k in kept):
+            kept.append(seq)
+    return tuple(kept)
 
 
 def _eos_ids(obj: Any) -> set[int]:
@@ -667,16 +692,19 @@ def marginal_search(
     extension = None
     while frontier:
         options = [[c for c in range(n_labels) if c != none and c not in n.labels] for n in frontier]
+        n_end = len(table.ends)
         res = score_requests(
             model, prefix,
             [Request(row=roots[n.example].row, visible=roots[n.example].visible, context=n.context,
-                     targets=(table.end,) + tuple(table.sep + table.later[c] for c in opts), attach=n.attach)
+                     targets=table.ends + tuple(table.sep + table.later[c] for c in opts), attach=n.attach)
              for n, opts in zip(frontier, options)],
             hidden_layers=None, extension=extension, keep_kv=True, max_rows=settings.max_rows, pad_id=pad_id)
         next_frontier: list[_Node] = []
         for node, opts, lp, ends in zip(frontier, options, res.logprob, res.ends):
-            expand(node, [None] + opts, torch.exp(torch.tensor(lp, dtype=torch.float64)).tolist(), next_frontier,
-                   ends)
+            probs = torch.exp(torch.tensor(lp, dtype=torch.float64)).tolist()
+            # END: the summed probability of its (prefix-free) token sequences
+            expand(node, [None] + opts, [sum(probs[:n_end])] + probs[n_end:], next_frontier,
+                   [None] + list(ends[n_end:]))
         extension, where = res.extension([n.end for n in next_frontier])
         frontier = [_Node(n.example, n.labels, n.prob, n.context, attach=where[n.end]) for n in next_frontier]
     return [[m / t if t > 0 else 0.0 for m in row] for row, t in zip(marg, totals)]
