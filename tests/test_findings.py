@@ -309,6 +309,29 @@ def test_scale_orders_models_by_size_and_needs_both_parts():
     assert "one model" in only(evaluate(stats_of(runs_gen)), "scale")["reason"].iloc[0]
 
 
+def test_claims_cover_the_planned_runs_only():
+    """Per-model datasets/regimes/prompting (models.<key>.*): no row for a run the config does not plan;
+    scale compares the models planned on a dataset; a model without icl_sweep is not testable there."""
+    recs = {("toy", "small", "base"): spiky_records([0.5] * N), ("toy", "large", "base"): spiky_records([0.95] * N),
+            ("other", "tiny", "base"): spiky_records([0.9] * N), ("other", "tiny", "sft"): spiky_records([0.95] * N)}
+    context = fd.Context(datasets=["toy", "other"], models=["tiny", "small", "large"], regimes=["base", "sft"],
+                         prompting=["baseline", "icl_sweep"], model_sizes={"tiny": 0.001, "small": 0.1, "large": 1.0},
+                         runs=[("toy", "small", "base"), ("toy", "large", "base"), ("other", "tiny", "base"),
+                               ("other", "tiny", "sft")],
+                         model_prompting={"large": ["baseline"]})
+    out = evaluate(stats_of(recs), context=context)
+    spiky = only(out, "spiky")
+    assert set(zip(spiky["dataset"], spiky["model"], spiky["regime"])) == set(map(tuple, context.runs))
+    assert set(only(out, "scale")["setting"]) == {"small -> large", "by model size"}  # other/base: one model
+    assert set(only(out, "scale", dataset="other")["reason"]) == {"one model in this run"}
+    finetuning = only(out, "finetuning")
+    assert set(zip(finetuning["dataset"], finetuning["model"])) == {("toy", "small"), ("toy", "large"),
+                                                                   ("other", "tiny")}
+    assert "regime sft not in this run for small on toy" in set(finetuning["reason"])
+    icl = only(out, "icl_sweep", model="large")
+    assert list(icl["reason"]) == ["no icl_sweep generations (config prompting)"]
+
+
 # ---- files -------------------------------------------------------------------------------------------
 def test_write_findings_reads_the_stage_files_and_writes_csv_md_html(tmp_path):
     root = tmp_path / "results"

@@ -273,10 +273,27 @@ class Context:
     estimators: Sequence[str] = ()
     model_sizes: Mapping[str, float] | None = None
     p_ref_sources: Mapping[str, str] | None = None
+    # the (dataset, model, regime) runs the config plans (models.<key>.datasets/regimes; None: the full
+    # grid) and each model's prompting modes (models.<key>.prompting; None or absent: `prompting`)
+    runs: Sequence[Sequence[str]] | None = None
+    model_prompting: Mapping[str, Sequence[str]] | None = None
 
 
 def _runs(ctx: Context) -> list[tuple[str, str, str]]:
+    """The planned runs, datasets outermost: claims are tested on these only."""
+    if ctx.runs is not None:
+        return [tuple(run) for run in ctx.runs]
     return [(d, m, r) for d in ctx.datasets for m in ctx.models for r in ctx.regimes]
+
+
+def _prompting(ctx: Context, model: str) -> Sequence[str]:
+    """The prompting modes `model` runs."""
+    return (ctx.model_prompting or {}).get(model, ctx.prompting)
+
+
+def _models_on(ctx: Context, dataset: str, regime: str) -> list[str]:
+    """The models planned on `dataset` in `regime`, in config order."""
+    return [m for d, m, r in _runs(ctx) if d == dataset and r == regime]
 
 
 def _select(frame: pd.DataFrame, d: str, m: str, r: str) -> pd.DataFrame:
@@ -296,8 +313,8 @@ def _one_sample(claim, d, m, r, setting, part, statistic, values, null, directio
 def claims_from_steps(stats: pd.DataFrame, ctx: Context, settings: Settings) -> list[dict]:
     """Rows of claims spiky, suppression and runner_up: one-sample statistics per run."""
     rows = []
-    no_baseline = None if "baseline" in ctx.prompting else "no baseline generations (config prompting)"
     for d, m, r in _runs(ctx):
+        no_baseline = None if "baseline" in _prompting(ctx, m) else "no baseline generations (config prompting)"
         sub = _select(stats, d, m, r)
         missing = no_baseline or (None if len(sub) else "no output with a label step")
         one = lambda *a: rows.append(_one_sample(*a, settings, missing))  # noqa: E731
@@ -325,29 +342,32 @@ def _paired_examples(a: pd.DataFrame, b: pd.DataFrame, column: str) -> pd.Series
 def claim_finetuning(stats: pd.DataFrame, ctx: Context, settings: Settings) -> list[dict]:
     """Rows of claim finetuning: per dataset x model, mean entropy of sft/rl minus base, paired by example."""
     rows = []
-    for d in ctx.datasets:
-        for m in ctx.models:
-            for r in FINETUNED:
-                setting = f"{r} vs base"
-                missing = None
-                if "baseline" not in ctx.prompting:
-                    missing = "no baseline generations (config prompting)"
-                elif r not in ctx.regimes or "base" not in ctx.regimes:
-                    missing = f"regime {r if r not in ctx.regimes else 'base'} not in this run"
-                diff = pd.Series(dtype=float) if missing else _paired_examples(
-                    _select(stats, d, m, r), _select(stats, d, m, "base"), "entropy_bits")
-                if not missing and diff.empty:
-                    missing = "no example with label steps in both regimes"
-                rows.append(_one_sample("finetuning", d, m, r, setting, "entropy", f"mean entropy {r} - base (bits)",
-                                        diff, 0.0, "<", settings, missing))
+    planned = set(_runs(ctx))
+    pairs = list(dict.fromkeys((d, m) for d, m, _ in _runs(ctx)))
+    for d, m in pairs:
+        for r in FINETUNED:
+            setting = f"{r} vs base"
+            missing = None
+            if "baseline" not in _prompting(ctx, m):
+                missing = "no baseline generations (config prompting)"
+            elif (d, m, r) not in planned or (d, m, "base") not in planned:
+                absent = r if (d, m, r) not in planned else "base"
+                missing = f"regime {absent} not in this run for {m} on {d}"
+            diff = pd.Series(dtype=float) if missing else _paired_examples(
+                _select(stats, d, m, r), _select(stats, d, m, "base"), "entropy_bits")
+            if not missing and diff.empty:
+                missing = "no example with label steps in both regimes"
+            rows.append(_one_sample("finetuning", d, m, r, setting, "entropy", f"mean entropy {r} - base (bits)",
+                                    diff, 0.0, "<", settings, missing))
     return rows
 
 
-def _size_pairs(ctx: Context) -> tuple[list[tuple[str, str]], str | None]:
+def _size_pairs(ctx: Context, models: Sequence[str]) -> tuple[list[tuple[str, str]], str | None]:
+    """Consecutive pairs (smaller, larger) of `models` by configured size, or why there is none."""
     sizes = dict(ctx.model_sizes or {})
-    known = sorted((m for m in ctx.models if m in sizes), key=lambda m: sizes[m])
+    known = sorted((m for m in models if m in sizes), key=lambda m: sizes[m])
     pairs = [(a, b) for a, b in zip(known, known[1:]) if sizes[b] > sizes[a]]
-    if len(ctx.models) < 2:
+    if len(models) < 2:
         return [], "one model in this run"
     if not pairs:
         return [], "every model of this run has the same configured size (size_b)"
@@ -358,19 +378,23 @@ def claim_scale(stats: pd.DataFrame, metrics: Mapping, ctx: Context, settings: S
     """Rows of claim scale: for consecutive models by size (config size_b), per dataset x regime,
     entropy (larger - smaller, paired by example, < 0) and micro AUC of the ranking estimator (> 0)."""
     rows = []
-    pairs, why = _size_pairs(ctx)
     est = settings.ranking_estimator
     for d in ctx.datasets:
         for r in ctx.regimes:
+            models = _models_on(ctx, d, r)
+            if not models:  # nothing planned on this dataset in this regime
+                continue
+            pairs, why = _size_pairs(ctx, models)
             if why:
                 for part, stat, direction in (("entropy", "mean entropy larger - smaller (bits)", "<"),
                                               ("AUC", f"micro AUC of {est}, larger - smaller", ">")):
-                    rows.append(_row("scale", d, "/".join(ctx.models), r, "by model size", part, stat, NAN3, 0.0,
+                    rows.append(_row("scale", d, "/".join(models), r, "by model size", part, stat, NAN3, 0.0,
                                      direction, 0, settings, why))
                 continue
             for small, large in pairs:
                 setting = f"{small} -> {large}"
-                missing = None if "baseline" in ctx.prompting else "no baseline generations (config prompting)"
+                both = all("baseline" in _prompting(ctx, x) for x in (small, large))
+                missing = None if both else "no baseline generations (config prompting)"
                 diff = pd.Series(dtype=float) if missing else _paired_examples(
                     _select(stats, d, large, r), _select(stats, d, small, r), "entropy_bits")
                 if not missing and diff.empty:
@@ -393,7 +417,7 @@ def claim_icl(slopes: pd.DataFrame, ctx: Context, settings: Settings) -> list[di
     rows = []
     for d, m, r in _runs(ctx):
         sub = _select(slopes, d, m, r)
-        missing = None if "icl_sweep" in ctx.prompting else "no icl_sweep generations (config prompting)"
+        missing = None if "icl_sweep" in _prompting(ctx, m) else "no icl_sweep generations (config prompting)"
         if not missing and sub.empty:
             missing = "no example seen at two or more sweep ratios"
         rows.append(_one_sample("icl_sweep", d, m, r, "ICL sweep", "slope", "share of multi-label outputs per "

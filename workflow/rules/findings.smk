@@ -12,6 +12,8 @@ FINDINGS_CONTEXT = {
     "prompting": PROMPTING,
     "estimators": ESTIMATORS,
     "model_sizes": {m: config["models"][m]["size_b"] for m in MODELS},
+    "runs": [list(run) for run in RUNS],
+    "model_prompting": {m: model_prompting(config, m) for m in MODELS},
 }
 
 
