@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint dryrun report readme clean
+.PHONY: install run test lint dryrun report readme bench clean
 
 $(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ run: install
 # copy the headline table the last `make run` wrote (results/tables/headline.md) into README.md
 readme: install
 	$(BIN)/python -m labeldist.tables README.md results/tables/headline.md
+
+# speed of the core measurement on SmolLM2 next to lm-evaluation-harness (the `bench` extra: lm_eval
+# pinned, installed by this target only); prints the ratios, writes the tables to results/bench_real.md
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install --no-build-isolation -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench_real.py --examples 8 --ks 4,10 --repeats 2 --markdown results/bench_real.md
 
 test: install
 	$(BIN)/python -m pytest

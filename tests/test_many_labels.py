@@ -230,7 +230,7 @@ def test_bradley_terry_recovers_strengths_from_budgeted_pairs():
     truth = strength[:-1] - strength[-1]
     rank = lambda x: np.argsort(np.argsort(x))  # noqa: E731
     # the order of the labels is recovered from ~3% of the pairs; the values are shrunk towards 0.5 by
-    # the fit's L2 term (weight 0.01 against a BCE averaged over ~600 pairs: docs/formats.md)
+    # the fit's L2 term (0.01 * ||s||^2 against the summed pair losses, as the study: docs/methods.md)
     assert np.corrcoef(rank(q), rank(truth))[0, 1] > 0.9
     assert np.isfinite(q).all() and q.std() > 0.01
 
