@@ -29,9 +29,10 @@ run: install
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/default
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/default --report results/report.html
 
-# copy the headline table the last `make run` wrote (results/tables/headline.md) into README.md
+# copy the headline table and the findings' verdicts the last `make run` wrote into README.md
 readme: install
-	$(BIN)/python -m labeldist.tables README.md results/tables/headline.md
+	$(BIN)/python -m labeldist.tables README.md headline=results/tables/headline.md \
+		findings=results/tables/findings_headline.md
 
 # speed of the core measurement on SmolLM2 next to lm-evaluation-harness (the `bench` extra: lm_eval
 # pinned, installed by this target only); prints the ratios, writes the tables to results/bench_real.md

@@ -356,7 +356,8 @@ def test_write_findings_reads_the_stage_files_and_writes_csv_md_html(tmp_path):
     out = {k: tmp_path / f"findings.{k}" for k in ("csv", "md", "html")}
     frame = fd.write_findings(generations=gens, icl_generations=[str(icl)], metric_paths=metric_paths,
                               label_sets={"toy": mx.read_label_set(root / "data" / "toy" / "labels.json")},
-                              ctx=ctx(), settings=SETTINGS, csv=out["csv"], md=out["md"], html=out["html"])
+                              ctx=ctx(), settings=SETTINGS, csv=out["csv"], md=out["md"], html=out["html"],
+                              headline=tmp_path / "findings_headline.md")
     back = pd.read_csv(out["csv"])
     assert list(back.columns) == fd.COLUMNS and len(back) == len(frame)
     assert set(back["claim"]) == set(fd.CLAIMS)
@@ -367,6 +368,13 @@ def test_write_findings_reads_the_stage_files_and_writes_csv_md_html(tmp_path):
     text = out["md"].read_text()
     assert text.startswith("# Findings") and "## Every statistic" in text and "not testable here" in text
     assert "<table" in out["html"].read_text()
+    # the README's verdict table: one row per claim and setting, one column per run
+    head = (tmp_path / "findings_headline.md").read_text().splitlines()
+    table = [line for line in head if line.startswith("| ")]
+    assert table[0] == "| claim | setting | toy · m · base |"
+    assert "| max_over_steps | max_over_steps vs first_step | holds |" in table
+    assert "| spiky | per-step distribution | holds |" in table
+    assert len(table) - 1 == len(fd.summary(frame)[["claim", "setting"]].drop_duplicates())
 
 
 def test_findings_figure_draws_one_panel_per_claim_with_verdict_colours(tmp_path):

@@ -324,11 +324,18 @@ def test_headline_table_and_readme_block(tmp_path):
     path = tmp_path / "headline.md"
     T.write_headline(align, cls, path)
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{T.README_START}\nold table\n{T.README_END}\noutro\n")
+    readme.write_text("intro\n<!-- headline:start -->\nold table\n<!-- headline:end -->\nmiddle\n"
+                      "<!-- findings:start -->\nold verdicts\n<!-- findings:end -->\noutro\n")
     assert T.update_readme(readme, path) is True
     text = readme.read_text()
     assert "old table" not in text and md in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert "old verdicts" in text  # other blocks untouched
     assert T.update_readme(readme, path) is False
+    verdicts = tmp_path / "findings_headline.md"
+    verdicts.write_text("| claim |\n")
+    assert T.update_readme(readme, verdicts, "findings") is True
+    text = readme.read_text()
+    assert "old verdicts" not in text and "| claim |" in text and md in text
     readme.write_text("no markers")
     with pytest.raises(DataError, match="markers"):
         T.update_readme(readme, path)

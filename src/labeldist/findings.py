@@ -557,11 +557,38 @@ def render_markdown(frame: pd.DataFrame) -> tuple[str, str]:
     return md, html
 
 
+def headline_markdown(frame: pd.DataFrame) -> str:
+    """Return the compact verdict table for the README: one row per claim and setting, one column per
+    run (dataset · model · regime), each cell the setting's combined verdict ('' where it does not
+    apply). A comparison of two models sits in the larger model's column, a regime comparison in the
+    finetuned regime's. The statistics and reasons are in findings.md."""
+    summ = summary(frame)
+    larger = summ["model"].str.split("/").str[-1]
+    summ = summ.assign(run=summ["dataset"] + " · " + larger + " · " + summ["regime"])
+    # the columns: the runs every per-run claim covers (the planned ones); a row about a regime that
+    # was not run (finetuning: sft vs base) goes to its model's base column
+    runs = list(dict.fromkeys(summ.loc[summ["claim"] == "spiky", "run"])) or list(dict.fromkeys(summ["run"]))
+    base = summ["dataset"] + " · " + larger + " · base"
+    summ["run"] = summ["run"].where(summ["run"].isin(runs), base)
+    rows = list(dict.fromkeys(zip(summ["claim"], summ["setting"].where(summ["claim"] != "scale", "by model size"))))
+    cells = {(c, st if c != "scale" else "by model size", run): v
+             for c, st, run, v in zip(summ["claim"], summ["setting"], summ["run"], summ["verdict"])}
+    lines = ["| claim | setting | " + " | ".join(runs) + " |", "|---|---|" + "---|" * len(runs)]
+    for claim, setting in rows:
+        lines.append(f"| {claim} | {setting} | " + " | ".join(cells.get((claim, setting, run), "")
+                                                              for run in runs) + " |")
+    counts = ", ".join(f"{v}: {int((summ['verdict'] == v).sum())}" for v in VERDICTS)
+    return ("Verdicts per claim and run (" + counts + "); claims, statistics, intervals and reasons: "
+            "`results/tables/findings.md`, rules: docs/methods.md section 8.\n\n" + "\n".join(lines) + "\n")
+
+
 def write_findings(*, generations: Sequence[str | Path], icl_generations: Sequence[str | Path],
                    metric_paths: Sequence[str | Path], label_sets: Mapping[str, LabelSet], ctx: Context,
-                   settings: Settings, csv: str | Path, md: str | Path, html: str | Path) -> pd.DataFrame:
+                   settings: Settings, csv: str | Path, md: str | Path, html: str | Path,
+                   headline: str | Path | None = None) -> pd.DataFrame:
     """Read the run's baseline and icl_sweep generations (main subset) and metrics files, evaluate every
-    claim, write findings CSV, Markdown and HTML atomically, and return the table."""
+    claim, write findings CSV, Markdown, HTML and (with `headline`) the compact verdict table
+    (headline_markdown) atomically, and return the table."""
     ctx = Context(**{**ctx.__dict__, "p_ref_sources": ctx.p_ref_sources or
                      {d: s.p_ref_source for d, s in label_sets.items()}})
     frame = evaluate(read_example_stats(generations, label_sets), read_icl_slopes(icl_generations, label_sets),
@@ -573,6 +600,9 @@ def write_findings(*, generations: Sequence[str | Path], icl_generations: Sequen
         tmp.write_text(text, encoding="utf-8")
     with atomic_path(html) as tmp:
         tmp.write_text(page, encoding="utf-8")
+    if headline is not None:
+        with atomic_path(headline) as tmp:
+            tmp.write_text(headline_markdown(frame), encoding="utf-8")
     counts = frame.groupby("verdict").size().to_dict()
     log.info("findings: %d rows; %s", len(frame), counts)
     return frame

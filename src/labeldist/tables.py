@@ -287,18 +287,20 @@ def write_headline(alignment: pd.DataFrame, classification: pd.DataFrame, path: 
         tmp.write_text(headline_markdown(alignment, classification), encoding="utf-8")
 
 
-README_START, README_END = "<!-- headline:start -->", "<!-- headline:end -->"
+README_BLOCKS = ("headline", "findings")  # <!-- {name}:start --> ... <!-- {name}:end --> in README.md
 
 
-def update_readme(readme: str | Path, headline: str | Path) -> bool:
-    """Replace the block between README_START and README_END in `readme` by the headline file's
-    content; return True when the README changed (DataError when the markers are missing)."""
+def update_readme(readme: str | Path, headline: str | Path, block: str = "headline") -> bool:
+    """Replace the block between `<!-- {block}:start -->` and `<!-- {block}:end -->` in `readme` by the
+    file `headline`'s content; return True when the README changed (DataError when the markers are
+    missing)."""
+    start_marker, end_marker = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
     text = Path(readme).read_text(encoding="utf-8")
-    start, end = text.find(README_START), text.find(README_END)
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
-        raise DataError(readme, f"markers {README_START} ... {README_END} not found")
+        raise DataError(readme, f"markers {start_marker} ... {end_marker} not found")
     body = Path(headline).read_text(encoding="utf-8")
-    new = text[: start + len(README_START)] + "\n" + body + text[end:]
+    new = text[: start + len(start_marker)] + "\n" + body + text[end:]
     if new == text:
         return False
     with atomic_path(readme) as tmp:
@@ -306,8 +308,11 @@ def update_readme(readme: str | Path, headline: str | Path) -> bool:
     return True
 
 
-if __name__ == "__main__":  # python -m labeldist.tables README.md results/tables/headline.md
+if __name__ == "__main__":  # python -m labeldist.tables README.md headline=results/tables/headline.md ...
     import sys
 
-    changed = update_readme(sys.argv[1], sys.argv[2])
-    print(f"{sys.argv[1]}: headline {'updated' if changed else 'unchanged'} from {sys.argv[2]}")
+    for arg in sys.argv[2:]:
+        name, _, path = arg.rpartition("=")
+        name = name or "headline"
+        changed = update_readme(sys.argv[1], path, name)
+        print(f"{sys.argv[1]}: {name} {'updated' if changed else 'unchanged'} from {path}")

@@ -26,6 +26,7 @@ rule findings:
     output:
         csv=f"{R}/tables/findings.csv",
         md=f"{R}/tables/findings.md",
+        headline=f"{R}/tables/findings_headline.md",
         html=report(
             f"{R}/tables/findings.html",
             caption="../report/findings.rst",

@@ -1,4 +1,5 @@
-"""Wiring only: generations, metrics and labels.json files -> tables/findings.{csv,md,html} (labeldist.findings)."""
+"""Wiring only: generations, metrics and labels.json files -> tables/findings.{csv,md,html} and
+findings_headline.md (labeldist.findings)."""
 
 from labeldist.findings import Context, Settings, write_findings
 from labeldist.plots import read_label_sets
@@ -16,4 +17,5 @@ with rule_log(snakemake.log[0]):  # noqa: F821 (the object Snakemake injects)
         csv=out.csv,
         md=out.md,
         html=out.html,
+        headline=out.headline,
     )
