@@ -49,7 +49,7 @@ FIGURE_NEEDS: dict[str, list[tuple[str, str]]] = {
     "training_curves": [("regimes", "sft")],
 }
 
-NONE_LABEL = "none"
+NONE_LABEL = "none"  # the reserved label name for "no label applies" (the one definition; docs/formats.md)
 LOADERS_WITH_PATH = {"goemotions", "goemotions_raters", "mfrc", "mfrc_fractions", "semeval2018_ec",
                      "hatexplain", "generic"}
 LOADERS_WITH_HUB = {"goemotions", "mfrc"}

@@ -30,10 +30,10 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from .config import NONE_LABEL
 from .errors import DataError
 from .io import iter_jsonl, read_json
 
-NONE_LABEL = "none"
 EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before taking logs
 BOOTSTRAP_SEED = 0  # fixed: every run resamples the same example indices, so seeds and estimators pair up
 THRESHOLD_GRID = np.round(np.linspace(0.01, 0.99, 99), 4)

@@ -28,12 +28,12 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from .config import NONE_LABEL
 from .errors import DataError
 from .io import atomic_path, iter_jsonl, read_json, write_parquet
 
 log = logging.getLogger("labeldist.probes")
 
-NONE_LABEL = "none"
 OWN_LABEL_VARIANTS = ("all", "non_first")
 Probe = Pipeline | DummyClassifier
 

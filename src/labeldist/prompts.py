@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-NONE_LABEL = "none"
+from .config import NONE_LABEL
 LABEL_FORMATS = ("comma", "json")
 
 

@@ -24,9 +24,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..config import NONE_LABEL
 from ..errors import DataError
 
-NONE_LABEL = "none"
 SPLITS = ("train", "dev", "test")
 TASKS = ("multilabel", "single_label")
 P_REF_SOURCES = ("annotators", "distribution", "gold")
