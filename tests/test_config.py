@@ -118,3 +118,11 @@ def test_atomic_outputs_get_normal_permissions(tmp_path):
     os.umask(mask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
     assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_config_readme_documents_every_top_level_key():
+    """config/README.md (the workflow catalog's configuration page) has a row for every schema key."""
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    readme = (REPO / "config" / "README.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`") for line in readme.splitlines() if line.startswith("| `")}
+    assert rows == set(schema["properties"])
