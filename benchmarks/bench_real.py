@@ -47,11 +47,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from labeldist.config import load_config  # noqa: E402
 from labeldist.extraction import ExtractionSettings, build_label_table, extract, model_eos_ids  # noqa: E402
 from labeldist.generation import TaskData, choose_demos, demo_rng  # noqa: E402
 from labeldist.models import load_causal_lm  # noqa: E402
@@ -84,7 +84,7 @@ def model_folder(name: str) -> Path:
     if not (cache / "config.json").is_file():
         from labeldist.gguf_source import convert_gguf
 
-        cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+        cfg = load_config(REPO / "config.yaml", REPO)
         print(f"converting the {name} GGUF into {cache} (once)", flush=True)
         convert_gguf(cfg["models"][name]["gguf"], cache, key=f"models.{name}.gguf", base_dir=REPO)
     return cache
@@ -246,7 +246,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg = load_config(REPO / "config.yaml", REPO)  # validated, with the schema's defaults
     gen_cfg = dict(cfg["generation"])
     if args.max_new_tokens:
         gen_cfg["max_new_tokens"] = args.max_new_tokens

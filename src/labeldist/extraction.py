@@ -357,13 +357,14 @@ class ExtractionSettings:
 
     @classmethod
     def from_config(cls, cfg: dict, marginal: bool | None = None, hidden: bool = False) -> "ExtractionSettings":
-        """From config `generation`; `marginal`/`hidden` override whether those are computed."""
+        """From a validated config `generation` block (its defaults are the schema's, never repeated
+        here); `marginal`/`hidden` override whether those are computed."""
         return cls(
-            max_new_tokens=cfg.get("max_new_tokens", 32), batch_size=cfg.get("batch_size", 8),
-            marginal=cfg.get("marginal", False) if marginal is None else marginal,
-            marginal_top_p=cfg.get("marginal_top_p", 0.99), marginal_min_prob=cfg.get("marginal_min_prob", 0.01),
-            marginal_max_depth=cfg.get("marginal_max_depth", 4),
-            hidden_layers=cfg.get("hidden_layers", "all") if hidden else None,
+            max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch_size"],
+            marginal=cfg["marginal"] if marginal is None else marginal,
+            marginal_top_p=cfg["marginal_top_p"], marginal_min_prob=cfg["marginal_min_prob"],
+            marginal_max_depth=cfg["marginal_max_depth"],
+            hidden_layers=cfg["hidden_layers"] if hidden else None,
         )
 
 
