@@ -1,4 +1,4 @@
-# Estimators that turn generation files into per-label confidences q(l | x) (METHODS.md section 4):
+# Estimators that turn generation files into per-label confidences q(l | x) (docs/methods.md section 4):
 # results/estimates/{dataset}/{model}/{regime}/{estimator}/{subset}/seed{seed}.parquet (docs/formats.md).
 # One CPU job per (dataset, model, regime, seed) writes every estimator that reads generation files, for
 # subsets main and dev (labeldist.batched.estimate_run; docs/study_grid.md). Models that run different
