@@ -148,12 +148,13 @@ def build_label_table(
     eos = _eos_ids(tokenizer) | {int(i) for i in eos_ids}
     # the list ends with its closing and a line break (the demos' blocks are followed by a blank line,
     # which BPE vocabularies may merge into one `\n\n` token); a chat turn is the closed list, then EOS
-    breaks = [tuple(tokens_in_context(tokenizer, anchor_ctx, closing + nl)) for nl in ("\n", "\n\n")]
     if chat and eos:
         closed = tuple(tokens_in_context(tokenizer, anchor_ctx, closing)) if closing else ()
-        end, alternatives = closed + (min(eos),), [closed + (i,) for i in sorted(eos)]
+        alternatives = [closed + (i,) for i in sorted(eos)]
+        end = closed + (min(eos),)
     else:
-        end, alternatives = breaks[0], breaks
+        alternatives = [tuple(tokens_in_context(tokenizer, anchor_ctx, closing + nl)) for nl in ("\n", "\n\n")]
+        end = alternatives[0]
     empty = [labels[i] for i, ids in enumerate(first) if not ids] + \
             [labels[i] for i, ids in enumerate(later) if not ids]
     if empty:

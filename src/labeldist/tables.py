@@ -287,19 +287,16 @@ def write_headline(alignment: pd.DataFrame, classification: pd.DataFrame, path: 
         tmp.write_text(headline_markdown(alignment, classification), encoding="utf-8")
 
 
-README_BLOCKS = ("headline", "findings")  # <!-- {name}:start --> ... <!-- {name}:end --> in README.md
-
-
-def update_readme(readme: str | Path, headline: str | Path, block: str = "headline") -> bool:
+def update_readme(readme: str | Path, source: str | Path, block: str = "headline") -> bool:
     """Replace the block between `<!-- {block}:start -->` and `<!-- {block}:end -->` in `readme` by the
-    file `headline`'s content; return True when the README changed (DataError when the markers are
+    file `source`'s content; return True when the README changed (DataError when the markers are
     missing)."""
     start_marker, end_marker = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
     text = Path(readme).read_text(encoding="utf-8")
     start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
         raise DataError(readme, f"markers {start_marker} ... {end_marker} not found")
-    body = Path(headline).read_text(encoding="utf-8")
+    body = Path(source).read_text(encoding="utf-8")
     new = text[: start + len(start_marker)] + "\n" + body + text[end:]
     if new == text:
         return False
