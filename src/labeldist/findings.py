@@ -41,7 +41,7 @@ from scipy.stats import bootstrap, linregress
 from . import analysis
 from .io import atomic_path
 from .metrics import LabelSet
-from .tables import bootstrap_interval, read_metric_files, to_html, to_markdown
+from .tables import bootstrap_interval, markdown_table, read_metric_files, to_html, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -573,13 +573,11 @@ def headline_markdown(frame: pd.DataFrame) -> str:
     rows = list(dict.fromkeys(zip(summ["claim"], summ["setting"].where(summ["claim"] != "scale", "by model size"))))
     cells = {(c, st if c != "scale" else "by model size", run): v
              for c, st, run, v in zip(summ["claim"], summ["setting"], summ["run"], summ["verdict"])}
-    lines = ["| claim | setting | " + " | ".join(runs) + " |", "|---|---|" + "---|" * len(runs)]
-    for claim, setting in rows:
-        lines.append(f"| {claim} | {setting} | " + " | ".join(cells.get((claim, setting, run), "")
-                                                              for run in runs) + " |")
+    table = pd.DataFrame([[claim, setting, *(cells.get((claim, setting, run), "") for run in runs)]
+                          for claim, setting in rows], columns=["claim", "setting", *runs])
     counts = ", ".join(f"{v}: {int((summ['verdict'] == v).sum())}" for v in VERDICTS)
     return ("Verdicts per claim and run (" + counts + "); claims, statistics, intervals and reasons: "
-            "`results/tables/findings.md`, rules: docs/methods.md section 8.\n\n" + "\n".join(lines) + "\n")
+            "`results/tables/findings.md`, rules: docs/methods.md section 8.\n\n" + markdown_table(table))
 
 
 def write_findings(*, generations: Sequence[str | Path], icl_generations: Sequence[str | Path],

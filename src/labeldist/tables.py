@@ -190,14 +190,19 @@ def to_markdown(display: pd.DataFrame, title: str, note: str = "") -> str:
 
     Hand-written: pandas' to_markdown needs `tabulate`, which the pinned environment does not carry.
     """
-    def esc(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
     lines = [f"# {title}", ""]
     if note:
         lines += [note, ""]
-    lines.append("| " + " | ".join(esc(c) for c in display.columns) + " |")
-    lines.append("|" + "|".join("---" for _ in display.columns) + "|")
+    return "\n".join(lines) + "\n" + markdown_table(display)
+
+
+def markdown_table(display: pd.DataFrame) -> str:
+    """Return the rows of a display frame as a GitHub-flavoured Markdown table (no heading)."""
+    def esc(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(esc(c) for c in display.columns) + " |",
+             "|" + "|".join("---" for _ in display.columns) + "|"]
     for row in display.itertuples(index=False):
         lines.append("| " + " | ".join(esc(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
