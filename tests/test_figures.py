@@ -291,17 +291,16 @@ def test_calibration_figure_from_metric_files(tmp_path):
     from labeldist.metrics import reliability_bins
 
     rng = np.random.default_rng(1)
-    paths = []
-    for est in ("first_step", "max_over_steps"):
-        for seed in (0, 1):
+    objs = []
+    for seed in (0, 1):
+        for est in ("first_step", "max_over_steps"):
             q = rng.random((30, 4))
             y = (rng.random((30, 4)) < q).astype(int)
-            obj = {"dataset": "syn", "model": "tiny", "regime": "base", "estimator": est, "seed": seed,
-                   "alignment": {}, "classification": {}, "reliability": reliability_bins(q, y, 5)}
-            path = tmp_path / f"{est}{seed}.json"
-            path.write_text(json.dumps(obj))
-            paths.append(str(path))
-    bins = plots.reliability_frame([json.loads(Path(p).read_text()) for p in paths])
+            objs.append({"dataset": "syn", "model": "tiny", "regime": "base", "estimator": est, "seed": seed,
+                         "alignment": {}, "classification": {}, "reliability": reliability_bins(q, y, 5)})
+    paths = [str(tmp_path / "base.json")]  # one metrics file per run: every estimator x seed
+    Path(paths[0]).write_text(json.dumps(objs))
+    bins = plots.reliability_frame(objs)
     # pooled over two seeds: counts add up to 2 x 30 x 4 per estimator
     assert bins.groupby("estimator")["count"].sum().tolist() == [240, 240]
     fig = plots.render_figure("calibration", {"metrics": paths}, {"estimators": ["first_step", "max_over_steps"]})
@@ -359,25 +358,22 @@ def test_metrics_and_figure_rules_plan_every_configured_figure(tree, tmp_path):
         assert sorted(by_rule.get(f"figure_{name}", [])) == [str(root / "figures" / f"{name}.{ext}")
                                                              for ext in ("pdf", "png")], name
     from labeldist.config import ESTIMATOR_PROMPTING, model_prompting, model_runs
-    n_runs = 0  # per dataset: Demux once; per planned (dataset, model, regime): the estimators its prompting has
+    # one metrics file per planned (dataset, model, regime) with an estimator, and per dataset for Demux
+    runs = {(d, "encoder", "base") for d in cfg["datasets"] if "demux" in cfg["estimators"]}
     for est in cfg["estimators"]:
-        if est == "demux":
-            n_runs += len(cfg["datasets"])
-            continue
-        n_runs += sum(1 for _, m, r in model_runs(cfg)
-                      if not (est == "seq_cls_head" and r != "base")
-                      and ESTIMATOR_PROMPTING[est] in (None, *model_prompting(cfg, m)))
-    # one job per run writes all its metrics files (metrics_run*); Demux/classification head: rule metrics
-    metric_paths = [p for rule, paths in by_rule.items() if rule == "metrics" or rule.startswith("metrics_run")
-                    for p in paths]
-    assert len(metric_paths) == len(set(metric_paths)) == n_runs * len(cfg["seeds"])
+        runs |= {(d, m, r) for d, m, r in model_runs(cfg)
+                 if est != "demux" and not (est == "seq_cls_head" and r != "base")
+                 and ESTIMATOR_PROMPTING[est] in (None, *model_prompting(cfg, m))}
+    metric_paths = [p for rule, paths in by_rule.items() if rule.startswith("evaluate") for p in paths
+                    if "/metrics/" in p]
+    assert sorted(metric_paths) == sorted(str(root / "metrics" / d / m / f"{r}.json") for d, m, r in runs)
     assert sorted(Path(p).name for p in by_rule["tables"]) == sorted(
         [f"{t}.{ext}" for t in ("alignment", "classification") for ext in ("csv", "html", "md")] + ["headline.md"])
 
 
 def test_repo_dry_run_targets_every_figure(tmp_path):
     """The real workflow (once every upstream stage is in): `rule all` plans every listed figure."""
-    needed = ["data", "models", "generate", "estimate", "probes", "demux"]  # DESIGN.md's stage files
+    needed = ["data", "models", "generate", "metrics", "probes", "demux"]  # DESIGN.md's stage files
     rules = REPO / "workflow" / "rules"
     missing = [n for n in needed if not (rules / f"{n}.smk").exists()]
     if missing:

@@ -347,12 +347,10 @@ def test_write_findings_reads_the_stage_files_and_writes_csv_md_html(tmp_path):
     icl.parent.mkdir(parents=True)
     icl.write_text("".join(json.dumps({"id": f"e{i}", "ratio": r, "labels": ["joy", "fear"] if r > 0.5 else ["joy"],
                                        "steps": []}) + "\n" for i in range(N) for r in (0.0, 1.0)))
-    metric_paths = []
-    for est, q in (("max_over_steps", GOOD), ("first_step", BAD)):
-        path = root / "metrics" / "toy" / "m" / "base" / est / "seed0.json"
-        path.parent.mkdir(parents=True)
-        path.write_text(json.dumps(run(q, est)))
-        metric_paths.append(str(path))
+    path = root / "metrics" / "toy" / "m" / "base.json"  # the run's metrics file: one object per estimator
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps([run(q, est) for est, q in (("max_over_steps", GOOD), ("first_step", BAD))]))
+    metric_paths = [str(path)]
     out = {k: tmp_path / f"findings.{k}" for k in ("csv", "md", "html")}
     frame = fd.write_findings(generations=gens, icl_generations=[str(icl)], metric_paths=metric_paths,
                               label_sets={"toy": mx.read_label_set(root / "data" / "toy" / "labels.json")},

@@ -92,7 +92,7 @@ def test_keep_going_builds_the_other_dataset_and_reports_the_failure(tmp_path, c
     built = ["data/synthetic/test.jsonl", "models/tiny/base/config.json",
              "generations/synthetic/tiny/base/baseline/main/seed0.jsonl",
              "estimates/synthetic/tiny/base/output/main/seed0.parquet",
-             "metrics/synthetic/tiny/base/output/seed0.json"]
+             "metrics/synthetic/tiny/base.json"]
     missing = [p for p in built if not (results / p).exists()]
     assert not missing, f"not built despite --keep-going: {missing}\n{log_tail(workdir)}"
     # the broken dataset: no data file (nothing half-written), nothing downstream, no tables

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -279,13 +280,31 @@ def test_summarise_counts_and_undefined_metrics():
         T.summarise(results + [fake_result("first_step", 0, 0.2, [0.2])], M.ALIGNMENT_METRICS)
 
 
+@pytest.mark.parametrize("content, message", [
+    ({"estimator": "first_step"}, "base.json: expected a JSON list of metrics objects, found dict"),
+    ([1], "base.json, field '[0]': expected a metrics object, found int"),
+    ([{"dataset": "syn"}], "base.json, field '[0].model': missing key"),
+])
+def test_read_metric_files_names_file_and_field(tmp_path, content, message):
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(DataError, match=re.escape(message)):
+        T.read_metric_files([path])
+
+
+def test_read_metric_files_flattens_files_in_order(tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps([fake_result("first_step", 0, 0.2, [0.2]), fake_result("output", 0, 0.3, [0.3])]))
+    second.write_text(json.dumps([fake_result("demux", 0, 0.4, [0.4]) | {"model": "encoder"}]))
+    objs = T.read_metric_files([first, second])
+    assert [o["estimator"] for o in objs] == ["first_step", "output", "demux"]
+    assert [o["_path"] for o in objs] == [str(first), str(first), str(second)]
+
+
 def test_write_table_renders_csv_markdown_html(tmp_path):
-    paths = []
-    for i, res in enumerate([fake_result("first_step", 0, 0.25, [0.2, 0.3], source="gold"),
-                             fake_result("first_step", 1, 0.35, [0.3, 0.4], source="gold")]):
-        path = tmp_path / f"m{i}.json"
-        path.write_text(json.dumps(res))
-        paths.append(path)
+    paths = [tmp_path / "base.json"]  # a run's metrics file: one object per estimator x seed
+    paths[0].write_text(json.dumps([fake_result("first_step", 0, 0.25, [0.2, 0.3], source="gold"),
+                                    fake_result("first_step", 1, 0.35, [0.3, 0.4], source="gold")]))
     out = {k: tmp_path / f"alignment.{k}" for k in ("csv", "md", "html")}
     T.write_table(paths, "alignment", out["csv"], out["md"], out["html"])
     table = pd.read_csv(out["csv"])

@@ -174,7 +174,7 @@ def test_workflow_runs_through_sbatch(cluster, tmp_path):
     assert res.returncode == 0, log[-4000:] + "\n" + job_logs + "\n" + cluster.logs()
 
     submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log)
-    assert len(submitted) >= 4, log[-3000:]  # data, base model, generation, two estimates (some may batch)
+    assert len(submitted) >= 4, log[-3000:]  # data, base model, generation, evaluate
     by_rule = {}
     for _, jobid in submitted:
         info = cluster.job(jobid)
@@ -182,7 +182,7 @@ def test_workflow_runs_through_sbatch(cluster, tmp_path):
         rule = re.match(r"rule_([A-Za-z0-9_]+?)(_wildcards_|$)", info.get("Comment", ""))
         assert rule, info
         by_rule.setdefault(rule.group(1), []).append(info)
-    assert {"prepare_data", "base_model", "estimate"} <= set(by_rule), sorted(by_rule)
+    assert {"prepare_data", "base_model", "evaluate"} <= set(by_rule), sorted(by_rule)
     for rule, infos in by_rule.items():
         for info in infos:
             gpu = "gres:gpu" in info.get("TresPerJob", "")

@@ -155,12 +155,17 @@ def test_generation_files_follow_the_grid(jobs, study):
     base = len(study["datasets"]) * len(study["models"]) * len(study["regimes"]) * len(study["seeds"])
     expected = {p: base * len(generation_subsets(p, study["estimators"])) for p in study["prompting"]}
     assert dict(found) == expected
-    # one generation job per dataset x model x regime x prompting mode x seed, writing all its subsets
+    # one generation job per dataset x model x regime x prompting mode, writing all its subsets and seeds
     gen_jobs = [j for j in jobs if any("/generations/" in f and f.endswith(".jsonl") for f in j["output"])]
-    assert len(gen_jobs) == base * len(study["prompting"])
+    assert len(gen_jobs) == base // len(study["seeds"]) * len(study["prompting"])
     for job in gen_jobs:
-        modes = {f.split("/generations/")[1].split("/")[3] for f in job["output"]}
-        assert len(modes) == 1, job["output"]
+        run = {tuple(f.split("/generations/")[1].split("/")[:4]) for f in job["output"]}
+        assert len(run) == 1, job["output"]
+        mode = next(iter(run))[3]
+        seeds = {re.search(r"seed(\d+)\.", f).group(1) for f in job["output"]}
+        assert seeds == {str(s) for s in study["seeds"]}, job["output"]
+        assert sum(f.endswith(".jsonl") for f in job["output"]) == len(study["seeds"]) * len(
+            generation_subsets(mode, study["estimators"]))
     # hidden states for every baseline generation (probes)
     hidden = planned_files(jobs, res, r"generations/.+/baseline/[^/]+/seed\d+\.hidden\.safetensors")
     assert len(hidden) == expected["baseline"]
@@ -182,9 +187,13 @@ def test_estimates_and_metrics_follow_the_grid(jobs, study):
              for mt in planned_files(jobs, res, r"estimates/([^/]+)/([^/]+)/([^/]+)/([^/]+)/([^/]+)/seed(\d+)\.parquet")}
     want = {(*run, subset, seed) for run in runs for subset in ("main", "dev") for seed in seeds}
     assert found == want, (sorted(want - found)[:5], sorted(found - want)[:5])
-    metrics = {(mt.group(1), mt.group(2), mt.group(3), mt.group(4), int(mt.group(5)))
-               for mt in planned_files(jobs, res, r"metrics/([^/]+)/([^/]+)/([^/]+)/([^/]+)/seed(\d+)\.json")}
-    assert metrics == {(*run, seed) for run in runs for seed in seeds}
+    # one metrics file per (dataset, model, regime), every estimator and seed in it, written by the job
+    # that writes the run's estimates (Demux: one per dataset)
+    metrics = {mt.groups() for mt in planned_files(jobs, res, r"metrics/([^/]+)/([^/]+)/([^/]+)\.json")}
+    assert metrics == {run[:3] for run in runs}
+    for job in jobs:
+        if any("/metrics/" in f for f in job["output"]):
+            assert len([f for f in job["output"] if "/metrics/" in f]) == 1, job["output"]
 
 
 def test_every_figure_is_planned(jobs, study):

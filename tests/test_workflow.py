@@ -39,29 +39,32 @@ def planned_jobs(output: str) -> dict[str, int]:
 
 def expected_counts(cfg: dict) -> dict[str, int]:
     """Jobs per rule family of a validated config (docs/study_grid.md): generation per (dataset, model,
-    regime, prompting mode, seed), estimates and metrics per (dataset, model, regime, seed); computed
-    from the config here, not with the Snakefile's helpers."""
+    regime, prompting mode), estimates with metrics and probes per (dataset, model, regime), Demux per
+    dataset, the classification head per (dataset, model), every seed in one job; computed from the
+    config here, not with the Snakefile's helpers."""
     from labeldist.config import model_prompting, model_runs
 
-    runs, n_s, est = model_runs(cfg), len(cfg["seeds"]), cfg["estimators"]
+    runs, est = model_runs(cfg), cfg["estimators"]
     runs_with = lambda mode: sum(mode in model_prompting(cfg, m) for _, m, _ in runs)  # noqa: E731
     base_pairs = {(d, m) for d, m, r in runs if r == "base"}
     return {
-        "generate_baseline": runs_with("baseline") * n_s,
-        "generate": (runs_with("unary") + runs_with("pairwise")) * n_s,
-        "generate_icl_sweep": runs_with("icl_sweep") * n_s,
-        "estimate": len(runs) * n_s,
-        "linear_probe": runs_with("baseline") * n_s if "linear_probe" in est else 0,
-        "metrics_run": len(runs) * n_s,
-        "metrics": n_s * (len(cfg["datasets"]) * ("demux" in est) + len(base_pairs) * ("seq_cls_head" in est)),
+        "generate_baseline": runs_with("baseline"),
+        "generate": runs_with("unary") + runs_with("pairwise"),
+        "generate_icl_sweep": runs_with("icl_sweep"),
+        "evaluate": len(runs),
+        "evaluate_demux": len(cfg["datasets"]) * ("demux" in est),
+        "linear_probe": runs_with("baseline") if "linear_probe" in est else 0,
+        "demux": len(cfg["datasets"]) * ("demux" in est),
+        "seq_cls_head": len(base_pairs) * ("seq_cls_head" in est),
         "sft": len({(d, m) for d, m, r in runs if r == "sft"}),
         "rl": len({(d, m) for d, m, r in runs if r == "rl"}),
     }
 
 
 def family(counts: dict[str, int], rule: str) -> int:
-    """Jobs of a rule and of its per-prompting-group copies (rule_<modes>, labeldist.batched.rule_suffix)."""
-    return sum(n for r, n in counts.items() if r == rule or (r.startswith(rule + "_") and rule in ("estimate", "metrics_run")))
+    """Jobs of a rule and of its per-prompting-group copies (evaluate_<modes>, labeldist.batched.rule_suffix)."""
+    return sum(n for r, n in counts.items()
+               if r == rule or (rule == "evaluate" and r.startswith("evaluate_") and r != "evaluate_demux"))
 
 
 def test_dry_run_plans_the_default_grid():

@@ -2,14 +2,12 @@
 
 At study scale one job per generation file, estimate and metrics file makes ~13,000 jobs, most of
 them seconds of CPU work that a SLURM scheduler turns into minutes of latency each. The rules group
-them instead, each job writing the very files (and bytes) the one-file jobs wrote:
+them instead, each job writing the files of docs/formats.md for several subsets, seeds or estimators:
 
-- generation: one job per (dataset, model, regime, prompting mode, seed) writes every evaluation subset
-  of that mode, loading the model once (`generate_subsets`);
-- estimates: one job per (dataset, model, regime, seed) writes every estimator that reads generation
-  files, for subsets main and dev (`estimate_run`);
-- metrics: one job per (dataset, model, regime, seed) writes the metrics file of each of its
-  estimators (`metrics_run`).
+- generation: one job per (dataset, model, regime, prompting mode) writes every evaluation subset of
+  that mode for every seed, loading the model once (`generate_subsets`);
+- estimates and metrics: one job per (dataset, model, regime) writes, for every seed, each estimator that
+  reads generation files (subsets main and dev), and the run's metrics file (`evaluate_run`).
 
 A job's outputs are all rewritten when any of its inputs changes; a job whose inputs are unchanged is
 not rerun. `prompting_groups` and `run_estimators` say which files a grouped job writes (per-model
@@ -63,13 +61,13 @@ def rule_suffix(prompting: Sequence[str], groups: Mapping[tuple[str, ...], list[
 
 # ---- generation ---------------------------------------------------------------------------------------
 def generate_subsets(model_dir: str | os.PathLike, data_files: Mapping[str, str], prompting: str,
-                     outputs: Mapping[str, str], seed: int, gen_cfg: Mapping[str, Any],
+                     outputs: Mapping[tuple[str, str], str], gen_cfg: Mapping[str, Any],
                      prompt_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any],
-                     hidden_outputs: Mapping[str, str] | None = None, device: str = "auto",
+                     hidden_outputs: Mapping[tuple[str, str], str] | None = None, device: str = "auto",
                      threads: int | None = None) -> None:
-    """Load the model once and run `prompting` with `seed` on each subset of `outputs` ({subset: path},
-    in order), writing each generation file (and, for baseline, its hidden states to `hidden_outputs`)
-    as `labeldist.generation.generate_file` does for one subset."""
+    """Load the model once and run `prompting` on each (subset, seed) of `outputs` ({(subset, seed):
+    path}, seeds in ascending order), writing each generation file (and, for baseline, its hidden states
+    to `hidden_outputs`) as `labeldist.generation.generate_file` does for one subset and seed."""
     import torch
 
     from .generation import load_task_data, run_prompting, write_generation
@@ -81,54 +79,61 @@ def generate_subsets(model_dir: str | os.PathLike, data_files: Mapping[str, str]
     spec = PromptSpec.from_config(prompt_cfg)
     model, tokenizer = load_causal_lm(model_dir, device=device, dtype=model_cfg.get("dtype", "auto"),
                                       load_in_4bit=bool(model_cfg.get("load_in_4bit", False)))
-    for subset, out in outputs.items():
-        data = load_task_data(data_files, subset)
-        log.info("%s on %s/%s: %d examples, %d demos in the pool, seed %d", prompting, subset, model_dir,
-                 len(data.examples), len(data.pool), seed)
-        result = run_prompting(model, tokenizer, data, prompting, spec, gen_cfg, int(seed))
-        hidden = (hidden_outputs or {}).get(subset) if prompting == "baseline" else None
+    data = {}
+    for (subset, seed), out in sorted(outputs.items(), key=lambda item: int(item[0][1])):  # stable: subset order
+        if subset not in data:
+            data[subset] = load_task_data(data_files, subset)
+        task = data[subset]
+        log.info("%s on %s/%s: %d examples, %d demos in the pool, seed %s", prompting, subset, model_dir,
+                 len(task.examples), len(task.pool), seed)
+        result = run_prompting(model, tokenizer, task, prompting, spec, gen_cfg, int(seed))
+        hidden = (hidden_outputs or {}).get((subset, seed)) if prompting == "baseline" else None
         write_generation(result, out, hidden)
 
 
-# ---- estimates ----------------------------------------------------------------------------------------
-def estimate_run(estimators: Sequence[str], generations: Mapping[tuple[str, str], str], labels_file: str,
-                 outputs: Mapping[tuple[str, str], str], *, seed: int = 0, dev_data: str | None = None,
-                 threads: int = 1) -> None:
-    """Write the estimate of each (estimator, subset) in `outputs` from the generation files
-    `generations` ({(prompting mode, subset): path}); compare_to_none_platt fits on the baseline dev
-    generation and `dev_data` (labeldist.estimators.write_estimate)."""
+# ---- estimates and metrics ------------------------------------------------------------------------------
+def evaluate_run(estimators: Sequence[str], metric_estimators: Sequence[str],
+                 generations: Mapping[tuple[str, str, str], str], outputs: Mapping[tuple[str, str, str], str],
+                 supervised: Mapping[tuple[str, str, str], str], metrics_out: str, *, data: Mapping[str, str],
+                 meta: Mapping[str, Any], seeds: Sequence[int], threshold: float, ece_bins: int,
+                 n_bootstrap: int, threads: int = 1) -> list[dict[str, Any]]:
+    """Write, for every seed, the estimate of each generation-reading estimator in `estimators` for
+    subsets main and dev (`outputs`: {(estimator, subset, seed): path}, read from `generations`:
+    {(prompting mode, subset, seed): path}), then the metrics file `metrics_out` of the run: a JSON list
+    with the metrics of each estimator in `metric_estimators` and seed (labeldist.metrics.run_metrics),
+    seeds in order. `supervised` ({(estimator, subset, seed): path}) holds the estimates other rules
+    wrote (linear_probe, seq_cls_head, demux); `data` the run's test, dev, labels and subsets files;
+    `meta` its dataset, model and regime. Returns the metrics objects."""
     from .config import ESTIMATOR_PROMPTING
     from .estimators import write_estimate
-
-    for (est, subset), out in outputs.items():
-        if est not in estimators:
-            raise ValueError(f"estimate_run: output for {est!r}, which is not among {list(estimators)}")
-        prompting = ESTIMATOR_PROMPTING[est]
-        platt = est == "compare_to_none_platt"
-        write_estimate(est, generations[(prompting, subset)], labels_file, out, seed=seed,
-                       dev_generations=generations[("baseline", "dev")] if platt else None,
-                       dev_data=dev_data if platt else None, threads=threads)
-
-
-# ---- metrics ------------------------------------------------------------------------------------------
-def metrics_run(outputs: Mapping[str, str], estimates: Mapping[tuple[str, str], str], *, test_data: str,
-                dev_data: str, labels: str, subsets: str, baseline_generation: str | None,
-                meta: Mapping[str, Any], threshold: float, ece_bins: int, n_bootstrap: int) -> None:
-    """Write the metrics JSON of each estimator in `outputs` ({estimator: path}) from its main and dev
-    estimates (`estimates`: {(estimator, subset): path}); estimators reading baseline generations
-    count that run's baseline main generation (labeldist.metrics.run_metrics)."""
-    from .config import ESTIMATOR_PROMPTING
     from .io import write_json
     from .metrics import run_metrics
 
-    for est, out in outputs.items():
-        result = run_metrics(
-            estimates=estimates[(est, "main")], dev_estimates=estimates[(est, "dev")], test_data=test_data,
-            dev_data=dev_data, labels=labels, subsets=subsets,
-            generation=baseline_generation if ESTIMATOR_PROMPTING[est] == "baseline" else None,
-            meta={**meta, "estimator": est}, threshold=threshold, ece_bins=ece_bins, n_bootstrap=n_bootstrap)
-        write_json(out, result)
-        log.info("metrics of %s written to %s", est, out)
+    results = []
+    for seed in seeds:
+        for (est, subset, s), out in outputs.items():
+            if s != str(seed):
+                continue
+            if est not in estimators:
+                raise ValueError(f"evaluate_run: output for {est!r}, which is not among {list(estimators)}")
+            prompting = ESTIMATOR_PROMPTING[est]
+            platt = est == "compare_to_none_platt"
+            write_estimate(est, generations[(prompting, subset, s)], data["labels"], out, seed=int(seed),
+                           dev_generations=generations[("baseline", "dev", s)] if platt else None,
+                           dev_data=data["dev"] if platt else None, threads=threads)
+        estimates = {**supervised, **outputs}
+        for est in metric_estimators:
+            reads_baseline = ESTIMATOR_PROMPTING[est] == "baseline"
+            results.append(run_metrics(
+                estimates=estimates[(est, "main", str(seed))], dev_estimates=estimates[(est, "dev", str(seed))],
+                test_data=data["test"], dev_data=data["dev"], labels=data["labels"], subsets=data["subsets"],
+                generation=generations[("baseline", "main", str(seed))] if reads_baseline else None,
+                meta={**meta, "estimator": est, "seed": int(seed)}, threshold=threshold, ece_bins=ece_bins,
+                n_bootstrap=n_bootstrap))
+            log.info("metrics of %s, seed %s", est, seed)
+    write_json(metrics_out, results)
+    log.info("%d metrics objects written to %s", len(results), metrics_out)
+    return results
 
 
 # ---- rule helpers (input functions of the grouped rules; paths come from the workflow's functions) ----
@@ -140,43 +145,35 @@ def gpu_resource(n_gpus: int, kind: str = "gpu") -> int | str:
     return int(n_gpus)
 
 
-def estimate_inputs(generation_file, data_files, estimators: Sequence[str]):
-    """Input function of a grouped estimate rule: every generation file its estimators read (subsets
-    main and dev, keys gen__{mode}__{subset}), labels.json, and the dev split when Platt scaling runs."""
+def metric_estimators(cfg: Mapping[str, Any], prompting: Sequence[str], regime: str) -> list[str]:
+    """The estimators in the metrics file of a (dataset, model, regime) of a model running `prompting`, in
+    config order: its generation-reading estimators, linear_probe (with baseline), and seq_cls_head on
+    base."""
+    ests = run_estimators(cfg, prompting, supervised=True)
+    if regime == "base" and "seq_cls_head" in cfg["estimators"]:
+        ests.append("seq_cls_head")
+    return [e for e in cfg["estimators"] if e in ests]
+
+
+def evaluate_inputs(cfg: Mapping[str, Any], prompting: Sequence[str], generation_file, estimate_file,
+                    data_files):
+    """Input function of an evaluate rule: every generation file its estimators read (subsets main and
+    dev, every seed: keys gen__{mode}__{subset}__{seed}), the other rules' estimates it scores (keys
+    est__{estimator}__{subset}__{seed}), and the data files test, dev, labels and subsets."""
     from .config import ESTIMATOR_PROMPTING
 
-    modes = [m for m in ("baseline", "unary", "pairwise") if any(ESTIMATOR_PROMPTING[e] == m for e in estimators)]
-    platt = "compare_to_none_platt" in estimators
-
-    def inputs(wildcards):
-        files = {f"gen__{m}__{s}": generation_file(wildcards.dataset, wildcards.model, wildcards.regime, m, s,
-                                                 wildcards.seed)
-                 for m in modes for s in ("main", "dev")}
-        data = data_files(wildcards.dataset)
-        files["labels"] = data["labels"]
-        if platt:
-            files["dev_data"] = data["dev"]
-        return files
-
-    return inputs
-
-
-def metrics_inputs(estimate_file, generation_file, data_files, estimators: Sequence[str]):
-    """Input function of a grouped metrics rule: each estimator's main and dev estimates (keys
-    est__{estimator}__{subset}), the data files, and the baseline main generation when an estimator
-    reads baseline generations (its counts)."""
-    from .config import ESTIMATOR_PROMPTING
-
-    baseline = any(ESTIMATOR_PROMPTING[e] == "baseline" for e in estimators)
+    seeds = cfg["seeds"]
 
     def inputs(wildcards):
         w = wildcards
-        files = {f"est__{e}__{s}": estimate_file(w.dataset, w.model, w.regime, e, s, w.seed)
-                 for e in estimators for s in ("main", "dev")}
+        ests = metric_estimators(cfg, prompting, w.regime)
+        modes = [m for m in ("baseline", "unary", "pairwise") if any(ESTIMATOR_PROMPTING[e] == m for e in ests)]
+        files = {f"gen__{m}__{s}__{seed}": generation_file(w.dataset, w.model, w.regime, m, s, seed)
+                 for m in modes for s in ("main", "dev") for seed in seeds}
+        files.update({f"est__{e}__{s}__{seed}": estimate_file(w.dataset, w.model, w.regime, e, s, seed)
+                      for e in ests if e in SUPERVISED for s in ("main", "dev") for seed in seeds})
         data = data_files(w.dataset)
         files.update({k: data[k] for k in ("test", "dev", "labels", "subsets")})
-        if baseline:
-            files["generation"] = generation_file(w.dataset, w.model, w.regime, "baseline", "main", w.seed)
         return files
 
     return inputs

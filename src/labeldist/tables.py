@@ -44,15 +44,22 @@ def metric_label(metric: str) -> str:
 
 
 def read_metric_files(paths: Iterable[str | Path]) -> list[dict]:
-    """Return the parsed metrics JSON objects (DataError names a file missing a required key)."""
+    """Return the metrics objects of every metrics file, file by file in the order of each file (a file
+    is a JSON list with one object per estimator and seed, docs/formats.md); each object gets `_path`.
+    DataError names a file that is not such a list, or the object and key missing."""
     out = []
     for path in paths:
-        obj = read_json(path)
-        for key in [*KEYS, "seed", "alignment", "classification"]:
-            if key not in obj:
-                raise DataError(path, "missing key", field=key)
-        obj["_path"] = str(path)
-        out.append(obj)
+        objs = read_json(path)
+        if not isinstance(objs, list):
+            raise DataError(path, f"expected a JSON list of metrics objects, found {type(objs).__name__}")
+        for i, obj in enumerate(objs):
+            if not isinstance(obj, dict):
+                raise DataError(path, f"expected a metrics object, found {type(obj).__name__}", field=f"[{i}]")
+            for key in [*KEYS, "seed", "alignment", "classification"]:
+                if key not in obj:
+                    raise DataError(path, "missing key", field=f"[{i}].{key}")
+            obj["_path"] = str(path)
+            out.append(obj)
     return out
 
 

@@ -136,8 +136,8 @@ def hidden_file(dataset, model, regime, subset, seed):
     return f"{R}/generations/{dataset}/{model}/{regime}/baseline/{subset}/seed{seed}.hidden.safetensors"
 
 
-def generation_files(prompting=None, subset=None):
-    """Every generation file the config plans, optionally for one prompting mode and subset."""
+def generation_files(prompting=None, subset=None, seed=None):
+    """Every generation file the config plans, optionally for one prompting mode, subset and seed."""
     out = []
     for p in PROMPTING:
         if prompting is not None and p != prompting:
@@ -147,7 +147,7 @@ def generation_files(prompting=None, subset=None):
                 continue
             for d, m, r in RUNS:
                 if p in model_prompting(config, m):
-                    out += [generation_file(d, m, r, p, s, seed) for seed in SEEDS]
+                    out += [generation_file(d, m, r, p, s, x) for x in SEEDS if seed is None or x == seed]
     return out
 
 
@@ -173,12 +173,20 @@ def estimate_file(dataset, model, regime, estimator, subset, seed):
     return f"{R}/estimates/{dataset}/{model}/{regime}/{estimator}/{subset}/seed{seed}.parquet"
 
 
-def metric_file(dataset, model, regime, estimator, seed):
-    return f"{R}/metrics/{dataset}/{model}/{regime}/{estimator}/seed{seed}.json"
+def metric_file(dataset, model, regime):
+    """The metrics file of one (dataset, model, regime): every estimator x seed of the run."""
+    return f"{R}/metrics/{dataset}/{model}/{regime}.json"
 
 
 def metric_files():
-    return [metric_file(*c, seed) for c in estimate_combos() for seed in SEEDS]
+    """The metrics file of every (dataset, model, regime) with at least one estimate, in config order."""
+    return [metric_file(d, m, r) for d, m, r in dict.fromkeys(c[:3] for c in estimate_combos())]
+
+
+def per_seed(key, path):
+    """{key__seed: path(seed)} over the configured seeds: the seed-wise files of a job that runs every
+    seed (a cluster-friendly DAG, docs/study_grid.md); labeldist.batched.keyed parses the keys back."""
+    return {f"{key}__{seed}": path(seed) for seed in SEEDS}
 
 
 # ---- targets ------------------------------------------------------------------------------------

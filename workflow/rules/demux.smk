@@ -1,7 +1,7 @@
 # Supervised estimator `demux` (docs/methods.md section 4): a BERT-style encoder reading
 # `label_1, ..., label_L [SEP] text`, trained per dataset and seed on the train split with early stopping
 # on dev. Not tied to an LLM: model key `encoder`, regime `base` (docs/formats.md). One job per dataset
-# and seed writes estimates/{d}/encoder/base/demux/{main,dev}/seed{s}.parquet and the trained model,
+# writes, for every seed, estimates/{d}/encoder/base/demux/{main,dev}/seed{s}.parquet and the trained model,
 # models/{d}/encoder/demux/seed{s}/ (save_pretrained encoder + tokenizer, head, demux.json,
 # training_log.csv with the early-stopping history).
 
@@ -10,23 +10,26 @@ rule demux:
     input:
         **data_files("{dataset}"),
     output:
-        main=estimate_file("{dataset}", ENCODER, "base", "demux", "main", "{seed}"),
-        dev=estimate_file("{dataset}", ENCODER, "base", "demux", "dev", "{seed}"),
-        model=directory(f"{R}/models/{{dataset}}/{ENCODER}/demux/seed{{seed}}"),
+        **{
+            f"{s}__{seed}": estimate_file("{dataset}", ENCODER, "base", "demux", s, seed)
+            for s in ("main", "dev")
+            for seed in SEEDS
+        },
+        **{f"model__{seed}": directory(f"{R}/models/{{dataset}}/{ENCODER}/demux/seed{seed}") for seed in SEEDS},
     log:
-        f"{R}/logs/demux/{{dataset}}/seed{{seed}}.log",
+        f"{R}/logs/demux/{{dataset}}.log",
     benchmark:
-        f"{R}/benchmarks/demux/{{dataset}}/seed{{seed}}.tsv"
+        f"{R}/benchmarks/demux/{{dataset}}.tsv"
     params:
         demux=config["demux"],
         device=config["device"],
-        seed=lambda wildcards: int(wildcards.seed),
+        seeds=SEEDS,
     # the built-in encoder (<1M parameters) gains nothing from intra-op threads; measured on a loaded
     # 2-core machine, 2 torch threads made an epoch 7-10x slower than 1
     threads: 1 if config["demux"]["encoder"] == "builtin" else threads_for(ENCODER)
     resources:
         mem_mb=lambda wildcards, attempt: (16000 if gpu_for(ENCODER) else 4000) * attempt,
-        runtime=lambda wildcards, attempt: runtime_for("demux", wildcards, attempt),
+        runtime=lambda wildcards, attempt: runtime_for("demux", wildcards, attempt) * len(SEEDS),
         **{GPU_KEY: gpu_resource(gpu_for(ENCODER), GPU_KEY)},
     conda:
         ENV

@@ -81,22 +81,25 @@ rule seq_cls_head:
             for key in ("train", "dev", "test", "labels", "subsets")
         },
     output:
-        main=estimate_file("{dataset}", "{model}", "base", "seq_cls_head", "main", "{seed}"),
-        dev=estimate_file("{dataset}", "{model}", "base", "seq_cls_head", "dev", "{seed}"),
+        **{
+            f"{s}__{seed}": estimate_file("{dataset}", "{model}", "base", "seq_cls_head", s, seed)
+            for s in ("main", "dev")
+            for seed in SEEDS
+        },
     log:
-        f"{R}/logs/seq_cls_head/{{dataset}}/{{model}}/seed{{seed}}.log",
+        f"{R}/logs/seq_cls_head/{{dataset}}/{{model}}.log",
     benchmark:
-        f"{R}/benchmarks/seq_cls_head/{{dataset}}/{{model}}/seed{{seed}}.tsv"
+        f"{R}/benchmarks/seq_cls_head/{{dataset}}/{{model}}.tsv"
     params:
         seq_cls=config["finetune"]["seq_cls"],
-        seed=lambda wildcards: int(wildcards.seed),
+        seeds=SEEDS,
         device=config["device"],
         dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
         load_in_4bit=lambda wildcards: model_cfg(wildcards.model)["load_in_4bit"],
     threads: lambda wildcards: threads_for(wildcards.model)
     resources:
         mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "seq_cls_head"),
-        runtime=lambda wildcards, attempt: runtime_for("seq_cls_head", wildcards, attempt),
+        runtime=lambda wildcards, attempt: runtime_for("seq_cls_head", wildcards, attempt) * len(SEEDS),
         **{GPU_KEY: lambda wildcards: gpu_resource(gpu_for(wildcards.model, "seq_cls_head"), GPU_KEY)},
     conda:
         ENV
@@ -104,14 +107,5 @@ rule seq_cls_head:
         "../scripts/seq_cls.py"
 
 
-# Final targets of this stage: the seq_cls_head estimates (main, dev) of every seed. The sft/rl folders
-# are inputs of the generation rules and need no entry here.
-STAGE_TARGETS.append(
-    lambda: [
-        estimate_file(d, m, r, est, subset, seed)
-        for d, m, r, est in estimate_combos()
-        if est == "seq_cls_head"
-        for subset in ("main", "dev")
-        for seed in SEEDS
-    ]
-)
+# No entry in STAGE_TARGETS: the seq_cls_head estimates are inputs of the base runs' metrics and the sft/rl
+# folders inputs of the generation rules.

@@ -1,8 +1,20 @@
-# Metrics (docs/methods.md section 6): one JSON per run (dataset x model x regime x estimator x seed), then
-# the alignment and classification tables aggregated over seeds (docs/formats.md, Metrics and tables).
+# Estimates and metrics. Estimators turn generation files into per-label confidences q(l | x)
+# (docs/methods.md section 4): estimates/{dataset}/{model}/{regime}/{estimator}/{subset}/seed{seed}.parquet;
+# metrics (section 6) score every estimate of a (dataset, model, regime), each seed, in one file:
+# metrics/{dataset}/{model}/{regime}.json (docs/formats.md); the tables aggregate them over seeds.
+# One CPU job per (dataset, model, regime) writes both for every seed (labeldist.batched.evaluate_run;
+# docs/study_grid.md): the estimators that read generation files (subsets main and dev), then the metrics
+# of those and of the supervised estimates other rules wrote (linear_probe; seq_cls_head on base). Models
+# that run different prompting modes (models.<key>.prompting) write different estimator sets: one rule
+# per such group, `evaluate` when all models run the same modes (labeldist.batched.prompting_groups).
+# Demux, which has no LLM, gets its own metrics file per dataset (model `encoder`, regime base).
+# compare_to_none_platt also reads the dev subset's baseline generation and the dev split's p_ref:
+# (w, b) is fitted there and applied to the requested subset. For subset dev itself that means fitting
+# and applying on dev (there is no other held-out split): in-sample, only used for thresholds.
 # Input and target functions are lambdas: `snakemake --lint` flags files that mix functions and rules.
-from labeldist.batched import metrics_inputs
+from labeldist.batched import evaluate_inputs, metric_estimators
 
+EVAL_SUBSETS = ("main", "dev")
 
 TABLE_ORDER = {
     "dataset": DATASETS,
@@ -12,30 +24,36 @@ TABLE_ORDER = {
 }
 
 
-# One job per (dataset, model, regime, seed) writes the metrics file of each estimator of the run (one
-# rule per prompting group, as estimate.smk); Demux and the classification head, which have no regime
-# of their own, keep one job per metrics file (rule metrics).
 for _prompting, _models in PROMPTING_GROUPS.items():
-    _estimators = run_estimators(config, _prompting, supervised=True)
-    if not _estimators:
+    if not any(metric_estimators(config, _prompting, r) for r in REGIMES):
         continue
+    _estimators = run_estimators(config, _prompting)
 
     rule:
         name:
-            f"metrics_run{rule_suffix(_prompting, PROMPTING_GROUPS)}"
+            f"evaluate{rule_suffix(_prompting, PROMPTING_GROUPS)}"
         input:
-            unpack(metrics_inputs(estimate_file, generation_file, data_files, _estimators)),
+            unpack(evaluate_inputs(config, _prompting, generation_file, estimate_file, data_files)),
         output:
             **{
-                f"metrics__{est}": metric_file("{dataset}", "{model}", "{regime}", est, "{seed}")
+                f"est__{est}__{s}__{seed}": estimate_file("{dataset}", "{model}", "{regime}", est, s, seed)
                 for est in _estimators
+                for s in EVAL_SUBSETS
+                for seed in SEEDS
             },
+            metrics=metric_file("{dataset}", "{model}", "{regime}"),
         params:
+            estimators=_estimators,
+            metric_estimators=lambda wildcards, prompting=_prompting: metric_estimators(
+                config, prompting, wildcards.regime
+            ),
+            seeds=SEEDS,
             metrics=config["metrics"],
+            meta=lambda wildcards: {k: wildcards[k] for k in ("dataset", "model", "regime")},
         log:
-            f"{R}/logs/metrics/{{dataset}}/{{model}}/{{regime}}/seed{{seed}}.log",
+            f"{R}/logs/evaluate/{{dataset}}/{{model}}/{{regime}}.log",
         benchmark:
-            f"{R}/benchmarks/metrics/{{dataset}}/{{model}}/{{regime}}/seed{{seed}}.tsv"
+            f"{R}/benchmarks/evaluate/{{dataset}}/{{model}}/{{regime}}.tsv"
         wildcard_constraints:
             model="|".join(_models),
         conda:
@@ -43,34 +61,40 @@ for _prompting, _models in PROMPTING_GROUPS.items():
         threads: 1
         resources:
             mem_mb=2000,
-            runtime=lambda wildcards, attempt: 30 * attempt,
+            runtime=30 * len(SEEDS),
         script:
-            "../scripts/metrics.py"
+            "../scripts/evaluate.py"
 
 
-rule metrics:
+rule evaluate_demux:
     input:
-        unpack(
-            lambda w: metrics_inputs(estimate_file, generation_file, data_files, [w.estimator])(w)
-        ),
+        **{
+            f"est__demux__{s}__{seed}": estimate_file("{dataset}", ENCODER, "base", "demux", s, seed)
+            for s in EVAL_SUBSETS
+            for seed in SEEDS
+        },
+        **{
+            key: (lambda wildcards, key=key: data_files(wildcards.dataset)[key])
+            for key in ("test", "dev", "labels", "subsets")
+        },
     output:
-        metrics__=metric_file("{dataset}", "{model}", "{regime}", "{estimator}", "{seed}"),
+        metrics=metric_file("{dataset}", ENCODER, "base"),
     params:
+        estimators=[],
+        metric_estimators=["demux"],
+        seeds=SEEDS,
         metrics=config["metrics"],
+        meta=lambda wildcards: {"dataset": wildcards.dataset, "model": ENCODER, "regime": "base"},
     log:
-        f"{R}/logs/metrics/{{dataset}}/{{model}}/{{regime}}/{{estimator}}/seed{{seed}}.log",
-    benchmark:
-        f"{R}/benchmarks/metrics/{{dataset}}/{{model}}/{{regime}}/{{estimator}}/seed{{seed}}.tsv"
-    wildcard_constraints:
-        estimator="demux|seq_cls_head",
+        f"{R}/logs/evaluate/{{dataset}}/{ENCODER}/base.log",
     conda:
         ENV
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=20,
+        runtime=10 * len(SEEDS),
     script:
-        "../scripts/metrics.py"
+        "../scripts/evaluate.py"
 
 
 rule tables:
