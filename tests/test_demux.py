@@ -198,14 +198,16 @@ def test_run_demux_writes_estimates_and_a_reloadable_model(tmp_path):
     dev_ids = [f"dev-{i}" for i in range(30)]
     files["subsets"].write_text(json.dumps({"main": main_ids, "dev": dev_ids, "multi": [], "train": []}))
     settings = DemuxSettings(**{**TINY.__dict__, "max_epochs": 6, "correlation_weight": 0.5})
-    out = {"main": tmp_path / "est" / "main.parquet", "dev": tmp_path / "est" / "dev.parquet"}
-    result = run_demux(data=files, estimates=out, model_dir=tmp_path / "model", settings=settings, seed=1)
+    out = tmp_path / "est" / "demux.parquet"
+    result = run_demux(data=files, estimates=out, model_dirs={1: tmp_path / "model"}, settings=settings)[1]
 
     assert result.history.train_correlation.abs().sum() > 0  # the correlation term was on
+    table = pd.read_parquet(out)
+    assert list(table.columns) == ["seed", "subset", "id", "label", "q"] and set(table.seed) == {1}
     for name, ids in (("main", main_ids), ("dev", dev_ids)):
-        est = pd.read_parquet(out[name])
-        assert list(est.columns) == ["id", "label", "q"] and len(est) == len(ids) * len(LABELS)
-        assert list(est.id[:: len(LABELS)]) == ids and list(est.label[: len(LABELS)]) == LABELS
+        est = table[table.subset == name]
+        assert len(est) == len(ids) * len(LABELS)
+        assert list(est.id[:: len(LABELS)]) == sorted(ids) and list(est.label[: len(LABELS)]) == LABELS
         assert est.q.between(0, 1).all()
 
     meta = json.loads((tmp_path / "model" / "demux.json").read_text())
@@ -214,8 +216,8 @@ def test_run_demux_writes_estimates_and_a_reloadable_model(tmp_path):
     model, tok, labels, loaded = load_demux(tmp_path / "model")
     texts = [t for i, t in enumerate(data["test"][0]) if i % 2 == 0]
     q = predict_proba(model, tok, labels, texts, loaded)
-    est = pd.read_parquet(out["main"])
-    assert np.allclose(q.ravel(), est.q.to_numpy(), atol=1e-5)
+    est = table[table.subset == "main"].pivot(index="id", columns="label", values="q").loc[main_ids, LABELS]
+    assert np.allclose(q, est.to_numpy(), atol=1e-5)
 
 
 def test_run_demux_names_the_file_of_an_unknown_subset_id(tmp_path):
@@ -228,8 +230,7 @@ def test_run_demux_names_the_file_of_an_unknown_subset_id(tmp_path):
     files["subsets"] = tmp_path / "subsets.json"
     files["subsets"].write_text(json.dumps({"main": ["test-0", "nope"], "dev": ["dev-1"]}))
     with pytest.raises(demux.DataError, match="subsets.json"):
-        run_demux(data=files, estimates={"main": tmp_path / "m.parquet"}, model_dir=tmp_path / "m",
-                  settings=TINY, seed=0)
+        run_demux(data=files, estimates=tmp_path / "m.parquet", model_dirs={0: tmp_path / "m"}, settings=TINY)
 
 
 def test_sample_train_is_seeded_ordered_and_capped():

@@ -379,18 +379,22 @@ def files(tmp_path):
 
 
 @pytest.mark.parametrize("estimator", est.ESTIMATOR_NAMES)
-def test_write_estimate_writes_the_documented_parquet(files, estimator):
+def test_every_estimator_writes_the_documented_estimate_file(files, estimator):
+    from labeldist.artifacts.estimates import read_estimate_table, write_estimates
+
     source = {"unary": "unary.jsonl", "pairwise_bt": "pairwise.jsonl",
               "pairwise_outcome": "pairwise.jsonl"}.get(estimator, "main.jsonl")
-    out = files / "out" / "seed0.parquet"
-    returned = est.write_estimate(estimator, files / source, files / "labels.json", out, seed=0,
-                                  dev_generations=files / "dev.jsonl", dev_data=files / "dev_data.jsonl")
-    frame = pd.read_parquet(out)
+    frame = est.estimate(estimator, files / source, files / "labels.json", seed=0,
+                         dev_generations=files / "dev.jsonl", dev_data=files / "dev_data.jsonl")
     with_none = estimator not in ("compare_to_none", "compare_to_none_platt", "unary", "pairwise_bt",
                                   "pairwise_outcome")
     check_frame(frame, ["a", "b", "c", "d"], NAMES if with_none else LABELS)
     assert frame["id"].map(type).eq(str).all() and frame["label"].map(type).eq(str).all()
-    pd.testing.assert_frame_equal(frame, returned, check_dtype=False)
+    out = files / "out" / f"{estimator}.parquet"
+    write_estimates(out, {("main", 0): frame})
+    back = read_estimate_table(out)
+    assert list(back.columns) == ["seed", "subset", "id", "label", "q"]
+    pd.testing.assert_frame_equal(back[["id", "label", "q"]], frame, check_dtype=False)
     assert not list(out.parent.glob(".*"))  # no temporary file left behind
     if estimator == "compare_to_none_platt":
         # fitted on dev (p_ref = sigmoid(0.5 x + 0.2) for the labels, 0.1 for none at x = 0), the study's

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from labeldist import analysis, plots
+from labeldist.artifacts.estimates import write_estimates, write_layer_estimates
 from labeldist.config import load_schema, validate_config
 from labeldist.metrics import LabelSet
 
@@ -128,15 +129,15 @@ def build_results(root: Path, cfg: dict, n_test: int = 24, n_dev: int = 16, seed
         for m in [*cfg["models"], "encoder"]:
             for r in cfg["regimes"]:
                 for est in cfg["estimators"]:
-                    for seed_ in cfg["seeds"]:
-                        est_dir = root / "estimates" / d / m / r / est
-                        for s, exs in (("main", test), ("dev", dev)):
-                            (est_dir / s).mkdir(parents=True, exist_ok=True)
-                            fake_estimates(rng, exs).to_parquet(est_dir / s / f"seed{seed_}.parquet", index=False)
-                        if est == "linear_probe":
-                            frames = [fake_estimates(rng, test).assign(layer=layer) for layer in range(5)]
-                            pd.concat(frames)[["layer", "id", "label", "q"]].to_csv(
-                                est_dir / "main" / f"seed{seed_}.layers.csv", index=False)
+                    est_dir = root / "estimates" / d / m / r
+                    write_estimates(est_dir / f"{est}.parquet", {(s, seed_): fake_estimates(rng, exs)
+                                                                for seed_ in cfg["seeds"]
+                                                                for s, exs in (("main", test), ("dev", dev))})
+                    if est == "linear_probe":
+                        write_layer_estimates(est_dir / "linear_probe.layers.csv", {
+                            ("main", seed_): pd.concat([fake_estimates(rng, test).assign(layer=layer)
+                                                        for layer in range(5)])
+                            for seed_ in cfg["seeds"]})
     for m in cfg["models"]:
         (root / "models" / m / "base").mkdir(parents=True, exist_ok=True)
         (root / "models" / m / "base" / "config.json").write_text("{}")
@@ -190,8 +191,8 @@ def _inputs(root: Path, cfg: dict, name: str, tables_dir: Path | None = None) ->
     if name == "icl_sweep":
         return {**common, "generations": gens("icl_sweep", "main")}
     if name == "probe_layers":
-        return {**common, "layers": [str(root / "estimates" / d / m / r / "linear_probe" / "main" / f"seed{k}.layers.csv")
-                                     for r in cfg["regimes"] for k in cfg["seeds"]]}
+        return {**common, "layers": [str(root / "estimates" / d / m / r / "linear_probe.layers.csv")
+                                     for r in cfg["regimes"]]}
     if name == "training_curves":
         return {"models": [str(root / "models" / d / m / r) for r in cfg["regimes"] if r != "base"]}
     raise KeyError(name)

@@ -857,6 +857,7 @@ def test_output_edge_cases_are_counted_in_classification_table(tmp_path):
     """Outputs with no label, unknown labels, repeated labels or a runaway to the token limit go
     through the estimators, metrics and tables like any other: every example is scored (n_examples)
     and each case is counted in classification.csv's gen_* columns."""
+    from labeldist.artifacts.estimates import write_estimates
     from labeldist.io import write_json, write_jsonl
     from labeldist.metrics import run_metrics
     from labeldist.tables import write_table
@@ -873,14 +874,14 @@ def test_output_edge_cases_are_counted_in_classification_table(tmp_path):
     metric_paths = []
     estimators = ["first_step", "max_over_steps", "output", "conditional", "joint"]
     for name in estimators:
-        for s in ("main", "dev"):
-            est.write_estimate(name, gen[s], files["labels"], tmp_path / f"{name}_{s}.parquet")
-        result = run_metrics(estimates=tmp_path / f"{name}_main.parquet", dev_estimates=tmp_path / f"{name}_dev.parquet",
+        write_estimates(tmp_path / f"{name}.parquet",
+                        {(s, 0): est.estimate(name, gen[s], files["labels"]) for s in ("main", "dev")})
+        result = run_metrics(estimates=tmp_path / f"{name}.parquet", seed=0,
                              test_data=files["test"], dev_data=files["dev"], labels=files["labels"],
                              subsets=files["subsets"], generation=gen["main"], n_bootstrap=5,
                              meta={"dataset": "syn", "model": "tiny", "regime": "base", "estimator": name, "seed": 0})
         metric_paths.append(tmp_path / f"{name}.json")
-        write_json(metric_paths[-1], result)
+        write_json(metric_paths[-1], [result])
     out = {k: tmp_path / f"classification.{k}" for k in ("csv", "md", "html")}
     write_table(metric_paths, "classification", csv=out["csv"], md=out["md"], html_path=out["html"])
     import pandas as pd

@@ -91,7 +91,7 @@ def test_keep_going_builds_the_other_dataset_and_reports_the_failure(tmp_path, c
     # the good dataset went all the way to its metrics
     built = ["data/synthetic/test.jsonl", "models/tiny/base/config.json",
              "generations/synthetic/tiny/base/baseline/main/seed0.jsonl",
-             "estimates/synthetic/tiny/base/output/main/seed0.parquet",
+             "estimates/synthetic/tiny/base/output.parquet",
              "metrics/synthetic/tiny/base.json"]
     missing = [p for p in built if not (results / p).exists()]
     assert not missing, f"not built despite --keep-going: {missing}\n{log_tail(workdir)}"

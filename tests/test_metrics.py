@@ -13,6 +13,9 @@ import pytest
 from sklearn.metrics import f1_score, jaccard_score, log_loss, roc_auc_score
 
 from labeldist import metrics as M
+from labeldist.artifacts.estimates import (
+    estimates_matrix, read_estimates, read_layer_estimates, write_estimates, write_layer_estimates,
+)
 from labeldist import tables as T
 from labeldist.errors import DataError
 
@@ -128,14 +131,14 @@ def test_generation_counts():
 def test_estimates_matrix_pivots_and_rejects_bad_rows():
     frame = pd.DataFrame({"id": ["x", "x", "y", "y", "x"], "label": ["b", "a", "a", "b", "none"],
                           "q": [0.2, 0.9, 0.1, 0.4, 0.5]})
-    ids, q = M.estimates_matrix(frame, ["a", "b"])
+    ids, q = estimates_matrix(frame, ["a", "b"])
     assert ids == ["x", "y"] and q.tolist() == [[0.9, 0.2], [0.1, 0.4]]
     with pytest.raises(DataError, match="no q for id 'y', label 'b'"):
-        M.estimates_matrix(frame.drop(index=3), ["a", "b"], source="est.parquet")
+        estimates_matrix(frame.drop(index=3), ["a", "b"], source="est.parquet")
     with pytest.raises(DataError, match="field 'q'"):
-        M.estimates_matrix(frame.assign(q=[0.2, 1.5, 0.1, 0.4, 0.5]), ["a", "b"])
+        estimates_matrix(frame.assign(q=[0.2, 1.5, 0.1, 0.4, 0.5]), ["a", "b"])
     with pytest.raises(DataError, match="duplicate"):
-        M.estimates_matrix(pd.concat([frame, frame.iloc[:1]]), ["a", "b"])
+        estimates_matrix(pd.concat([frame, frame.iloc[:1]]), ["a", "b"])
 
 
 def write_data(tmp_path, n=12, seed=0):
@@ -157,10 +160,12 @@ def write_data(tmp_path, n=12, seed=0):
         splits[split] = recs
     (data / "subsets.json").write_text(json.dumps({"main": [r["id"] for r in splits["test"]],
                                                    "dev": [r["id"] for r in splits["dev"]], "multi": [], "train": []}))
-    for split in ("test", "dev"):
-        rows = [{"id": r["id"], "label": l, "q": float(np.clip(r["p_ref"][l] + rng.normal(0, .2), 0, 1))}
-                for r in splits[split] for l in [*LABELS, "none"]]
-        pd.DataFrame(rows).to_parquet(tmp_path / f"{split}.parquet", index=False)
+    parts = {}
+    for split, subset in (("test", "main"), ("dev", "dev")):
+        parts[(subset, 0)] = pd.DataFrame(
+            [{"id": r["id"], "label": l, "q": float(np.clip(r["p_ref"][l] + rng.normal(0, .2), 0, 1))}
+             for r in splits[split] for l in [*LABELS, "none"]])
+    write_estimates(tmp_path / "est.parquet", parts)
     gen = tmp_path / "gen.jsonl"
     gen.write_text("".join(json.dumps({"id": r["id"], "labels": [], "no_label": i % 4 == 0, "unknown": [],
                                        "repeated": ["a"] if i == 1 else [], "hit_max_tokens": False,
@@ -183,7 +188,7 @@ def test_read_reference_names_line_and_field(tmp_path):
 
 
 def run(tmp_path, data, **kw):
-    args = dict(estimates=tmp_path / "test.parquet", dev_estimates=tmp_path / "dev.parquet",
+    args = dict(estimates=tmp_path / "est.parquet", seed=0,
                 test_data=data / "test.jsonl", dev_data=data / "dev.jsonl", labels=data / "labels.json",
                 subsets=data / "subsets.json", generation=tmp_path / "gen.jsonl",
                 meta={"dataset": "syn", "model": "tiny", "regime": "base", "estimator": "first_step", "seed": 0},
@@ -204,7 +209,7 @@ def test_run_metrics_json(tmp_path):
     assert all(len(v) == 25 for v in res["bootstrap"]["values"].values())
     # the point estimate is the sklearn value on the same arrays
     ls = M.read_label_set(data / "labels.json")
-    ids, q = M.read_estimates(tmp_path / "test.parquet", LABELS)
+    ids, q = read_estimates(tmp_path / "est.parquet", LABELS, "main", 0)
     ref = M.read_reference(data / "test.jsonl", ls, ids).subset(ids)
     assert res["classification"]["f1_micro"] == pytest.approx(f1_score(ref.gold, (q >= 0.5).astype(int), average="micro"))
     assert sum(res["reliability"]["count"]) == 12 * 3
@@ -213,8 +218,8 @@ def test_run_metrics_json(tmp_path):
 
 def test_run_metrics_refuses_estimates_not_covering_the_subset(tmp_path):
     data, _ = write_data(tmp_path)
-    frame = pd.read_parquet(tmp_path / "test.parquet")
-    frame[frame["id"] != "test5"].to_parquet(tmp_path / "test.parquet", index=False)
+    frame = pd.read_parquet(tmp_path / "est.parquet")
+    frame[frame["id"] != "test5"].to_parquet(tmp_path / "est.parquet", index=False)
     with pytest.raises(DataError, match=r"1 missing \(e.g. \['test5'\]\)"):
         run(tmp_path, data)
 
@@ -229,15 +234,15 @@ def test_metrics_by_layer(tmp_path):
             for l in LABELS:
                 q = r["p_ref"][l] if layer == 1 else 0.5  # layer 1 is perfect
                 rows.append({"layer": layer, "id": r["id"], "label": l, "q": q})
-    path = tmp_path / "seed0.layers.csv"
-    pd.DataFrame(rows).to_csv(path, index=False)
-    out = M.metrics_by_layer(M.read_layer_estimates(path), ref, LABELS)
+    path = tmp_path / "linear_probe.layers.csv"
+    write_layer_estimates(path, {("main", 0): pd.DataFrame(rows)})
+    out = M.metrics_by_layer(read_layer_estimates(path), ref, LABELS)
     assert out["layer"].tolist() == [0, 1]
     assert out.loc[1, "l1"] == pytest.approx(0.0) and out.loc[1, "f1_micro"] == pytest.approx(1.0)
     assert out.loc[0, "l1"] == pytest.approx(np.abs(ref.p_ref - 0.5).mean())
-    pd.DataFrame(rows).drop(columns="layer").to_csv(path, index=False)
+    pd.DataFrame(rows).assign(seed=0, subset="main").drop(columns="layer").to_csv(path, index=False)
     with pytest.raises(DataError, match="field 'layer'"):
-        M.read_layer_estimates(path)
+        read_layer_estimates(path)
 
 
 # ---- tables ----------------------------------------------------------------------------------------

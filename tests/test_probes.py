@@ -142,19 +142,26 @@ def _fixture(tmp_path, rng):
     return files, gens, train, labels, gold
 
 
+def by_seed(files, seeds=(0,)):
+    """The probe stage's inputs keyed (subset, seed): the same files for every seed."""
+    return {(subset, seed): path for subset, path in files.items() for seed in seeds}
+
+
 def test_run_linear_probes_writes_every_output(tmp_path):
     rng = np.random.default_rng(3)
     files, gens, train, labels, gold = _fixture(tmp_path, rng)
-    out = {name: tmp_path / "out" / name for name in
-           ("main.parquet", "dev.parquet", "main.layers.csv", "dev.layers.csv", "own_labels.csv")}
-    run_linear_probes(hidden=files, generations=gens, train_data=train, labels_json=labels,
-                      estimates={"main": out["main.parquet"], "dev": out["dev.parquet"]},
-                      layer_tables={"main": out["main.layers.csv"], "dev": out["dev.layers.csv"]},
-                      own_labels=out["own_labels.csv"], layers="all", max_svd_dim=512, seed=0)
+    out = {name: tmp_path / "out" / f"linear_probe{name}" for name in (".parquet", ".layers.csv", ".own_labels.csv")}
+    run_linear_probes(hidden=by_seed(files, (0, 1)), generations=by_seed(gens, (0, 1)), train_data=train,
+                      labels_json=labels, seeds=[0, 1], estimates=out[".parquet"], layer_tables=out[".layers.csv"],
+                      own_labels=out[".own_labels.csv"], layers="all", max_svd_dim=512)
     columns = LABELS + ["none"]
+    table = pd.read_parquet(out[".parquet"])
+    assert list(table.columns) == ["seed", "subset", "id", "label", "q"] and table.q.dtype == np.float64
+    assert list(dict.fromkeys(zip(table.seed, table.subset))) == [(0, "main"), (0, "dev"), (1, "main"), (1, "dev")]
+    all_layers = pd.read_csv(out[".layers.csv"])
+    assert list(all_layers.columns) == ["seed", "subset", "layer", "id", "label", "q"]
     for subset in ("main", "dev"):
-        est = pd.read_parquet(out[f"{subset}.parquet"])
-        assert list(est.columns) == ["id", "label", "q"] and est.q.dtype == np.float64
+        est = table[(table.subset == subset) & (table.seed == 0)].reset_index(drop=True)
         assert len(est) == len(gold[subset]) * len(columns)
         assert set(est.id) == set(gold[subset]) and set(est.label) == set(columns)
         assert est.q.between(0, 1).all()
@@ -163,8 +170,7 @@ def test_run_linear_probes_writes_every_output(tmp_path):
         q = est.q.to_numpy().reshape(-1, len(columns))
         assert f1_score(y[:, :3], q[:, :3] >= 0.5, average="micro") > 0.85
 
-        layers = pd.read_csv(out[f"{subset}.layers.csv"])
-        assert list(layers.columns) == ["layer", "id", "label", "q"]
+        layers = all_layers[(all_layers.subset == subset) & (all_layers.seed == 0)]
         assert sorted(layers.layer.unique()) == list(range(N_SLOTS))
         assert layers.groupby("layer").size().eq(len(gold[subset]) * len(columns)).all()
         last = layers[layers.layer == N_SLOTS - 1].reset_index(drop=True)
@@ -176,8 +182,10 @@ def test_run_linear_probes_writes_every_output(tmp_path):
             f1_by_layer[layer] = f1_score(y_l, part.q >= 0.5)
         assert f1_by_layer[N_SLOTS - 1] > f1_by_layer[0] + 0.3
 
-    own = pd.read_csv(out["own_labels.csv"])
-    assert list(own.columns) == ["variant", "label", "f1", "accuracy", "n_pos"]
+    own = pd.read_csv(out[".own_labels.csv"])
+    assert list(own.columns) == ["seed", "variant", "label", "f1", "accuracy", "n_pos"]
+    assert sorted(own.seed.unique()) == [0, 1]
+    own = own[own.seed == 0]
     assert sorted(own.variant.unique()) == ["all", "non_first"] and len(own) == 2 * len(LABELS)
     first = own[own.variant == "all"].set_index("label")
     assert (first.f1 > 0.8).all()
@@ -190,11 +198,10 @@ def test_listed_layers_only(tmp_path):
     rng = np.random.default_rng(4)
     files, gens, train, labels, _ = _fixture(tmp_path, rng)
     out = tmp_path / "o"
-    run_linear_probes(hidden=files, generations=gens, train_data=train, labels_json=labels,
-                      estimates={"main": out / "m.parquet", "dev": out / "d.parquet"},
-                      layer_tables={"main": out / "m.csv", "dev": out / "d.csv"},
+    run_linear_probes(hidden=by_seed(files), generations=by_seed(gens), train_data=train, labels_json=labels,
+                      seeds=[0], estimates=out / "e.parquet", layer_tables=out / "l.csv",
                       own_labels=out / "own.csv", layers=[1, 3])
-    assert sorted(pd.read_csv(out / "m.csv").layer.unique()) == [1, 3]
+    assert sorted(pd.read_csv(out / "l.csv").layer.unique()) == [1, 3]
 
 
 def test_hidden_ids_missing_from_the_train_split_name_the_file(tmp_path):
@@ -204,9 +211,9 @@ def test_hidden_ids_missing_from_the_train_split_name_the_file(tmp_path):
     train.write_text("\n".join(lines[1:]) + "\n")
     out = tmp_path / "o"
     with pytest.raises(DataError, match="train.jsonl"):
-        run_linear_probes(hidden=files, generations=gens, train_data=train, labels_json=labels,
-                          estimates={"main": out / "m.parquet", "dev": out / "d.parquet"},
-                          layer_tables={"main": out / "m.csv", "dev": out / "d.csv"}, own_labels=out / "own.csv")
+        run_linear_probes(hidden=by_seed(files), generations=by_seed(gens), train_data=train, labels_json=labels,
+                          seeds=[0], estimates=out / "e.parquet", layer_tables=out / "l.csv",
+                          own_labels=out / "own.csv")
     assert not out.exists() or not any(out.iterdir())
 
 

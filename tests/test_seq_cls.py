@@ -34,27 +34,28 @@ def test_seq_cls_head_writes_estimates_that_rank_gold_labels_first(setup):
     from labeldist.seq_cls import seq_cls_from_files
 
     out = setup["root"] / "estimates"
-    files = {"main": out / "main" / "seed0.parquet", "dev": out / "dev" / "seed0.parquet"}
+    path = out / "seq_cls_head.parquet"
     start = time.perf_counter()
-    seq_cls_from_files(setup["base"], setup["files"], files, CFG, seed=0, device="cpu", threads=1)
+    seq_cls_from_files(setup["base"], setup["files"], path, CFG, seeds=[0], device="cpu", threads=1)
     seconds = time.perf_counter() - start
     subsets = read_json(setup["files"]["subsets"])
     gold = {r["id"]: r["labels"] for r in setup["test"]}
-    for subset, path in files.items():
-        est = pd.read_parquet(path)
-        assert list(est.columns) == ["id", "label", "q"]
+    table = pd.read_parquet(path)
+    assert list(table.columns) == ["seed", "subset", "id", "label", "q"] and set(table["seed"]) == {0}
+    for subset in ("main", "dev"):
+        est = table[table["subset"] == subset]
         assert str(est["q"].dtype) == "float64" and est["q"].between(0, 1).all()
-        assert est["id"].drop_duplicates().tolist() == subsets[subset]
+        assert est["id"].drop_duplicates().tolist() == sorted(subsets[subset])
         assert (est.groupby("id")["label"].apply(list) == pd.Series({i: LABELS for i in subsets[subset]})).all()
-    main = pd.read_parquet(files["main"])
+    main = table[table["subset"] == "main"].pivot(index="id", columns="label", values="q")
     y_true = np.array([[int(l in gold[i]) for l in LABELS] for i in subsets["main"]])
-    q = main["q"].to_numpy().reshape(len(subsets["main"]), len(LABELS))
+    q = main.loc[subsets["main"], LABELS].to_numpy()
     auc = roc_auc_score(y_true.ravel(), q.ravel())
     f1 = f1_score(y_true, (q >= 0.5).astype(int), average="micro", zero_division=0.0)
     print(f"\nseq_cls_head: {CFG['max_steps']} steps + 2 subsets in {seconds:.1f} s; main micro ROC-AUC {auc:.3f}, "
           f"micro F1@0.5 {f1:.3f}")
     assert auc > 0.8
-    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["seed0.parquet", "seed0.parquet"], \
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["seq_cls_head.parquet"], \
         "nothing but the estimates is saved"
 
 
@@ -82,5 +83,5 @@ def test_missing_subset_is_a_data_error(setup, tmp_path):
     from labeldist.seq_cls import seq_cls_from_files
 
     with pytest.raises(DataError, match="subsets.json.*'nope'"):
-        seq_cls_from_files(setup["base"], setup["files"], {"nope": tmp_path / "x.parquet"},
-                           {**CFG, "max_steps": 1}, seed=0, device="cpu")
+        seq_cls_from_files(setup["base"], setup["files"], tmp_path / "x.parquet", {**CFG, "max_steps": 1},
+                           seeds=[0], device="cpu", subsets=("main", "nope"))

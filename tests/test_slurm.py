@@ -22,7 +22,7 @@ PROFILE = REPO / "profiles" / "slurm"
 GPUS = re.compile(r"--gpus=(\S+)")
 # Outputs of jobs that load an LLM or train an encoder: generations, SFT/RL models, and the estimates
 # of the classification head and of Demux (docs/formats.md).
-LLM_OUTPUT = re.compile(r"/generations/|/models/[^/]+/[^/]+/(sft|rl)$|/estimates/[^/]+/[^/]+/[^/]+/(seq_cls_head|demux)/")
+LLM_OUTPUT = re.compile(r"/generations/|/models/[^/]+/[^/]+/(sft|rl)$|/estimates/[^/]+/[^/]+/[^/]+/(seq_cls_head|demux)\.parquet$")
 
 
 def plan_jobs(configfile: Path | None, attempts: tuple[int, ...] = (1,)) -> list[dict]:
@@ -157,8 +157,7 @@ def reduced_config(path: Path) -> Path:
 def test_workflow_runs_through_sbatch(cluster, tmp_path):
     work = repo_copy(tmp_path / "repo")
     config = reduced_config(tmp_path / "slurm_test.yaml")
-    estimates = [f"results/estimates/synthetic/tiny/base/{est}/main/seed0.parquet"
-                 for est in ("first_step", "max_over_steps")]
+    estimates = [f"results/estimates/synthetic/tiny/base/{est}.parquet" for est in ("first_step", "max_over_steps")]
     env = {**cluster.env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     cmd = [SNAKEMAKE, "--profile", str(work / "profiles" / "slurm"), "--configfile", str(config),
            "--slurm-partition-config", str(work / "profiles" / "slurm" / "partitions.yaml"),

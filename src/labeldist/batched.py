@@ -93,40 +93,44 @@ def generate_subsets(model_dir: str | os.PathLike, data_files: Mapping[str, str]
 
 # ---- estimates and metrics ------------------------------------------------------------------------------
 def evaluate_run(estimators: Sequence[str], metric_estimators: Sequence[str],
-                 generations: Mapping[tuple[str, str, str], str], outputs: Mapping[tuple[str, str, str], str],
-                 supervised: Mapping[tuple[str, str, str], str], metrics_out: str, *, data: Mapping[str, str],
+                 generations: Mapping[tuple[str, str, str], str], outputs: Mapping[str, str],
+                 supervised: Mapping[str, str], metrics_out: str, *, data: Mapping[str, str],
                  meta: Mapping[str, Any], seeds: Sequence[int], threshold: float, ece_bins: int,
                  n_bootstrap: int, threads: int = 1) -> list[dict[str, Any]]:
-    """Write, for every seed, the estimate of each generation-reading estimator in `estimators` for
-    subsets main and dev (`outputs`: {(estimator, subset, seed): path}, read from `generations`:
-    {(prompting mode, subset, seed): path}), then the metrics file `metrics_out` of the run: a JSON list
-    with the metrics of each estimator in `metric_estimators` and seed (labeldist.metrics.run_metrics),
-    seeds in order. `supervised` ({(estimator, subset, seed): path}) holds the estimates other rules
-    wrote (linear_probe, seq_cls_head, demux); `data` the run's test, dev, labels and subsets files;
-    `meta` its dataset, model and regime. Returns the metrics objects."""
+    """Write the estimate file of each generation-reading estimator in `estimators` (`outputs`:
+    {estimator: path}; every seed, subsets main and dev, read from `generations`: {(prompting mode,
+    subset, seed): path}), then the metrics file `metrics_out` of the run: a JSON list with the metrics
+    of each estimator in `metric_estimators` and seed (labeldist.metrics.run_metrics), seeds in order.
+    `supervised` ({estimator: path}) holds the estimate files other rules wrote (linear_probe,
+    seq_cls_head, demux); `data` the run's test, dev, labels and subsets files; `meta` its dataset,
+    model and regime. Returns the metrics objects."""
+    from .artifacts.estimates import SUBSET_ORDER, write_estimates
     from .config import ESTIMATOR_PROMPTING
-    from .estimators import write_estimate
+    from .estimators import estimate
     from .io import write_json
     from .metrics import run_metrics
 
+    for est, out in outputs.items():
+        if est not in estimators:
+            raise ValueError(f"evaluate_run: output for {est!r}, which is not among {list(estimators)}")
+        prompting, platt = ESTIMATOR_PROMPTING[est], est == "compare_to_none_platt"
+        parts = {}
+        for seed in seeds:
+            for subset in SUBSET_ORDER:
+                parts[(subset, int(seed))] = estimate(
+                    est, generations[(prompting, subset, str(seed))], data["labels"], seed=int(seed),
+                    dev_generations=generations[("baseline", "dev", str(seed))] if platt else None,
+                    dev_data=data["dev"] if platt else None, threads=threads)
+        frame = write_estimates(out, parts)
+        log.info("%s: %d rows (%d seeds) written to %s", est, len(frame), len(seeds), out)
+    files = {**supervised, **outputs}
     results = []
     for seed in seeds:
-        for (est, subset, s), out in outputs.items():
-            if s != str(seed):
-                continue
-            if est not in estimators:
-                raise ValueError(f"evaluate_run: output for {est!r}, which is not among {list(estimators)}")
-            prompting = ESTIMATOR_PROMPTING[est]
-            platt = est == "compare_to_none_platt"
-            write_estimate(est, generations[(prompting, subset, s)], data["labels"], out, seed=int(seed),
-                           dev_generations=generations[("baseline", "dev", s)] if platt else None,
-                           dev_data=data["dev"] if platt else None, threads=threads)
-        estimates = {**supervised, **outputs}
         for est in metric_estimators:
             reads_baseline = ESTIMATOR_PROMPTING[est] == "baseline"
             results.append(run_metrics(
-                estimates=estimates[(est, "main", str(seed))], dev_estimates=estimates[(est, "dev", str(seed))],
-                test_data=data["test"], dev_data=data["dev"], labels=data["labels"], subsets=data["subsets"],
+                estimates=files[est], seed=int(seed), test_data=data["test"], dev_data=data["dev"],
+                labels=data["labels"], subsets=data["subsets"],
                 generation=generations[("baseline", "main", str(seed))] if reads_baseline else None,
                 meta={**meta, "estimator": est, "seed": int(seed)}, threshold=threshold, ece_bins=ece_bins,
                 n_bootstrap=n_bootstrap))
@@ -158,8 +162,8 @@ def metric_estimators(cfg: Mapping[str, Any], prompting: Sequence[str], regime: 
 def evaluate_inputs(cfg: Mapping[str, Any], prompting: Sequence[str], generation_file, estimate_file,
                     data_files):
     """Input function of an evaluate rule: every generation file its estimators read (subsets main and
-    dev, every seed: keys gen__{mode}__{subset}__{seed}), the other rules' estimates it scores (keys
-    est__{estimator}__{subset}__{seed}), and the data files test, dev, labels and subsets."""
+    dev, every seed: keys gen__{mode}__{subset}__{seed}), the other rules' estimate files it scores (keys
+    est__{estimator}), and the data files test, dev, labels and subsets."""
     from .config import ESTIMATOR_PROMPTING
 
     seeds = cfg["seeds"]
@@ -170,8 +174,7 @@ def evaluate_inputs(cfg: Mapping[str, Any], prompting: Sequence[str], generation
         modes = [m for m in ("baseline", "unary", "pairwise") if any(ESTIMATOR_PROMPTING[e] == m for e in ests)]
         files = {f"gen__{m}__{s}__{seed}": generation_file(w.dataset, w.model, w.regime, m, s, seed)
                  for m in modes for s in ("main", "dev") for seed in seeds}
-        files.update({f"est__{e}__{s}__{seed}": estimate_file(w.dataset, w.model, w.regime, e, s, seed)
-                      for e in ests if e in SUPERVISED for s in ("main", "dev") for seed in seeds})
+        files.update({f"est__{e}": estimate_file(w.dataset, w.model, w.regime, e) for e in ests if e in SUPERVISED})
         data = data_files(w.dataset)
         files.update({k: data[k] for k in ("test", "dev", "labels", "subsets")})
         return files

@@ -35,9 +35,10 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTo
 
 from .errors import DataError
 from .gguf_source import package_folder
-from .io import atomic_dir, iter_jsonl, read_json, write_parquet
+from .io import atomic_dir, iter_jsonl, read_json
 from .models import resolve_device
-from .probes import estimate_frame, multi_hot, read_label_set
+from .artifacts.estimates import estimate_frame, write_estimates
+from .probes import multi_hot, read_label_set
 
 log = logging.getLogger("labeldist.demux")
 
@@ -439,20 +440,21 @@ def load_demux(path: str | os.PathLike) -> tuple[DemuxModel, object, list[str], 
 
 
 # ---- the rule -----------------------------------------------------------------------------------
-def run_demux(*, data: Mapping[str, str | os.PathLike], estimates: Mapping[str, str | os.PathLike],
-              model_dir: str | os.PathLike, settings: DemuxSettings, seed: int, threads: int = 1,
-              device: str = "auto") -> DemuxResult:
-    """Train Demux for one dataset and seed, then write the `main` and `dev` estimates and the model.
+def run_demux(*, data: Mapping[str, str | os.PathLike], estimates: str | os.PathLike,
+              model_dirs: Mapping[int, str | os.PathLike], settings: DemuxSettings, threads: int = 1,
+              device: str = "auto") -> dict[int, DemuxResult]:
+    """Train Demux for one dataset and each seed of `model_dirs` ({seed: folder}, where each seed's model
+    is saved), then write the estimate file `estimates` with the `main` and `dev` estimates of every seed.
 
     `data` maps train, dev, test, labels and subsets to the data stage's files. Training uses the train
     split (a seeded sample of `settings.max_train` examples when it is larger); early stopping uses the dev split minus the `dev` subset (kept for calibration) when at least
     20 examples remain, else the whole dev split. `main` ids come from the test split, `dev` ids from the
-    dev split. The torch seed is `settings.seed + seed`.
+    dev split. The torch seed is `settings.seed + seed`. Returns the trained results per seed.
     """
     torch.set_num_threads(max(1, int(threads)))
     device = str(resolve_device(device))
     labels = read_label_set(data["labels"])
-    train = sample_train(read_split(data["train"], labels), settings.max_train, settings.seed + seed)
+    full_train = read_split(data["train"], labels)
     dev = read_split(data["dev"], labels)
     test = read_split(data["test"], labels)
     subsets = read_json(data["subsets"])
@@ -469,18 +471,21 @@ def run_demux(*, data: Mapping[str, str | os.PathLike], estimates: Mapping[str, 
         log.warning("only %d dev examples outside the dev subset: early stopping on the whole dev split",
                     len(stop_set))
         stop_set = dev
-    log.info("train %d, early-stopping %d, main %d, dev %d examples; device %s", len(train), len(stop_set),
-             len(evals["main"]), len(evals["dev"]), device)
-
-    result = train_demux([r["text"] for r in train], multi_hot([r["labels"] for r in train], labels),
-                         [r["text"] for r in stop_set], multi_hot([r["labels"] for r in stop_set], labels),
-                         labels, settings, seed=settings.seed + seed, device=device)
-    for name, path in estimates.items():
-        recs = evals[name]
-        q = predict_proba(result.model, result.tokenizer, labels, [r["text"] for r in recs], settings, device)
-        write_parquet(path, estimate_frame([r["id"] for r in recs], labels, q))
-    save_demux(result, model_dir, settings, seed)
-    return result
+    results, parts = {}, {}
+    for seed, model_dir in model_dirs.items():
+        train = sample_train(full_train, settings.max_train, settings.seed + seed)
+        log.info("seed %d: train %d, early-stopping %d, main %d, dev %d examples; device %s", seed, len(train),
+                 len(stop_set), len(evals["main"]), len(evals["dev"]), device)
+        result = train_demux([r["text"] for r in train], multi_hot([r["labels"] for r in train], labels),
+                             [r["text"] for r in stop_set], multi_hot([r["labels"] for r in stop_set], labels),
+                             labels, settings, seed=settings.seed + seed, device=device)
+        for name, recs in evals.items():
+            q = predict_proba(result.model, result.tokenizer, labels, [r["text"] for r in recs], settings, device)
+            parts[(name, int(seed))] = estimate_frame([r["id"] for r in recs], labels, q)
+        save_demux(result, model_dir, settings, seed)
+        results[int(seed)] = result
+    write_estimates(estimates, parts)
+    return results
 
 
 __all__ = [

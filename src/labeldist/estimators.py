@@ -44,8 +44,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, softmax
 
+from .artifacts.estimates import estimate_frame
 from .errors import DataError
-from .io import iter_jsonl, read_json, write_parquet
+from .io import iter_jsonl, read_json
 
 log = logging.getLogger(__name__)
 
@@ -315,27 +316,6 @@ def read_p_ref(path: str | os.PathLike, labels: Sequence[str], none_label: str =
 
 
 # ---- shared helpers ------------------------------------------------------------------------------
-def estimate_frame(ids: Sequence[str], names: Sequence[str], q: np.ndarray) -> pd.DataFrame:
-    """Return the long estimate frame (id, label, q) for a matrix q[example, name], sorted by id then name order.
-
-    Rows come in the order of `names` within each id; ids must be unique and q finite in [0, 1].
-    """
-    q = np.asarray(q, dtype=np.float64).reshape(len(ids), len(names))
-    if len(set(ids)) != len(ids):
-        raise ValueError("estimate_frame: ids must be unique")
-    if not np.all(np.isfinite(q)) or q.min(initial=0.0) < 0.0 or q.max(initial=0.0) > 1.0:
-        raise ValueError("estimate_frame: q must be finite and in [0, 1]")
-    order = sorted(range(len(ids)), key=lambda i: ids[i])
-    frame = pd.DataFrame({
-        "id": np.repeat(np.asarray([ids[i] for i in order], dtype=object), len(names)),
-        "label": np.tile(np.asarray(list(names), dtype=object), len(ids)),
-        "q": q[order].reshape(-1),
-    })
-    frame["id"] = frame["id"].astype("str")
-    frame["label"] = frame["label"].astype("str")
-    return frame
-
-
 def _names(labels: Sequence[str], none_label: str, with_none: bool) -> list[str]:
     return list(labels) + ([none_label] if with_none else [])
 
@@ -683,14 +663,3 @@ def estimate(estimator: str, generations: str | os.PathLike, labels_file: str | 
         fit = pairwise_bt if estimator == "pairwise_bt" else pairwise_outcome
         return fit(records, labels, seed=seed, threads=threads)
     raise ValueError(f"unknown estimator {estimator!r}; this module computes {', '.join(ESTIMATOR_NAMES)}")
-
-
-def write_estimate(estimator: str, generations: str | os.PathLike, labels_file: str | os.PathLike,
-                   out: str | os.PathLike, *, seed: int = 0, dev_generations: str | os.PathLike | None = None,
-                   dev_data: str | os.PathLike | None = None, threads: int = 1) -> pd.DataFrame:
-    """Compute `estimate(...)`, write it atomically as parquet to `out`, and return the frame."""
-    frame = estimate(estimator, generations, labels_file, seed=seed, dev_generations=dev_generations,
-                     dev_data=dev_data, threads=threads)
-    write_parquet(out, frame)
-    log.info("wrote %d rows (%d ids) to %s", len(frame), frame["id"].nunique(), out)
-    return frame

@@ -32,6 +32,7 @@ from sklearn.metrics import (
 
 from .config import NONE_LABEL
 from .errors import DataError
+from .artifacts.estimates import estimates_matrix, read_estimates
 from .io import iter_jsonl, read_json
 
 EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before taking logs
@@ -153,50 +154,6 @@ def read_reference(path: str | Path, label_set: LabelSet, ids: Iterable[str] | N
         np.asarray(p_rows, dtype=float).reshape(-1, n_labels),
         np.asarray(g_rows, dtype=int).reshape(-1, n_labels),
     )
-
-
-def read_estimates(path: str | Path, labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """Return (ids sorted, q of shape (n, L)) from an estimate parquet file (id, label, q long format).
-
-    Rows for `none` or other extra labels are ignored; a missing (id, label) row, a duplicate, or a q
-    that is not a number in [0, 1] raises DataError naming the file and field.
-    """
-    try:
-        frame = pd.read_parquet(path)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except Exception as err:  # pyarrow raises several types for a corrupt file
-        raise DataError(path, f"not a readable parquet file ({err})") from None
-    return estimates_matrix(frame, labels, source=str(path))
-
-
-def estimates_matrix(frame: pd.DataFrame, labels: Sequence[str], source: str = "estimates") \
-        -> tuple[list[str], np.ndarray]:
-    """Return (ids sorted, q of shape (n, L)) from a long id/label/q frame (see read_estimates)."""
-    for column in ("id", "label", "q"):
-        if column not in frame.columns:
-            raise DataError(source, "missing column", field=column)
-    frame = frame[frame["label"].isin(list(labels))]
-    if frame.empty:
-        raise DataError(source, f"no rows for the labels {list(labels)}", field="label")
-    q = pd.to_numeric(frame["q"], errors="coerce")
-    bad = frame[q.isna() | (q < 0) | (q > 1)]
-    if not bad.empty:
-        row = bad.iloc[0]
-        raise DataError(source, f"q must be a number in [0, 1], got {row['q']!r} "
-                                f"(id {row['id']!r}, label {row['label']!r})", field="q")
-    dupes = frame.duplicated(["id", "label"])
-    if dupes.any():
-        row = frame[dupes].iloc[0]
-        raise DataError(source, f"duplicate row for id {row['id']!r}, label {row['label']!r}", field="label")
-    wide = frame.assign(q=q, id=frame["id"].astype(str)).pivot(index="id", columns="label", values="q")
-    wide = wide.reindex(columns=list(labels)).sort_index()
-    if wide.isna().any().any():
-        where = wide.isna().stack()
-        ex_id, label = where[where].index[0]
-        raise DataError(source, f"no q for id {ex_id!r}, label {label!r} "
-                                f"({int(where.sum())} missing rows in all)", field="q")
-    return list(wide.index), wide.to_numpy(dtype=float)
 
 
 # ---- metrics ------------------------------------------------------------------------------------
@@ -410,13 +367,14 @@ def ids_digest(ids: Sequence[str]) -> str:
     return hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest()[:12]
 
 
-def run_metrics(*, estimates: str | Path, dev_estimates: str | Path, test_data: str | Path,
+def run_metrics(*, estimates: str | Path, seed: int, test_data: str | Path,
                 dev_data: str | Path, labels: str | Path, subsets: str | Path,
                 generation: str | Path | None, meta: Mapping[str, Any], threshold: float = 0.5,
                 ece_bins: int = 10, n_bootstrap: int = 200) -> dict[str, Any]:
     """Return the metrics JSON object of one run (docs/formats.md, Metrics).
 
-    `estimates`/`dev_estimates`: the estimator's main and dev parquet files; `test_data`/`dev_data`:
+    `estimates`: the estimator's estimate file, whose `main` and `dev` rows of `seed` are scored
+    (labeldist.artifacts.estimates); `test_data`/`dev_data`:
     the data splits they come from; `subsets`: subsets.json, whose `main` ids the estimates must cover
     exactly; `generation`: the baseline generation file the estimator read (None if it reads none);
     `meta`: dataset, model, regime, estimator and seed, copied into the result.
@@ -425,14 +383,14 @@ def run_metrics(*, estimates: str | Path, dev_estimates: str | Path, test_data: 
     main_ids = read_json(subsets).get("main")
     if not isinstance(main_ids, list):
         raise DataError(subsets, "expected a list of ids", field="main")
-    ids, q = read_estimates(estimates, label_set.labels)
+    ids, q = read_estimates(estimates, label_set.labels, "main", seed)
     extra = sorted(set(ids) - set(main_ids))
     missing = sorted(set(main_ids) - set(ids))
     if extra or missing:
         raise DataError(estimates, f"ids differ from subsets.json 'main': {len(missing)} missing "
                                    f"(e.g. {missing[:3]}), {len(extra)} extra (e.g. {extra[:3]})", field="id")
     ref = read_reference(test_data, label_set, ids).subset(ids, source=str(test_data))
-    dev_ids, dev_q = read_estimates(dev_estimates, label_set.labels)
+    dev_ids, dev_q = read_estimates(estimates, label_set.labels, "dev", seed)
     dev_ref = read_reference(dev_data, label_set, dev_ids).subset(dev_ids, source=str(dev_data))
     tuned = tune_threshold(dev_q, dev_ref.gold, default=threshold)
 
@@ -465,27 +423,6 @@ def _json_float(value: float) -> float | None:
 
 
 # ---- per-layer probe estimates ------------------------------------------------------------------
-LAYER_COLUMNS = ["layer", "id", "label", "q"]
-
-
-def read_layer_estimates(path: str | Path) -> pd.DataFrame:
-    """Return a probe's per-layer estimates file (`seed{seed}.layers.csv`: layer, id, label, q)."""
-    try:
-        frame = pd.read_csv(path, dtype={"id": str, "label": str})
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(path, f"not a readable CSV file ({err})") from None
-    for column in LAYER_COLUMNS:
-        if column not in frame.columns:
-            raise DataError(path, "missing column", field=column)
-    layer = pd.to_numeric(frame["layer"], errors="coerce")
-    if layer.isna().any() or (layer % 1 != 0).any():
-        line = int(np.flatnonzero(layer.isna() | (layer % 1 != 0))[0]) + 2
-        raise DataError(path, "layer must be an integer", line=line, field="layer")
-    return frame.assign(layer=layer.astype(int))
-
-
 def metrics_by_layer(layers: pd.DataFrame, ref: Reference, labels: Sequence[str],
                      threshold: float = 0.5, source: str = "layers") -> pd.DataFrame:
     """Return one row per layer: micro F1 at `threshold`, L1 and BCE against p_ref, micro AUC.

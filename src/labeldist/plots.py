@@ -26,10 +26,11 @@ import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from . import analysis  # noqa: E402
+from .artifacts.estimates import read_layer_estimates  # noqa: E402
 from .errors import DataError  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .metrics import (  # noqa: E402
-    LabelSet, metrics_by_layer, read_label_set, read_layer_estimates, read_reference,
+    LabelSet, metrics_by_layer, read_label_set, read_reference,
 )
 from .tables import metric_label, read_metric_files  # noqa: E402
 
@@ -449,8 +450,7 @@ def _figure_findings(inputs, params):
 
 
 # ---- reading inputs and drawing a named figure ------------------------------------------------------
-LAYERS_PATH = re.compile(r"estimates/(?P<dataset>[^/]+)/(?P<model>[^/]+)/(?P<regime>[^/]+)/linear_probe/"
-                         r"main/seed(?P<seed>\d+)\.layers\.csv$")
+LAYERS_PATH = re.compile(r"estimates/(?P<dataset>[^/]+)/(?P<model>[^/]+)/(?P<regime>[^/]+)/linear_probe\.layers\.csv$")
 MODEL_PATH = re.compile(r"models/(?P<dataset>[^/]+)/(?P<model>[^/]+)/(?P<regime>[^/]+)/?$")
 
 
@@ -575,9 +575,11 @@ def _figure_probe_layers(inputs, params):
         ls = label_sets[meta["dataset"]]
         if meta["dataset"] not in refs:
             refs[meta["dataset"]] = read_reference(tests[meta["dataset"]], ls)
-        per_layer = metrics_by_layer(read_layer_estimates(path), refs[meta["dataset"]], ls.labels,
-                                     params.get("threshold", 0.5), source=str(path))
-        frames.append(per_layer.assign(**meta))
+        table = read_layer_estimates(path)
+        for seed, part in table[table["subset"] == "main"].groupby("seed", sort=True):
+            per_layer = metrics_by_layer(part, refs[meta["dataset"]], ls.labels, params.get("threshold", 0.5),
+                                         source=f"{path} (seed {seed})")
+            frames.append(per_layer.assign(**meta, seed=int(seed)))
     return plot_probe_layers(pd.concat(frames, ignore_index=True), params.get("regimes", REGIMES))
 
 

@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from .config import NONE_LABEL
 from .errors import DataError
-from .io import atomic_path, iter_jsonl, read_json, write_parquet
+from .artifacts.estimates import estimate_frame, write_estimates, write_layer_estimates, write_own_labels
+from .io import iter_jsonl, read_json
 
 log = logging.getLogger("labeldist.probes")
 
@@ -224,16 +225,6 @@ def predict_probes(probes: Sequence[Probe], x: np.ndarray) -> np.ndarray:
     return np.clip(q, 0.0, 1.0)
 
 
-def estimate_frame(ids: Sequence[str], columns: Sequence[str], q: np.ndarray) -> pd.DataFrame:
-    """Return the long estimate table (docs/formats.md): one row per example and label, columns id, label, q."""
-    n, k = q.shape
-    return pd.DataFrame({
-        "id": pd.Series(np.repeat(np.asarray(ids, dtype=object), k), dtype="string"),
-        "label": pd.Series(np.tile(np.asarray(columns, dtype=object), n), dtype="string"),
-        "q": q.reshape(-1).astype(np.float64),
-    })
-
-
 def resolve_layers(spec: str | Sequence[int], n_layers: int, source: str = "probes.layers") -> list[int]:
     """Return the layer indices to probe: every slot 0..n_layers-1 for "all", else the listed ones.
 
@@ -304,33 +295,45 @@ def own_label_scores(train_x: np.ndarray, train_emitted: Sequence[Sequence[str]]
     return pd.DataFrame(rows, columns=["variant", "label", "f1", "accuracy", "n_pos"])
 
 
-def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
-    """Write a DataFrame as CSV (no index), atomically."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
 # ---- the rule -----------------------------------------------------------------------------------
-def run_linear_probes(*, hidden: Mapping[str, str | os.PathLike], generations: Mapping[str, str | os.PathLike],
-                      train_data: str | os.PathLike, labels_json: str | os.PathLike,
-                      estimates: Mapping[str, str | os.PathLike], layer_tables: Mapping[str, str | os.PathLike],
-                      own_labels: str | os.PathLike, layers: str | Sequence[int] = "all",
-                      max_svd_dim: int = 512, seed: int = 0, threads: int = 1) -> dict[str, float]:
-    """Fit and apply every probe of one (dataset, model, regime, seed); write all outputs.
+def run_linear_probes(*, hidden: Mapping[tuple[str, int], str | os.PathLike],
+                      generations: Mapping[tuple[str, int], str | os.PathLike], train_data: str | os.PathLike,
+                      labels_json: str | os.PathLike, seeds: Sequence[int], estimates: str | os.PathLike,
+                      layer_tables: str | os.PathLike, own_labels: str | os.PathLike,
+                      layers: str | Sequence[int] = "all", max_svd_dim: int = 512,
+                      threads: int = 1) -> dict[int, dict[str, float]]:
+    """Fit and apply every probe of one (dataset, model, regime) for each seed; write the three files of
+    the probe stage once, every seed in them (labeldist.artifacts.estimates).
 
-    `hidden` maps subset (train, main, dev) to hidden-state files; `generations` maps train and main to
-    baseline generation files (own-label probes); `estimates` and `layer_tables` map main and dev to the
-    estimate parquet and the per-layer CSV. The main estimate uses the last layer and predicts the L
-    labels plus `none` (the empty gold set). BLAS/OpenMP pools are limited to `threads` (oversubscribed
-    pools are many times slower). Returns a few summary numbers for the log.
+    `hidden` maps (subset, seed) for subsets train, main and dev to hidden-state files; `generations`
+    maps (train|main, seed) to baseline generation files (own-label probes). `estimates` receives the
+    last layer's probes of main and dev (the L labels plus `none`, the empty gold set), `layer_tables`
+    one probe set per layer, `own_labels` the own-label scores. BLAS/OpenMP pools are limited to
+    `threads` (oversubscribed pools are many times slower). Returns a few summary numbers per seed.
     """
+    parts: dict[str, dict] = {"estimates": {}, "layers": {}, "own": {}}
+    summary = {}
     with threadpool_limits(limits=max(1, int(threads))):
-        return _run_linear_probes(hidden, generations, train_data, labels_json, estimates, layer_tables,
-                                  own_labels, layers, max_svd_dim, seed)
+        for seed in seeds:
+            out = probe_seed({s: hidden[(s, seed)] for s in ("train", "main", "dev")},
+                             {s: generations[(s, seed)] for s in ("train", "main")}, train_data, labels_json,
+                             layers, max_svd_dim, int(seed))
+            for subset in ("main", "dev"):
+                parts["estimates"][(subset, int(seed))] = out["estimates"][subset]
+                parts["layers"][(subset, int(seed))] = out["layers"][subset]
+            parts["own"][int(seed)] = out["own_labels"]
+            summary[int(seed)] = out["summary"]
+    write_estimates(estimates, parts["estimates"])
+    write_layer_estimates(layer_tables, parts["layers"])
+    write_own_labels(own_labels, parts["own"])
+    return summary
 
 
-def _run_linear_probes(hidden, generations, train_data, labels_json, estimates, layer_tables, own_labels,
-                       layers, max_svd_dim, seed) -> dict[str, float]:
+def probe_seed(hidden: Mapping[str, str | os.PathLike], generations: Mapping[str, str | os.PathLike],
+               train_data: str | os.PathLike, labels_json: str | os.PathLike, layers: str | Sequence[int],
+               max_svd_dim: int, seed: int) -> dict:
+    """Return the probes of one seed: {"estimates": {main, dev: id/label/q frame}, "layers": {main, dev:
+    layer/id/label/q frame}, "own_labels": own-label scores, "summary": mean F1 per variant}."""
     labels = read_label_set(labels_json)
     columns = labels + [NONE_LABEL]
     states = {name: read_hidden_states(path) for name, path in hidden.items()}
@@ -342,19 +345,15 @@ def _run_linear_probes(hidden, generations, train_data, labels_json, estimates, 
     gold = align(train.ids, read_gold_labels(train_data, labels), train_data, f"hidden states {hidden['train']}")
     train_y = multi_hot(gold, columns)
     last = train.n_layers - 1
-    log.info("train subset: %d examples, %d layer slots, width %d; gold positives per label %s",
+    log.info("seed %d, train subset: %d examples, %d layer slots, width %d; gold positives per label %s", seed,
              len(train.ids), train.n_layers, train.hidden.shape[2], dict(zip(columns, train_y.sum(0).tolist())))
 
-    evals = {name: states[name] for name in estimates}
+    evals = {name: states[name] for name in ("main", "dev")}
     main_probes = fit_probes(train.hidden[:, last, :], train_y, max_svd_dim, seed)
-    for name, path in estimates.items():
-        q = predict_probes(main_probes, evals[name].hidden[:, last, :])
-        write_parquet(path, estimate_frame(evals[name].ids, columns, q))
-
+    estimates = {name: estimate_frame(hs.ids, columns, predict_probes(main_probes, hs.hidden[:, last, :]))
+                 for name, hs in evals.items()}
     chosen = resolve_layers(layers, train.n_layers)
-    for name, frame in layer_probe_frames(train.hidden, train_y, evals, columns, chosen, max_svd_dim,
-                                          seed).items():
-        write_csv(layer_tables[name], frame)
+    layer_frames = layer_probe_frames(train.hidden, train_y, evals, columns, chosen, max_svd_dim, seed)
 
     train_emitted = align(train.ids, read_emitted_labels(generations["train"], labels), generations["train"],
                           f"hidden states {hidden['train']}")
@@ -363,7 +362,7 @@ def _run_linear_probes(hidden, generations, train_data, labels_json, estimates, 
                          f"hidden states {hidden['main']}")
     scores = own_label_scores(train.hidden[:, last, :], train_emitted, main.hidden[:, last, :], main_emitted,
                               labels, max_svd_dim, seed)
-    write_csv(own_labels, scores)
     summary = {f"own_{v}_mean_f1": float(scores.loc[scores.variant == v, "f1"].mean()) for v in OWN_LABEL_VARIANTS}
-    log.info("own-label probes (mean F1 over labels): %s", summary)
-    return summary
+    log.info("seed %d, own-label probes (mean F1 over labels): %s", seed, summary)
+    return {"estimates": estimates, "layers": layer_frames, "own_labels": scores, "summary": summary}
+

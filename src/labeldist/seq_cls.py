@@ -36,7 +36,7 @@ from .finetune import (
 )
 from .settings import FromConfig
 from .errors import DataError
-from .io import write_parquet
+from .artifacts.estimates import estimate_frame, write_estimates
 
 log = logging.getLogger("labeldist.seq_cls")
 
@@ -189,7 +189,8 @@ def train_seq_cls_head(
 
 def predict_estimates(trainer: Any, tokenizer: Any, records: Sequence[dict], label_set: Sequence[str],
                       max_length: int = 256) -> pd.DataFrame:
-    """Long-format estimates (id, label, q = sigmoid(logit)) for `records`, one row per example and label."""
+    """Long-format estimates (id, label, q = sigmoid(logit)) for `records`, one row per example and label
+    (labeldist.artifacts.estimates.estimate_frame)."""
     import torch
 
     dataset = _tokenized(tokenizer, records, label_set, max_length, with_labels=False)
@@ -197,47 +198,44 @@ def predict_estimates(trainer: Any, tokenizer: Any, records: Sequence[dict], lab
     if isinstance(logits, tuple):
         logits = logits[0]
     q = torch.sigmoid(torch.as_tensor(np.asarray(logits), dtype=torch.float64)).numpy()
-    return pd.DataFrame({
-        "id": np.repeat([str(r["id"]) for r in records], len(label_set)),
-        "label": np.tile(list(label_set), len(records)),
-        "q": q.reshape(-1).astype("float64"),
-    })
+    return estimate_frame([str(r["id"]) for r in records], list(label_set), q.reshape(len(records), -1))
 
 
 def seq_cls_from_files(
     base_path: str | Path,
     data_files: Mapping[str, str | Path],
-    out_files: Mapping[str, str | Path],
+    out_file: str | Path,
     seq_cls_cfg: Mapping[str, Any],
-    seed: int,
+    seeds: Sequence[int],
     device: str = "auto",
     dtype: str = "auto",
     threads: int | None = None,
     load_in_4bit: bool = False,
-) -> dict[str, pd.DataFrame]:
-    """The `seq_cls_head` rule: train on the train split, then write one estimate parquet per subset in
-    `out_files` (subset -> path; `main` reads the test split, `dev` the dev split). `data_files` holds the
-    data stage's `train`, `dev`, `test`, `labels` and `subsets` paths; `load_in_4bit` is the model's
-    config flag (QLoRA where CUDA + bitsandbytes allow it). Returns the written frames."""
+    subsets: Sequence[str] = ("main", "dev"),
+) -> pd.DataFrame:
+    """The `seq_cls_head` rule: for each seed, train on the train split and estimate every subset of
+    `subsets` (`main` reads the test split, `dev` the dev split); write the estimate file `out_file`
+    once, every seed in it (labeldist.artifacts.estimates). `data_files` holds the data stage's `train`,
+    `dev`, `test`, `labels` and `subsets` paths; `load_in_4bit` is the model's config flag (QLoRA where
+    CUDA + bitsandbytes allow it). Returns the written frame."""
     set_threads(threads)
     settings = SeqClsSettings.from_config(seq_cls_cfg)
     label_set = read_label_set(data_files["labels"])
-    subsets = read_subsets(data_files["subsets"])
+    subset_ids = read_subsets(data_files["subsets"])
     train = read_split(data_files["train"], label_set)
     split_of = {"main": "test", "dev": "dev", "multi": "test", "train": "train"}
     targets = {}
-    for subset in out_files:
-        if subset not in subsets:
+    for subset in subsets:
+        if subset not in subset_ids:
             raise DataError(data_files["subsets"], "subset missing", field=subset)
         split_path = data_files[split_of[subset]]
-        targets[subset] = select_ids(read_split(split_path, label_set), subsets[subset], split_path, subset)
-    trainer, tokenizer, frame = train_seq_cls_head(base_path, train, label_set, settings, seed, device, dtype,
-                                                   load_in_4bit=load_in_4bit)
-    if not frame.empty and "loss" in frame:
-        log.info("seq_cls_head: loss %.4f -> %.4f", frame["loss"].iloc[0], frame["loss"].iloc[-1])
-    written = {}
-    for subset, records in targets.items():
-        est = predict_estimates(trainer, tokenizer, records, label_set, settings.max_length)
-        write_parquet(out_files[subset], est)
-        written[subset] = est
-    return written
+        targets[subset] = select_ids(read_split(split_path, label_set), subset_ids[subset], split_path, subset)
+    parts = {}
+    for seed in seeds:
+        trainer, tokenizer, frame = train_seq_cls_head(base_path, train, label_set, settings, int(seed), device,
+                                                       dtype, load_in_4bit=load_in_4bit)
+        if not frame.empty and "loss" in frame:
+            log.info("seq_cls_head, seed %s: loss %.4f -> %.4f", seed, frame["loss"].iloc[0], frame["loss"].iloc[-1])
+        for subset, records in targets.items():
+            parts[(subset, int(seed))] = predict_estimates(trainer, tokenizer, records, label_set, settings.max_length)
+    return write_estimates(out_file, parts)

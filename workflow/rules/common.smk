@@ -169,8 +169,10 @@ def estimate_combos():
     return combos
 
 
-def estimate_file(dataset, model, regime, estimator, subset, seed):
-    return f"{R}/estimates/{dataset}/{model}/{regime}/{estimator}/{subset}/seed{seed}.parquet"
+def estimate_file(dataset, model, regime, estimator, suffix=".parquet"):
+    """The estimate file of one estimator of a run (every seed and subset), or with `suffix` a file the
+    probe stage writes beside it (labeldist.artifacts.estimates)."""
+    return f"{R}/estimates/{dataset}/{model}/{regime}/{estimator}{suffix}"
 
 
 def metric_file(dataset, model, regime):
@@ -181,12 +183,6 @@ def metric_file(dataset, model, regime):
 def metric_files():
     """The metrics file of every (dataset, model, regime) with at least one estimate, in config order."""
     return [metric_file(d, m, r) for d, m, r in dict.fromkeys(c[:3] for c in estimate_combos())]
-
-
-def per_seed(key, path):
-    """{key__seed: path(seed)} over the configured seeds: the seed-wise files of a job that runs every
-    seed (a cluster-friendly DAG, docs/study_grid.md); labeldist.batched.keyed parses the keys back."""
-    return {f"{key}__{seed}": path(seed) for seed in SEEDS}
 
 
 # ---- targets ------------------------------------------------------------------------------------

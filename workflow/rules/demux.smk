@@ -1,7 +1,7 @@
 # Supervised estimator `demux` (docs/methods.md section 4): a BERT-style encoder reading
 # `label_1, ..., label_L [SEP] text`, trained per dataset and seed on the train split with early stopping
 # on dev. Not tied to an LLM: model key `encoder`, regime `base` (docs/formats.md). One job per dataset
-# writes, for every seed, estimates/{d}/encoder/base/demux/{main,dev}/seed{s}.parquet and the trained model,
+# writes estimates/{d}/encoder/base/demux.parquet (every seed) and, per seed, the trained model
 # models/{d}/encoder/demux/seed{s}/ (save_pretrained encoder + tokenizer, head, demux.json,
 # training_log.csv with the early-stopping history).
 
@@ -10,11 +10,7 @@ rule demux:
     input:
         **data_files("{dataset}"),
     output:
-        **{
-            f"{s}__{seed}": estimate_file("{dataset}", ENCODER, "base", "demux", s, seed)
-            for s in ("main", "dev")
-            for seed in SEEDS
-        },
+        estimates=estimate_file("{dataset}", ENCODER, "base", "demux"),
         **{f"model__{seed}": directory(f"{R}/models/{{dataset}}/{ENCODER}/demux/seed{seed}") for seed in SEEDS},
     log:
         f"{R}/logs/demux/{{dataset}}.log",

@@ -43,12 +43,9 @@ FIGURE_LOG = {name: f"{R}/logs/figures/{name}.log" for name in FIGURE_REPORT}
 # Inputs shared by several figures.
 FIGURE_LABELS = [data_files(d)["labels"] for d in DATASETS]
 FIGURE_TESTS = [data_files(d)["test"] for d in DATASETS]
-# Per-layer probe estimates (layer, id, label, q) written by the probe stage beside its main estimates.
+# Per-layer probe estimates written by the probe stage beside its estimates (every seed).
 FIGURE_PROBE_LAYERS = [
-    estimate_file(d, m, r, est, "main", seed).removesuffix(".parquet") + ".layers.csv"
-    for d, m, r, est in estimate_combos()
-    if est == "linear_probe"
-    for seed in SEEDS
+    estimate_file(d, m, r, est, ".layers.csv") for d, m, r, est in estimate_combos() if est == "linear_probe"
 ]
 # The sft/rl model folders, each holding training_log.csv.
 FIGURE_TRAINING_DIRS = [model_dir(d, m, r) for d, m, r in RUNS if r != "base"]

@@ -1,7 +1,7 @@
 # Finetuning regimes (docs/methods.md section 5) and the sequence-classification-head baseline (section 4).
 #   sft, rl:      results/models/{dataset}/{model}/{sft,rl}/  merged save_pretrained folders with
 #                 training_log.csv (docs/formats.md); the generation rules pull them in via model_dir().
-#   seq_cls_head: estimates/{dataset}/{model}/base/seq_cls_head/{main,dev}/seed{seed}.parquet
+#   seq_cls_head: estimates/{dataset}/{model}/base/seq_cls_head.parquet (every seed)
 # Input, resource and target functions are lambdas: `snakemake --lint` flags files that mix `def`s and rules.
 # Threads: threads_for() in common.smk (1 for the built-in tiny model).
 from labeldist.batched import gpu_resource
@@ -81,11 +81,7 @@ rule seq_cls_head:
             for key in ("train", "dev", "test", "labels", "subsets")
         },
     output:
-        **{
-            f"{s}__{seed}": estimate_file("{dataset}", "{model}", "base", "seq_cls_head", s, seed)
-            for s in ("main", "dev")
-            for seed in SEEDS
-        },
+        estimates=estimate_file("{dataset}", "{model}", "base", "seq_cls_head"),
     log:
         f"{R}/logs/seq_cls_head/{{dataset}}/{{model}}.log",
     benchmark:

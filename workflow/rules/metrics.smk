@@ -1,5 +1,6 @@
 # Estimates and metrics. Estimators turn generation files into per-label confidences q(l | x)
-# (docs/methods.md section 4): estimates/{dataset}/{model}/{regime}/{estimator}/{subset}/seed{seed}.parquet;
+# (docs/methods.md section 4): estimates/{dataset}/{model}/{regime}/{estimator}.parquet (every seed and
+# subset);
 # metrics (section 6) score every estimate of a (dataset, model, regime), each seed, in one file:
 # metrics/{dataset}/{model}/{regime}.json (docs/formats.md); the tables aggregate them over seeds.
 # One CPU job per (dataset, model, regime) writes both for every seed (labeldist.batched.evaluate_run;
@@ -13,8 +14,6 @@
 # and applying on dev (there is no other held-out split): in-sample, only used for thresholds.
 # Input and target functions are lambdas: `snakemake --lint` flags files that mix functions and rules.
 from labeldist.batched import evaluate_inputs, metric_estimators
-
-EVAL_SUBSETS = ("main", "dev")
 
 TABLE_ORDER = {
     "dataset": DATASETS,
@@ -35,12 +34,7 @@ for _prompting, _models in PROMPTING_GROUPS.items():
         input:
             unpack(evaluate_inputs(config, _prompting, generation_file, estimate_file, data_files)),
         output:
-            **{
-                f"est__{est}__{s}__{seed}": estimate_file("{dataset}", "{model}", "{regime}", est, s, seed)
-                for est in _estimators
-                for s in EVAL_SUBSETS
-                for seed in SEEDS
-            },
+            **{f"est__{est}": estimate_file("{dataset}", "{model}", "{regime}", est) for est in _estimators},
             metrics=metric_file("{dataset}", "{model}", "{regime}"),
         params:
             estimators=_estimators,
@@ -68,11 +62,7 @@ for _prompting, _models in PROMPTING_GROUPS.items():
 
 rule evaluate_demux:
     input:
-        **{
-            f"est__demux__{s}__{seed}": estimate_file("{dataset}", ENCODER, "base", "demux", s, seed)
-            for s in EVAL_SUBSETS
-            for seed in SEEDS
-        },
+        est__demux=estimate_file("{dataset}", ENCODER, "base", "demux"),
         **{
             key: (lambda wildcards, key=key: data_files(wildcards.dataset)[key])
             for key in ("test", "dev", "labels", "subsets")

@@ -1,21 +1,11 @@
 # Supervised estimator `linear_probe` (docs/methods.md section 4): logistic-regression probes on the LLM's
 # hidden state at the first label step, trained on the `train` subset against the train split's gold
-# labels, applied to the `main` and `dev` subsets. One job per dataset x model x regime writes, per seed,
-#   estimates/{d}/{m}/{r}/linear_probe/{main,dev}/seed{s}.parquet      (last layer; docs/formats.md)
-#   estimates/{d}/{m}/{r}/linear_probe/{main,dev}/seed{s}.layers.csv   (layer, id, label, q per probes.layers)
-#   estimates/{d}/{m}/{r}/linear_probe/main/seed{s}.own_labels.csv     (probes of the model's own labels:
-#                                                                      variant, label, f1, accuracy, n_pos)
+# labels, applied to the `main` and `dev` subsets. One job per dataset x model x regime writes, for
+# every seed (labeldist.artifacts.estimates, docs/formats.md):
+#   estimates/{d}/{m}/{r}/linear_probe.parquet         (last layer)
+#   estimates/{d}/{m}/{r}/linear_probe.layers.csv      (every layer of probes.layers)
+#   estimates/{d}/{m}/{r}/linear_probe.own_labels.csv  (probes of the model's own labels)
 # Input and target functions are lambdas: `snakemake --lint` flags files that mix `def`s and rules.
-
-
-# (output key, subset, suffix beside the estimate's path) of each file a probe job writes per seed
-PROBE_OUTPUTS = [
-    ("main", "main", ".parquet"),
-    ("dev", "dev", ".parquet"),
-    ("layers_main", "main", ".layers.csv"),
-    ("layers_dev", "dev", ".layers.csv"),
-    ("own_labels", "main", ".own_labels.csv"),
-]
 
 
 # Inputs: hidden states of the train/main/dev subsets, baseline generations of train and main (the
@@ -25,14 +15,14 @@ rule linear_probe:
         unpack(
             lambda wildcards: {
                 **{
-                    f"hidden_{s}__{seed}": hidden_file(
+                    f"hidden__{s}__{seed}": hidden_file(
                         wildcards.dataset, wildcards.model, wildcards.regime, s, seed
                     )
                     for s in ("train", "main", "dev")
                     for seed in SEEDS
                 },
                 **{
-                    f"generations_{s}__{seed}": generation_file(
+                    f"generations__{s}__{seed}": generation_file(
                         wildcards.dataset, wildcards.model, wildcards.regime, "baseline", s, seed
                     )
                     for s in ("train", "main")
@@ -43,13 +33,9 @@ rule linear_probe:
             }
         ),
     output:
-        **{
-            f"{key}__{seed}": estimate_file("{dataset}", "{model}", "{regime}", "linear_probe", s, seed)
-            .removesuffix(".parquet")
-            + suffix
-            for key, s, suffix in PROBE_OUTPUTS
-            for seed in SEEDS
-        },
+        estimates=estimate_file("{dataset}", "{model}", "{regime}", "linear_probe"),
+        layers=estimate_file("{dataset}", "{model}", "{regime}", "linear_probe", ".layers.csv"),
+        own_labels=estimate_file("{dataset}", "{model}", "{regime}", "linear_probe", ".own_labels.csv"),
     log:
         f"{R}/logs/linear_probe/{{dataset}}/{{model}}/{{regime}}.log",
     benchmark:

@@ -1,5 +1,5 @@
-"""Wiring only: the generation files and supervised estimates of one (dataset, model, regime) -> every
-estimator's parquet (subsets main and dev) and the run's metrics file, for every seed."""
+"""Wiring only: the generation files and supervised estimates of one (dataset, model, regime) -> the
+estimate file of every generation-reading estimator and the run's metrics file, every seed."""
 
 from labeldist.batched import evaluate_run, keyed
 from labeldist.runlog import rule_log
@@ -11,8 +11,8 @@ with rule_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         params.estimators,
         params.metric_estimators,
         keyed(dict(inp.items()), "gen__"),
-        keyed(dict(out.items()), "est__"),
-        keyed(dict(inp.items()), "est__"),
+        {k.removeprefix("est__"): v for k, v in out.items() if k.startswith("est__")},
+        {k.removeprefix("est__"): v for k, v in inp.items() if k.startswith("est__")},
         out.metrics,
         data={k: inp[k] for k in ("test", "dev", "labels", "subsets")},
         meta=params.meta,

@@ -1,22 +1,22 @@
-"""Wiring only: hidden states + generations + gold labels of one (dataset, model, regime) -> the probes of
-every seed."""
+"""Wiring only: hidden states + generations + gold labels of one (dataset, model, regime) -> the probe
+stage's three files, every seed in them."""
 
+from labeldist.batched import keyed
 from labeldist.probes import run_linear_probes
 from labeldist.runlog import rule_log
 
 with rule_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    inp, out, params = snakemake.input, snakemake.output, snakemake.params  # noqa: F821
-    for seed in params.seeds:
-        run_linear_probes(
-            hidden={s: inp[f"hidden_{s}__{seed}"] for s in ("train", "main", "dev")},
-            generations={s: inp[f"generations_{s}__{seed}"] for s in ("train", "main")},
-            train_data=inp.train,
-            labels_json=inp.labels,
-            estimates={s: out[f"{s}__{seed}"] for s in ("main", "dev")},
-            layer_tables={s: out[f"layers_{s}__{seed}"] for s in ("main", "dev")},
-            own_labels=out[f"own_labels__{seed}"],
-            layers=params.probes["layers"],
-            max_svd_dim=params.probes["max_svd_dim"],
-            seed=seed,
-            threads=snakemake.threads,  # noqa: F821
-        )
+    inp, out, params = dict(snakemake.input.items()), snakemake.output, snakemake.params  # noqa: F821
+    run_linear_probes(
+        hidden={(s, int(seed)): path for (s, seed), path in keyed(inp, "hidden__").items()},
+        generations={(s, int(seed)): path for (s, seed), path in keyed(inp, "generations__").items()},
+        train_data=inp["train"],
+        labels_json=inp["labels"],
+        seeds=params.seeds,
+        estimates=out.estimates,
+        layer_tables=out.layers,
+        own_labels=out.own_labels,
+        layers=params.probes["layers"],
+        max_svd_dim=params.probes["max_svd_dim"],
+        threads=snakemake.threads,  # noqa: F821
+    )

@@ -1,0 +1,107 @@
+"""labeldist.artifacts: each file kind between stages has one writer and one reader; a round trip keeps
+every row, and a malformed file raises a DataError naming the file, line and field (docs/formats.md)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labeldist.artifacts.estimates import (
+    ESTIMATE_COLUMNS, LAYER_COLUMNS, OWN_LABEL_COLUMNS, estimate_frame, read_estimate_table, read_estimates,
+    read_layer_estimates, write_estimates, write_layer_estimates, write_own_labels,
+)
+from labeldist.errors import DataError
+
+LABELS = ["joy", "fear", "anger"]
+
+
+def frame(ids, q):
+    return estimate_frame(ids, LABELS + ["none"], np.asarray(q, dtype=float))
+
+
+@pytest.fixture
+def parts():
+    rng = np.random.default_rng(0)
+    return {(subset, seed): frame([f"{subset}{i}" for i in (3, 1, 2)], rng.random((3, 4)))
+            for seed in (1, 0) for subset in ("dev", "main")}
+
+
+def test_estimate_frame_sorts_ids_and_keeps_label_order():
+    out = estimate_frame(["b", "a"], ["x", "y"], [[0.1, 0.2], [0.3, 0.4]])
+    assert list(out["id"]) == ["a", "a", "b", "b"] and list(out["label"]) == ["x", "y", "x", "y"]
+    assert list(out["q"]) == [0.3, 0.4, 0.1, 0.2] and out["q"].dtype == np.float64
+    with pytest.raises(ValueError, match="unique"):
+        estimate_frame(["a", "a"], ["x"], [[0.1], [0.2]])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        estimate_frame(["a"], ["x"], [[1.5]])
+
+
+def test_estimate_file_round_trip(tmp_path, parts):
+    path = tmp_path / "first_step.parquet"
+    written = write_estimates(path, parts)
+    back = read_estimate_table(path)
+    assert list(back.columns) == ESTIMATE_COLUMNS
+    pd.testing.assert_frame_equal(back, written, check_dtype=False)
+    # seeds ascending, then main before dev, each part's rows as given
+    assert list(dict.fromkeys(zip(back["seed"], back["subset"]))) == [(0, "main"), (0, "dev"), (1, "main"), (1, "dev")]
+    for (subset, seed), part in parts.items():
+        ids, q = read_estimates(path, LABELS, subset, seed)
+        assert ids == sorted(part["id"].unique())
+        want = part[part["label"] != "none"].pivot(index="id", columns="label", values="q").loc[ids, LABELS]
+        assert np.array_equal(q, want.to_numpy())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_layer_and_own_label_files_round_trip(tmp_path, parts):
+    layers = {key: pd.concat([part.assign(layer=layer) for layer in (0, 2)]) for key, part in parts.items()}
+    path = tmp_path / "linear_probe.layers.csv"
+    written = write_layer_estimates(path, layers)
+    back = read_layer_estimates(path)
+    assert list(back.columns) == LAYER_COLUMNS and len(back) == len(written) == 2 * 4 * 12
+    pd.testing.assert_frame_equal(back, written, check_dtype=False)
+    own = {seed: pd.DataFrame({"variant": ["all"], "label": ["joy"], "f1": [0.5], "accuracy": [0.9], "n_pos": [3]})
+           for seed in (1, 0)}
+    path = tmp_path / "linear_probe.own_labels.csv"
+    write_own_labels(path, own)
+    back = pd.read_csv(path)
+    assert list(back.columns) == OWN_LABEL_COLUMNS and list(back["seed"]) == [0, 1]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: f.drop(columns="subset"), "x.parquet, field 'subset': missing column"),
+    (lambda f: f[f["seed"] != 0], "x.parquet, field 'seed': no rows for subset 'main' and seed 0"),
+    (lambda f: f.assign(q=f["q"].where(f.index != 1, 1.5)),
+     "x.parquet (subset main, seed 0), field 'q': q must be a number in [0, 1], got 1.5"),
+    (lambda f: f.drop(index=2), "x.parquet (subset main, seed 0), field 'q': no q for id"),
+])
+def test_malformed_estimate_files_name_file_and_field(tmp_path, parts, damage, message):
+    path = tmp_path / "x.parquet"
+    write_estimates(path, parts)
+    damage(pd.read_parquet(path)).to_parquet(path, index=False)
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_estimates(path, LABELS, "main", 0)
+
+
+def test_unreadable_estimate_files_name_the_file(tmp_path):
+    with pytest.raises(DataError, match=re.escape("missing.parquet: file not found")):
+        read_estimate_table(tmp_path / "missing.parquet")
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet")
+    with pytest.raises(DataError, match=re.escape("bad.parquet: not a readable parquet file")):
+        read_estimate_table(bad)
+
+
+def test_malformed_layer_files_name_line_and_field(tmp_path, parts):
+    path = tmp_path / "linear_probe.layers.csv"
+    write_layer_estimates(path, {key: part.assign(layer=0) for key, part in parts.items()})
+    rows = path.read_text().splitlines()
+    rows[3] = rows[3].replace(",0,", ",x,", 1)  # seed, subset, layer: the layer of line 4
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=re.escape("linear_probe.layers.csv, line 4, field 'layer'")):
+        read_layer_estimates(path)
+    pd.read_csv(tmp_path / "linear_probe.layers.csv").drop(columns="seed").to_csv(path, index=False)
+    with pytest.raises(DataError, match=re.escape("field 'seed': missing column")):
+        read_layer_estimates(path)
