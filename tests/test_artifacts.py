@@ -3,6 +3,7 @@ every row, and a malformed file raises a DataError naming the file, line and fie
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -13,6 +14,9 @@ from labeldist.artifacts.estimates import (
     ESTIMATE_COLUMNS, LAYER_COLUMNS, OWN_LABEL_COLUMNS, estimate_frame, read_estimate_table, read_estimates,
     read_layer_estimates, write_estimates, write_layer_estimates, write_own_labels,
 )
+from labeldist.artifacts.hidden import read_hidden_states, write_hidden
+from labeldist.artifacts.labels import LabelSet, read_label_set, write_label_set
+from labeldist.artifacts.metrics import read_metric_files, write_metrics
 from labeldist.errors import DataError
 
 LABELS = ["joy", "fear", "anger"]
@@ -105,3 +109,88 @@ def test_malformed_layer_files_name_line_and_field(tmp_path, parts):
     pd.read_csv(tmp_path / "linear_probe.layers.csv").drop(columns="seed").to_csv(path, index=False)
     with pytest.raises(DataError, match=re.escape("field 'seed': missing column")):
         read_layer_estimates(path)
+
+
+# ---- labels.json -------------------------------------------------------------------------------------
+def test_label_set_round_trip(tmp_path):
+    path = tmp_path / "labels.json"
+    write_label_set(path, {"dataset": "toy", "labels": LABELS, "none_label": "none", "task": "multilabel",
+                           "p_ref_source": "gold", "counts": {"train": 3}})
+    ls = read_label_set(path)
+    assert ls == LabelSet("toy", LABELS, "none", "multilabel", "gold")
+    assert ls.with_none == [*LABELS, "none"]
+
+
+@pytest.mark.parametrize("payload, message", [
+    (["joy"], "labels.json: expected a JSON object"),
+    ({"labels": LABELS}, "labels.json, field 'dataset': missing field"),
+    ({"dataset": "toy", "labels": []}, "labels.json, field 'labels': expected a non-empty list of label names"),
+    ({"dataset": "toy", "labels": ["joy", ""]}, "labels.json, field 'labels': expected a non-empty list"),
+    ({"dataset": "toy", "labels": ["joy", "fear", "joy"]}, "labels.json, field 'labels': label 'joy' listed twice"),
+    ({"dataset": "toy", "labels": LABELS, "none_label": "joy"}, "field 'none_label': must be a string that is not"),
+    ({"dataset": "toy", "labels": LABELS, "task": 1}, "labels.json, field 'task': expected a string"),
+])
+def test_malformed_label_sets_name_file_and_field(tmp_path, payload, message):
+    path = tmp_path / "labels.json"
+    path.write_text(json.dumps(payload))
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_label_set(path)
+
+
+# ---- metrics files -----------------------------------------------------------------------------------
+def metrics_object(estimator, seed, model="tiny"):
+    return {"dataset": "syn", "model": model, "regime": "base", "estimator": estimator, "seed": seed,
+            "alignment": {"l1": 0.1}, "classification": {"f1_micro": 0.5}}
+
+
+def test_metrics_file_round_trip(tmp_path):
+    path = tmp_path / "base.json"
+    objs = [metrics_object("first_step", 0), metrics_object("output", 0)]
+    write_metrics(path, objs)
+    back = read_metric_files([path])
+    assert [{k: v for k, v in o.items() if k != "_path"} for o in back] == objs
+    assert {o["_path"] for o in back} == {str(path)}
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"estimator": "first_step"}, "base.json: expected a JSON list of metrics objects, found dict"),
+    ([1], "base.json, field '[0]': expected a metrics object, found int"),
+    ([{"dataset": "syn"}], "base.json, field '[0].model': missing key"),
+])
+def test_read_metric_files_names_file_and_field(tmp_path, content, message):
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_metric_files([path])
+
+
+def test_read_metric_files_flattens_files_in_order(tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps([metrics_object("first_step", 0), metrics_object("output", 0)]))
+    second.write_text(json.dumps([metrics_object("demux", 0, "encoder")]))
+    objs = read_metric_files([first, second])
+    assert [o["estimator"] for o in objs] == ["first_step", "output", "demux"]
+    assert [o["_path"] for o in objs] == [str(first), str(first), str(second)]
+
+
+
+
+# ---- hidden states -----------------------------------------------------------------------------------
+def test_hidden_states_round_trip_and_bad_files(tmp_path):
+    import torch
+    from safetensors.numpy import save_file
+
+    hidden = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)
+    path = tmp_path / "seed0.hidden.safetensors"
+    write_hidden(path, hidden, ["b", "a"], [0, 1, 2])
+    back = read_hidden_states(path)
+    assert back.ids == ["b", "a"] and back.n_layers == 3 and np.array_equal(back.hidden, hidden.numpy())
+    first = path.read_bytes()
+    write_hidden(path, hidden, ["b", "a"], [0, 1, 2])
+    assert path.read_bytes() == first  # deterministic bytes
+    save_file({"hidden": hidden.numpy()}, str(path), metadata={"ids": json.dumps(["a"])})
+    with pytest.raises(DataError, match=re.escape("seed0.hidden.safetensors, field 'ids': metadata 'ids' must list 2")):
+        read_hidden_states(path)
+    save_file({"other": hidden.numpy()}, str(path), metadata={"ids": "[]"})
+    with pytest.raises(DataError, match=re.escape("field 'hidden': no tensor named 'hidden'")):
+        read_hidden_states(path)

@@ -192,7 +192,7 @@ def test_run_demux_writes_estimates_and_a_reloadable_model(tmp_path):
         data[name] = cue_data(n, LABELS, seed)
         _write_split(files[name], name, *data[name])
     files["labels"] = tmp_path / "labels.json"
-    files["labels"].write_text(json.dumps({"labels": LABELS}))
+    files["labels"].write_text(json.dumps({"dataset": "cue", "labels": LABELS}))
     files["subsets"] = tmp_path / "subsets.json"
     main_ids = [f"test-{i}" for i in range(0, 50, 2)]
     dev_ids = [f"dev-{i}" for i in range(30)]
@@ -226,7 +226,7 @@ def test_run_demux_names_the_file_of_an_unknown_subset_id(tmp_path):
     for name in ("train", "dev", "test"):
         _write_split(files[name], name, texts, y)
     files["labels"] = tmp_path / "labels.json"
-    files["labels"].write_text(json.dumps({"labels": LABELS}))
+    files["labels"].write_text(json.dumps({"dataset": "cue", "labels": LABELS}))
     files["subsets"] = tmp_path / "subsets.json"
     files["subsets"].write_text(json.dumps({"main": ["test-0", "nope"], "dev": ["dev-1"]}))
     with pytest.raises(demux.DataError, match="subsets.json"):

@@ -790,7 +790,7 @@ def test_generation_record_mutation_corpus(kind):
 def test_generation_file_truncations(tmp_path):
     """A generation file cut anywhere: a DataError naming the line, or fewer complete records."""
     labels_json = tmp_path / "labels.json"
-    labels_json.write_text(json.dumps({"labels": GEN_LABELS, "none_label": "none"}))
+    labels_json.write_text(json.dumps({"dataset": "fuzz", "labels": GEN_LABELS, "none_label": "none"}))
     recs = []
     for i in range(6):
         r = valid_generation()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 
 import numpy as np
 import pandas as pd
@@ -283,27 +282,6 @@ def test_summarise_counts_and_undefined_metrics():
     assert math.isnan(fs["auc_micro_mean"]) and math.isnan(fs["auc_micro_ci_low"])
     with pytest.raises(DataError, match="seed listed twice"):
         T.summarise(results + [fake_result("first_step", 0, 0.2, [0.2])], M.ALIGNMENT_METRICS)
-
-
-@pytest.mark.parametrize("content, message", [
-    ({"estimator": "first_step"}, "base.json: expected a JSON list of metrics objects, found dict"),
-    ([1], "base.json, field '[0]': expected a metrics object, found int"),
-    ([{"dataset": "syn"}], "base.json, field '[0].model': missing key"),
-])
-def test_read_metric_files_names_file_and_field(tmp_path, content, message):
-    path = tmp_path / "base.json"
-    path.write_text(json.dumps(content))
-    with pytest.raises(DataError, match=re.escape(message)):
-        T.read_metric_files([path])
-
-
-def test_read_metric_files_flattens_files_in_order(tmp_path):
-    first, second = tmp_path / "a.json", tmp_path / "b.json"
-    first.write_text(json.dumps([fake_result("first_step", 0, 0.2, [0.2]), fake_result("output", 0, 0.3, [0.3])]))
-    second.write_text(json.dumps([fake_result("demux", 0, 0.4, [0.4]) | {"model": "encoder"}]))
-    objs = T.read_metric_files([first, second])
-    assert [o["estimator"] for o in objs] == ["first_step", "output", "demux"]
-    assert [o["_path"] for o in objs] == [str(first), str(first), str(second)]
 
 
 def test_write_table_renders_csv_markdown_html(tmp_path):

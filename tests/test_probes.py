@@ -11,6 +11,7 @@ from safetensors.numpy import save_file
 from sklearn.metrics import f1_score
 from threadpoolctl import threadpool_limits
 
+from labeldist.artifacts.hidden import read_hidden_states
 from labeldist.errors import DataError
 from labeldist.probes import (
     emitted_labels,
@@ -18,7 +19,6 @@ from labeldist.probes import (
     multi_hot,
     own_label_targets,
     predict_probes,
-    read_hidden_states,
     resolve_layers,
     run_linear_probes,
     svd_components,
@@ -130,7 +130,7 @@ def _fixture(tmp_path, rng):
     train.write_text("".join(json.dumps({"id": i, "text": "t", "labels": labs}) + "\n"
                              for i, labs in gold["train"].items()))
     labels = tmp_path / "labels.json"
-    labels.write_text(json.dumps({"labels": LABELS}))
+    labels.write_text(json.dumps({"dataset": "planted", "labels": LABELS}))
     gens = {}
     for subset in ("train", "main"):
         path = tmp_path / f"{subset}.gen.jsonl"

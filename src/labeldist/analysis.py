@@ -29,7 +29,7 @@ from scipy.stats import entropy
 
 from .errors import DataError
 from .io import iter_jsonl
-from .metrics import LabelSet
+from .artifacts.labels import LabelSet
 
 STEP_KINDS = {"first_token": "first_token_logits", "whole_label": "whole_label_logprobs"}
 GENERATION_PATH = re.compile(

@@ -107,7 +107,7 @@ def evaluate_run(estimators: Sequence[str], metric_estimators: Sequence[str],
     from .artifacts.estimates import SUBSET_ORDER, write_estimates
     from .config import ESTIMATOR_PROMPTING
     from .estimators import estimate
-    from .io import write_json
+    from .artifacts.metrics import write_metrics
     from .metrics import run_metrics
 
     for est, out in outputs.items():
@@ -135,7 +135,7 @@ def evaluate_run(estimators: Sequence[str], metric_estimators: Sequence[str],
                 meta={**meta, "estimator": est, "seed": int(seed)}, threshold=threshold, ece_bins=ece_bins,
                 n_bootstrap=n_bootstrap))
             log.info("metrics of %s, seed %s", est, seed)
-    write_json(metrics_out, results)
+    write_metrics(metrics_out, results)
     log.info("%d metrics objects written to %s", len(results), metrics_out)
     return results
 

@@ -38,7 +38,8 @@ from .gguf_source import package_folder
 from .io import atomic_dir, iter_jsonl, read_json
 from .models import resolve_device
 from .artifacts.estimates import estimate_frame, write_estimates
-from .probes import multi_hot, read_label_set
+from .artifacts.labels import read_label_set
+from .probes import multi_hot
 
 log = logging.getLogger("labeldist.demux")
 
@@ -453,7 +454,7 @@ def run_demux(*, data: Mapping[str, str | os.PathLike], estimates: str | os.Path
     """
     torch.set_num_threads(max(1, int(threads)))
     device = str(resolve_device(device))
-    labels = read_label_set(data["labels"])
+    labels = read_label_set(data["labels"]).labels
     full_train = read_split(data["train"], labels)
     dev = read_split(data["dev"], labels)
     test = read_split(data["test"], labels)

@@ -45,8 +45,9 @@ import pandas as pd
 from scipy.special import expit, softmax
 
 from .artifacts.estimates import estimate_frame
+from .artifacts.labels import read_label_set
 from .errors import DataError
-from .io import iter_jsonl, read_json
+from .io import iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -279,20 +280,6 @@ def read_pairwise(path: str | os.PathLike, labels: Sequence[str],
     """Return the parsed records of a `pairwise` generation file (ids unique)."""
     return _read_records(path, lambda obj, source, line: parse_pairwise(obj, labels, none_label,
                                                                         source, line))
-
-
-def read_label_set(path: str | os.PathLike) -> tuple[list[str], str]:
-    """Return (labels in order, the none label's name) from a dataset's labels.json."""
-    meta = read_json(path)
-    if not isinstance(meta, dict):
-        raise DataError(path, "expected a JSON object")
-    labels = meta.get("labels")
-    if not isinstance(labels, list) or not labels or not all(isinstance(l, str) for l in labels):
-        raise DataError(path, "expected a non-empty list of label strings", field="labels")
-    none_label = meta.get("none_label", "none")
-    if not isinstance(none_label, str) or none_label in labels:
-        raise DataError(path, "must be a string that is not one of the labels", field="none_label")
-    return labels, none_label
 
 
 def read_p_ref(path: str | os.PathLike, labels: Sequence[str], none_label: str = "none",
@@ -643,7 +630,8 @@ def estimate(estimator: str, generations: str | os.PathLike, labels_file: str | 
     and `dev_data` (the dev split's data file with p_ref). `seed` seeds the Bradley-Terry fits, which
     run on `threads` torch threads.
     """
-    labels, none_label = read_label_set(labels_file)
+    label_set = read_label_set(labels_file)
+    labels, none_label = label_set.labels, label_set.none_label
     if estimator in GENERATION_ESTIMATORS:
         gens = read_generations(generations, labels, none_label)
         log.info("%s: %d records, %d without a label step", estimator, len(gens),

@@ -39,9 +39,10 @@ import pandas as pd
 from scipy.stats import bootstrap, linregress
 
 from . import analysis
+from .artifacts.labels import LabelSet
+from .artifacts.metrics import read_metric_files
 from .io import atomic_path
-from .metrics import LabelSet
-from .tables import bootstrap_interval, markdown_table, read_metric_files, to_html, to_markdown
+from .tables import bootstrap_interval, markdown_table, to_html, to_markdown
 
 log = logging.getLogger(__name__)
 

@@ -121,15 +121,6 @@ class RLSettings(FromConfig):
 
 
 # ---- data ---------------------------------------------------------------------------------------
-def read_label_set(labels_path: str | Path) -> list[str]:
-    """The dataset's label list from `labels.json` (DataError when the field is missing or malformed)."""
-    meta = read_json(labels_path)
-    labels = meta.get("labels") if isinstance(meta, dict) else None
-    if not isinstance(labels, list) or not labels or not all(isinstance(l, str) and l for l in labels):
-        raise DataError(labels_path, "expected a non-empty list of label strings", field="labels")
-    return labels
-
-
 def read_split(path: str | Path, label_set: Sequence[str]) -> list[dict]:
     """The records of a `{split}.jsonl` file as dicts with `id`, `text` and `labels` (gold, in file order).
 
@@ -608,7 +599,7 @@ def set_threads(threads: int | None) -> None:
 
 
 def _load_stage_data(train_path: str | Path, labels_path: str | Path, subsets_path: str | Path):
-    label_set = read_label_set(labels_path)
+    label_set = read_label_set(labels_path).labels
     train = read_split(train_path, label_set)
     subsets = read_subsets(subsets_path)
     return label_set, train, demo_pool(train, subsets)

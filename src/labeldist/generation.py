@@ -12,7 +12,6 @@ pairs beyond, `pairwise_pairs`). Reproducible: the demos are drawn from `random.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -22,9 +21,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .artifacts.hidden import write_hidden
+from .artifacts.labels import read_label_set
 from .errors import DataError
 from .extraction import ExtractionSettings, extract
-from .io import atomic_path, iter_jsonl, read_json, write_jsonl
+from .io import iter_jsonl, read_json, write_jsonl
 from .prompts import (
     NONE_LABEL,
     PAIRWISE_ANSWERS,
@@ -82,10 +83,7 @@ def read_examples(path: str | os.PathLike, label_set: Sequence[str]) -> list[dic
 def load_task_data(data_files: Mapping[str, str], subset: str) -> TaskData:
     """Read labels.json, subsets.json, the subset's split and the train split (paths by data stage key:
     train, dev, test, labels, subsets)."""
-    info = read_json(data_files["labels"])
-    if not isinstance(info, dict) or not isinstance(info.get("labels"), list):
-        raise DataError(data_files["labels"], "expected an object with a list", field="labels")
-    label_set = [str(l) for l in info["labels"]]
+    label_set = read_label_set(data_files["labels"]).labels
     subsets = read_json(data_files["subsets"])
     if not isinstance(subsets, dict) or not isinstance(subsets.get(subset), list):
         raise DataError(data_files["subsets"], f"expected a list of ids for subset {subset!r}", field=subset)
@@ -293,20 +291,6 @@ def run_prompting(model: Any, tokenizer: Any, data: TaskData, prompting: str, sp
 
 
 # ---- files --------------------------------------------------------------------------------------------
-def write_hidden(path: str | os.PathLike, hidden: torch.Tensor, ids: Sequence[str], layers: Sequence[int]) -> None:
-    """Write hidden states as safetensors: tensor `hidden` [n, layers, hidden_size] float32, tensor
-    `layers` (int64 hidden-state indices, 0 = embeddings) and metadata `ids` (JSON list, record order).
-
-    One metadata key only: safetensors writes several in hash order, which would make the bytes of two
-    identical runs differ.
-    """
-    from safetensors.torch import save_file
-
-    tensors = {"hidden": hidden.float().contiguous(), "layers": torch.tensor(list(layers), dtype=torch.int64)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"ids": json.dumps(list(ids))})
-
-
 def write_generation(output: GenerationOutput, path: str | os.PathLike,
                      hidden_path: str | os.PathLike | None = None) -> None:
     """Write the records (JSONL) and, when a path is given, the hidden states, atomically."""

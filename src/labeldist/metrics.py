@@ -30,9 +30,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from .config import NONE_LABEL
 from .errors import DataError
 from .artifacts.estimates import estimates_matrix, read_estimates
+from .artifacts.labels import LabelSet, read_label_set
 from .io import iter_jsonl, read_json
 
 EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before taking logs
@@ -49,42 +49,6 @@ GENERATION_COUNTS = ["n_outputs", "no_label", "unknown", "repeated", "hit_max_to
 
 
 # ---- reading the data stage's files -------------------------------------------------------------
-@dataclass(frozen=True)
-class LabelSet:
-    """A dataset's labels.json: label order (none excluded), task and where p_ref comes from."""
-
-    dataset: str
-    labels: list[str]
-    none_label: str = NONE_LABEL
-    task: str = "multilabel"
-    p_ref_source: str = "annotators"
-
-    @property
-    def with_none(self) -> list[str]:
-        """The labels followed by the none label: the order of every per-step distribution."""
-        return [*self.labels, self.none_label]
-
-
-def read_label_set(path: str | Path) -> LabelSet:
-    """Return the LabelSet of a `data/{dataset}/labels.json` file (DataError names a missing field)."""
-    obj = read_json(path)
-    if not isinstance(obj, dict):
-        raise DataError(path, "expected a JSON object")
-    for key in ("dataset", "labels"):
-        if key not in obj:
-            raise DataError(path, "missing field", field=key)
-    labels = obj["labels"]
-    if not isinstance(labels, list) or not labels or not all(isinstance(l, str) for l in labels):
-        raise DataError(path, "expected a non-empty list of label names", field="labels")
-    return LabelSet(
-        dataset=str(obj["dataset"]),
-        labels=list(labels),
-        none_label=str(obj.get("none_label", NONE_LABEL)),
-        task=str(obj.get("task", "multilabel")),
-        p_ref_source=str(obj.get("p_ref_source", "annotators")),
-    )
-
-
 @dataclass
 class Reference:
     """Gold labels and p_ref of a set of examples, as arrays in the label order (none excluded)."""

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .artifacts.labels import read_label_set
 from .errors import DataError, LabeldistError
 from .gguf_source import convert_gguf
 from .io import atomic_dir, atomic_path, read_json, read_jsonl, write_json
@@ -483,10 +484,7 @@ def build_builtin_model(
     (`build_pretrain_corpus`, a CHOICE_FRACTION of it unary/pairwise prompts), with its tokenizer
     (trained on the same corpus) and the loss log."""
     start = time.perf_counter()
-    labels_info = read_json(labels_path)
-    if not isinstance(labels_info, dict) or not isinstance(labels_info.get("labels"), list):
-        raise DataError(labels_path, "expected an object with a list of labels", field="labels")
-    label_set = list(labels_info["labels"])
+    label_set = read_label_set(labels_path).labels
     records = _read_train_records(train_path, label_set)
     spec = PromptSpec.from_config(prompt_cfg)
     seed = int(builtin_cfg["seed"])

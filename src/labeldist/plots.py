@@ -27,12 +27,12 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from . import analysis  # noqa: E402
 from .artifacts.estimates import read_layer_estimates  # noqa: E402
+from .artifacts.labels import LabelSet, read_label_set  # noqa: E402
+from .artifacts.metrics import read_metric_files  # noqa: E402
 from .errors import DataError  # noqa: E402
 from .io import atomic_path  # noqa: E402
-from .metrics import (  # noqa: E402
-    LabelSet, metrics_by_layer, read_label_set, read_reference,
-)
-from .tables import metric_label, read_metric_files  # noqa: E402
+from .metrics import metrics_by_layer, read_reference  # noqa: E402
+from .tables import metric_label  # noqa: E402
 
 REGIMES = ["base", "sft", "rl"]
 REGIME_PALETTE = dict(zip(REGIMES, sns.color_palette("colorblind", 3)))

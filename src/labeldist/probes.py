@@ -10,15 +10,12 @@ test whether the first-step state already encodes labels the model emits later.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from safetensors import safe_open
 from sklearn.decomposition import TruncatedSVD
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
@@ -31,68 +28,14 @@ from tqdm import tqdm
 from .config import NONE_LABEL
 from .errors import DataError
 from .artifacts.estimates import estimate_frame, write_estimates, write_layer_estimates, write_own_labels
-from .io import iter_jsonl, read_json
+from .artifacts.hidden import HiddenStates, read_hidden_states
+from .artifacts.labels import read_label_set
+from .io import iter_jsonl
 
 log = logging.getLogger("labeldist.probes")
 
 OWN_LABEL_VARIANTS = ("all", "non_first")
 Probe = Pipeline | DummyClassifier
-
-
-@dataclass(frozen=True)
-class HiddenStates:
-    """Hidden states at the first label step: `hidden[i, layer]` belongs to example `ids[i]`."""
-
-    ids: list[str]
-    hidden: np.ndarray  # [n_examples, n_layers + 1, hidden_size], float32
-
-    @property
-    def n_layers(self) -> int:
-        """Number of layer slots (embeddings + transformer layers)."""
-        return int(self.hidden.shape[1])
-
-
-# ---- reading ------------------------------------------------------------------------------------
-def read_hidden_states(path: str | os.PathLike) -> HiddenStates:
-    """Return the `hidden` tensor and `ids` metadata of a `.hidden.safetensors` file (docs/formats.md).
-
-    Raises DataError naming the file and field when the tensor or the ids are missing or inconsistent.
-    """
-    try:
-        with safe_open(str(path), framework="np") as fh:
-            meta = fh.metadata() or {}
-            if "hidden" not in fh.keys():
-                raise DataError(path, "no tensor named 'hidden'", field="hidden")
-            hidden = np.asarray(fh.get_tensor("hidden"), dtype=np.float32)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except DataError:
-        raise
-    except Exception as err:  # safetensors raises its own error types for corrupt headers
-        raise DataError(path, f"not a readable safetensors file ({err})") from None
-    if hidden.ndim != 3:
-        raise DataError(path, f"expected shape [n, n_layers + 1, d], got {list(hidden.shape)}", field="hidden")
-    try:
-        ids = json.loads(meta["ids"])
-    except KeyError:
-        raise DataError(path, "metadata has no 'ids'", field="ids") from None
-    except json.JSONDecodeError as err:
-        raise DataError(path, f"metadata 'ids' is not JSON ({err.msg})", field="ids") from None
-    if not isinstance(ids, list) or len(ids) != hidden.shape[0]:
-        raise DataError(path, f"metadata 'ids' must list {hidden.shape[0]} ids (one per row of 'hidden')",
-                        field="ids")
-    if not np.isfinite(hidden).all():
-        raise DataError(path, "non-finite values in the hidden states", field="hidden")
-    return HiddenStates(ids=[str(i) for i in ids], hidden=hidden)
-
-
-def read_label_set(path: str | os.PathLike) -> list[str]:
-    """Return the dataset's label list (labels.json `labels`, in order, without `none`)."""
-    meta = read_json(path)
-    labels = meta.get("labels") if isinstance(meta, dict) else None
-    if not isinstance(labels, list) or not labels or not all(isinstance(l, str) for l in labels):
-        raise DataError(path, "expected a non-empty list of label names", field="labels")
-    return labels
 
 
 def read_gold_labels(path: str | os.PathLike, labels: Sequence[str]) -> dict[str, list[str]]:
@@ -334,7 +277,7 @@ def probe_seed(hidden: Mapping[str, str | os.PathLike], generations: Mapping[str
                max_svd_dim: int, seed: int) -> dict:
     """Return the probes of one seed: {"estimates": {main, dev: id/label/q frame}, "layers": {main, dev:
     layer/id/label/q frame}, "own_labels": own-label scores, "summary": mean F1 per variant}."""
-    labels = read_label_set(labels_json)
+    labels = read_label_set(labels_json).labels
     columns = labels + [NONE_LABEL]
     states = {name: read_hidden_states(path) for name, path in hidden.items()}
     train = states["train"]

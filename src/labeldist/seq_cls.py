@@ -25,7 +25,6 @@ from .finetune import (
     lora_config,
     prepare_quantized,
     quantization_plan,
-    read_label_set,
     read_split,
     read_subsets,
     resolve_device,
@@ -37,6 +36,7 @@ from .finetune import (
 from .settings import FromConfig
 from .errors import DataError
 from .artifacts.estimates import estimate_frame, write_estimates
+from .artifacts.labels import read_label_set
 
 log = logging.getLogger("labeldist.seq_cls")
 
@@ -220,7 +220,7 @@ def seq_cls_from_files(
     CUDA + bitsandbytes allow it). Returns the written frame."""
     set_threads(threads)
     settings = SeqClsSettings.from_config(seq_cls_cfg)
-    label_set = read_label_set(data_files["labels"])
+    label_set = read_label_set(data_files["labels"]).labels
     subset_ids = read_subsets(data_files["subsets"])
     train = read_split(data_files["train"], label_set)
     split_of = {"main": "test", "dev": "dev", "multi": "test", "train": "train"}

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .io import atomic_path, read_json
+from .artifacts.metrics import KEYS, read_metric_files
+from .io import atomic_path
 from .metrics import ALIGNMENT_METRICS, CLASSIFICATION_METRICS, GENERATION_COUNTS
 
 log = logging.getLogger(__name__)
 
-KEYS = ["dataset", "model", "regime", "estimator"]
 TABLE_METRICS = {"alignment": ALIGNMENT_METRICS, "classification": CLASSIFICATION_METRICS}
 METRIC_NAMES = {
     "l1": "L1", "mse": "MSE (Brier)", "bce": "soft BCE", "nll": "NLL of gold", "ece_p_ref": "ECE vs p_ref",
@@ -41,26 +41,6 @@ def metric_label(metric: str) -> str:
     if metric.endswith("_tuned"):
         return f"{METRIC_NAMES.get(metric[:-6], metric[:-6])} (tuned t)"
     return METRIC_NAMES.get(metric, metric)
-
-
-def read_metric_files(paths: Iterable[str | Path]) -> list[dict]:
-    """Return the metrics objects of every metrics file, file by file in the order of each file (a file
-    is a JSON list with one object per estimator and seed, docs/formats.md); each object gets `_path`.
-    DataError names a file that is not such a list, or the object and key missing."""
-    out = []
-    for path in paths:
-        objs = read_json(path)
-        if not isinstance(objs, list):
-            raise DataError(path, f"expected a JSON list of metrics objects, found {type(objs).__name__}")
-        for i, obj in enumerate(objs):
-            if not isinstance(obj, dict):
-                raise DataError(path, f"expected a metrics object, found {type(obj).__name__}", field=f"[{i}]")
-            for key in [*KEYS, "seed", "alignment", "classification"]:
-                if key not in obj:
-                    raise DataError(path, "missing key", field=f"[{i}].{key}")
-            obj["_path"] = str(path)
-            out.append(obj)
-    return out
 
 
 def seed_rows(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..artifacts.labels import write_label_set
 from ..errors import ConfigError, DataError
 from ..io import write_json, write_jsonl
 from .generic import EXTENSIONS, load_generic
@@ -116,7 +117,7 @@ def write_prepared(data: LabelledData, subsets: Mapping[str, list[str]], outputs
     test, labels, subsets), each atomically."""
     for split in SPLITS:
         write_jsonl(outputs[split], (ex.to_record() for ex in data.splits[split]))
-    write_json(outputs["labels"], data.labels_json())
+    write_label_set(outputs["labels"], data.labels_json())
     write_json(outputs["subsets"], dict(subsets))
 
 
