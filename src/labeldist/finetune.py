@@ -37,8 +37,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .settings import FromConfig
+from .artifacts.labels import read_label_set
 from .errors import ConfigError, DataError
+from .settings import FromConfig
 from .io import atomic_dir, iter_jsonl, read_json
 from .prompts import (
     NONE_LABEL,
