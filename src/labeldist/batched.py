@@ -77,8 +77,8 @@ def generate_subsets(model_dir: str | os.PathLike, data_files: Mapping[str, str]
     if threads:
         torch.set_num_threads(int(threads))
     spec = PromptSpec.from_config(prompt_cfg)
-    model, tokenizer = load_causal_lm(model_dir, device=device, dtype=model_cfg.get("dtype", "auto"),
-                                      load_in_4bit=bool(model_cfg.get("load_in_4bit", False)))
+    model, tokenizer = load_causal_lm(model_dir, device=device, dtype=model_cfg["dtype"],
+                                      load_in_4bit=bool(model_cfg["load_in_4bit"]))
     data = {}
     for (subset, seed), out in sorted(outputs.items(), key=lambda item: int(item[0][1])):  # stable: subset order
         if subset not in data:

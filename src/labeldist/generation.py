@@ -143,7 +143,7 @@ def _extraction_records(
 
 def _hidden_layers(cfg: Mapping[str, Any], model: Any) -> list[int]:
     n_states = int(model.config.get_text_config().num_hidden_layers) + 1
-    layers = cfg.get("hidden_layers", "all")
+    layers = cfg["hidden_layers"]
     return list(range(n_states)) if layers == "all" else [int(i) for i in layers]
 
 
@@ -164,7 +164,7 @@ def icl_sweep(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_
     """Baseline generation once per share of multi-label demos (config icl_sweep_ratios), no marginal."""
     settings = ExtractionSettings.from_config(dict(gen_cfg), marginal=False)
     records: list[dict] = []
-    for ratio in gen_cfg.get("icl_sweep_ratios", [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]):
+    for ratio in gen_cfg["icl_sweep_ratios"]:
         spec_r = replace(spec, demo_sampling="multilabel", multilabel_ratio=float(ratio))
         demo_ids = choose_demos(data, spec_r, demo_rng("icl_sweep", seed, ratio))
         recs, _ = _extraction_records(model, tokenizer, data, spec_r, demo_ids, settings,
@@ -250,7 +250,7 @@ def _choice_run(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, ge
     probs = choice_probabilities(
         model, tokenizer, [p.prefix for p in prompts], [p.suffixes for p in prompts],
         prompts[0].answer_texts if prompts else (), add_special_tokens=not _is_chat(spec, tokenizer),
-        batch_size=int(gen_cfg.get("batch_size", 8)), progress=bar,
+        batch_size=int(gen_cfg["batch_size"]), progress=bar,
     )
     bar.close()
     return demo_ids, probs, keys
@@ -323,8 +323,8 @@ def generate_file(
         torch.set_num_threads(int(threads))
     data = load_task_data(data_files, subset)
     spec = PromptSpec.from_config(prompt_cfg)
-    model, tokenizer = load_causal_lm(model_dir, device=device, dtype=model_cfg.get("dtype", "auto"),
-                                      load_in_4bit=bool(model_cfg.get("load_in_4bit", False)))
+    model, tokenizer = load_causal_lm(model_dir, device=device, dtype=model_cfg["dtype"],
+                                      load_in_4bit=bool(model_cfg["load_in_4bit"]))
     log.info("%s on %s/%s: %d examples, %d demos in the pool, seed %d", prompting, subset,
              model_dir, len(data.examples), len(data.pool), seed)
     result = run_prompting(model, tokenizer, data, prompting, spec, gen_cfg, int(seed))
