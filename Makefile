@@ -49,6 +49,7 @@ test: install
 
 lint: install
 	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 
 dryrun: install
 	$(BIN)/snakemake -n --profile profiles/default

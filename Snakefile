@@ -25,6 +25,6 @@ include: "workflow/rules/findings.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_targets(),
-    default_target: True

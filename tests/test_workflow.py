@@ -89,6 +89,16 @@ def test_lint_is_clean():
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
 
+def test_rule_files_are_snakefmt_formatted():
+    """`snakefmt --check` (pinned in requirements.txt; line length in pyproject.toml) leaves every rule
+    file unchanged."""
+    snakefmt = Path(sys.executable).parent / "snakefmt"
+    assert snakefmt.exists(), f"{snakefmt} missing: install requirements.txt (make install)"
+    res = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/rules"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
 def test_bad_config_stops_before_any_job(tmp_path):
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg["datasets"]["synthetic"]["synthetic"]["n_trian"] = 10

@@ -18,9 +18,7 @@ from labeldist.batched import prompting_groups, rule_suffix, run_estimators
 from labeldist.errors import ConfigError
 
 try:
-    _validated = validate_config(
-        config, base_dir=".", source=", ".join(map(str, workflow.configfiles)) or "config"
-    )
+    _validated = validate_config(config, base_dir=".", source=", ".join(map(str, workflow.configfiles)) or "config")
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 config.clear()
@@ -100,6 +98,37 @@ def get_model_dir(wildcards):
     return model_dir(wildcards.dataset, wildcards.model, wildcards.regime)
 
 
+def get_base_model_dir(wildcards):
+    return base_model_dir(wildcards.model)
+
+
+def get_rl_start(wildcards):
+    """finetune.rl.start_from: the SFT folder of the same dataset and model, or the base model."""
+    if config["finetune"]["rl"]["start_from"] == "sft":
+        return model_dir(wildcards.dataset, wildcards.model, "sft")
+    return base_model_dir(wildcards.model)
+
+
+def get_model_cfg(wildcards):
+    """The config block of the job's model."""
+    return model_cfg(wildcards.model)
+
+
+def get_model_dtype(wildcards):
+    return model_cfg(wildcards.model)["dtype"]
+
+
+def get_model_4bit(wildcards):
+    return model_cfg(wildcards.model)["load_in_4bit"]
+
+
+def get_pretrain_inputs(wildcards):
+    """The base-model rule's inputs: the pretraining dataset's train split and labels.json for the built-in
+    model, nothing for hub, local and GGUF models."""
+    dataset = pretrain_dataset(model_cfg(wildcards.model))
+    return {key: data_files(dataset)[key] for key in ("train", "labels")} if dataset else {}
+
+
 # ---- data ---------------------------------------------------------------------------------------
 def data_files(dataset):
     """The data stage's outputs for one dataset."""
@@ -111,8 +140,30 @@ def data_files(dataset):
     }
 
 
+def get_dataset_inputs(wildcards):
+    """The local files the dataset's loader reads (none for the synthetic loader or a hub id)."""
+    from labeldist.data import input_files
+
+    return input_files(config["datasets"][wildcards.dataset])
+
+
 def get_data(wildcards):
     return data_files(wildcards.dataset)
+
+
+def data_inputs(*keys):
+    """An input function returning {key: path} of the job's dataset for the data stage's `keys`."""
+
+    def inputs(wildcards):
+        files = data_files(wildcards.dataset)
+        return {key: files[key] for key in keys}
+
+    return inputs
+
+
+def get_prompt_cfg(wildcards):
+    """The prompt block (config `prompts`) of the job's dataset."""
+    return config["prompts"][config["datasets"][wildcards.dataset]["prompt"]]
 
 
 # ---- generation and estimates -------------------------------------------------------------------
@@ -149,6 +200,26 @@ def generation_files(prompting=None, subset=None, seed=None):
                 if p in model_prompting(config, m):
                     out += [generation_file(d, m, r, p, s, x) for x in SEEDS if seed is None or x == seed]
     return out
+
+
+def get_probe_inputs(wildcards):
+    """The probe job's inputs: hidden states of the train/main/dev subsets and baseline generations of
+    train and main (the model's own emitted labels) of every seed, the train split and labels.json."""
+    w = wildcards
+    files = {
+        f"hidden__{s}__{seed}": hidden_file(w.dataset, w.model, w.regime, s, seed)
+        for s in ("train", "main", "dev")
+        for seed in SEEDS
+    }
+    files.update(
+        {
+            f"generations__{s}__{seed}": generation_file(w.dataset, w.model, w.regime, "baseline", s, seed)
+            for s in ("train", "main")
+            for seed in SEEDS
+        }
+    )
+    files.update(data_inputs("train", "labels")(w))
+    return files
 
 
 def estimate_combos():

@@ -1,27 +1,26 @@
 # Data stage (docs/formats.md, "Data"): one rule per dataset writes
 # results/data/{dataset}/{train,dev,test}.jsonl, labels.json and subsets.json.
 # Its outputs are part of final_targets() (common.smk), so no STAGE_TARGETS entry is needed.
-from labeldist.data import input_files as dataset_input_files
 
 
 rule prepare_data:
     input:
         # the local files the loader reads (none for the synthetic loader or a hub id)
-        lambda wildcards: dataset_input_files(config["datasets"][wildcards.dataset]),
+        get_dataset_inputs,
     output:
         **data_files("{dataset}"),
     log:
         f"{R}/logs/data/{{dataset}}.log",
     benchmark:
         f"{R}/benchmarks/data/{{dataset}}.tsv"
-    params:
-        name=lambda wildcards: wildcards.dataset,
-        dataset=lambda wildcards: config["datasets"][wildcards.dataset],
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        ENV
+    params:
+        name=lambda wildcards: wildcards.dataset,
+        dataset=lambda wildcards: config["datasets"][wildcards.dataset],
     script:
         "../scripts/prepare_data.py"

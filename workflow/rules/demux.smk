@@ -10,25 +10,25 @@ rule demux:
     input:
         **data_files("{dataset}"),
     output:
-        estimates=estimate_file("{dataset}", ENCODER, "base", "demux"),
         **{f"model__{seed}": directory(f"{R}/models/{{dataset}}/{ENCODER}/demux/seed{seed}") for seed in SEEDS},
+        estimates=estimate_file("{dataset}", ENCODER, "base", "demux"),
     log:
         f"{R}/logs/demux/{{dataset}}.log",
     benchmark:
         f"{R}/benchmarks/demux/{{dataset}}.tsv"
-    params:
-        demux=config["demux"],
-        device=config["device"],
-        seeds=SEEDS,
+    conda:
+        ENV
     # the built-in encoder (<1M parameters) gains nothing from intra-op threads; measured on a loaded
     # 2-core machine, 2 torch threads made an epoch 7-10x slower than 1
     threads: 1 if config["demux"]["encoder"] == "builtin" else threads_for(ENCODER)
     resources:
+        **{GPU_KEY: gpu_resource(gpu_for(ENCODER), GPU_KEY)},
         mem_mb=lambda wildcards, attempt: (16000 if gpu_for(ENCODER) else 4000) * attempt,
         runtime=lambda wildcards, attempt: runtime_for("demux", wildcards, attempt) * len(SEEDS),
-        **{GPU_KEY: gpu_resource(gpu_for(ENCODER), GPU_KEY)},
-    conda:
-        ENV
+    params:
+        demux=config["demux"],
+        device=config["device"],
+        seeds=SEEDS,
     script:
         "../scripts/demux.py"
 

@@ -26,247 +26,73 @@ FIGURE_PARAMS = {
     "threshold": config["metrics"]["threshold"],
 }
 
-
-# figures/{name}.png flagged for the report (caption, category, subcategory); the PDF beside it.
-FIGURE_PNG = {
-    name: report(
-        f"{R}/figures/{name}.png",
-        caption=f"../report/{name}.rst",
-        category=category,
-        subcategory=subcategory,
-    )
-    for name, (category, subcategory) in FIGURE_REPORT.items()
-}
-FIGURE_PDF = {name: f"{R}/figures/{name}.pdf" for name in FIGURE_REPORT}
-FIGURE_LOG = {name: f"{R}/logs/figures/{name}.log" for name in FIGURE_REPORT}
-
 # Inputs shared by several figures.
 FIGURE_LABELS = [data_files(d)["labels"] for d in DATASETS]
 FIGURE_TESTS = [data_files(d)["test"] for d in DATASETS]
-# Per-layer probe estimates written by the probe stage beside its estimates (every seed).
-FIGURE_PROBE_LAYERS = [
-    estimate_file(d, m, r, est, ".layers.csv") for d, m, r, est in estimate_combos() if est == "linear_probe"
-]
-# The sft/rl model folders, each holding training_log.csv.
-FIGURE_TRAINING_DIRS = [model_dir(d, m, r) for d, m, r in RUNS if r != "base"]
+FIGURE_BASELINE_MAIN = generation_files("baseline", "main")
+
+# The named inputs of each figure (labeldist.plots.FIGURE_BUILDERS reads them by name) and its wall-time
+# request in minutes: figures drawn from generation files read many files, the others a table or two.
+FIGURE_INPUTS = {
+    "step_probabilities": {"generations": FIGURE_BASELINE_MAIN, "labels": FIGURE_LABELS},
+    "step_entropy": {"generations": FIGURE_BASELINE_MAIN, "labels": FIGURE_LABELS},
+    "first_step_spikiness": {"generations": FIGURE_BASELINE_MAIN, "labels": FIGURE_LABELS},
+    "label_order_accuracy": {
+        "generations": generation_files("baseline", "multi"),
+        "labels": FIGURE_LABELS,
+        "test": FIGURE_TESTS,
+    },
+    "icl_sweep": {"generations": generation_files("icl_sweep", "main"), "labels": FIGURE_LABELS},
+    "alignment_by_estimator": {"table": f"{R}/tables/alignment.csv"},
+    "f1_by_estimator": {"table": f"{R}/tables/classification.csv"},
+    "calibration": {"metrics": metric_files()},
+    # per-layer probe estimates, written by the probe stage beside its estimates (every seed)
+    "probe_layers": {
+        "layers": [
+            estimate_file(d, m, r, est, ".layers.csv") for d, m, r, est in estimate_combos() if est == "linear_probe"
+        ],
+        "labels": FIGURE_LABELS,
+        "test": FIGURE_TESTS,
+    },
+    # the sft/rl model folders, each holding training_log.csv
+    "training_curves": {"models": [model_dir(d, m, r) for d, m, r in RUNS if r != "base"]},
+}
+FIGURE_RUNTIME = {
+    name: 15 if "generations" in inputs or "layers" in inputs else 10 for name, inputs in FIGURE_INPUTS.items()
+}
+FIGURE_PDF = {name: f"{R}/figures/{name}.pdf" for name in FIGURE_REPORT}
 
 
-rule figure_step_probabilities:
-    input:
-        generations=generation_files("baseline", "main"),
-        labels=FIGURE_LABELS,
-    output:
-        png=FIGURE_PNG["step_probabilities"],
-        pdf=FIGURE_PDF["step_probabilities"],
-    params:
-        figure="step_probabilities",
-        **FIGURE_PARAMS,
-    log:
-        FIGURE_LOG["step_probabilities"],
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    script:
-        "../scripts/figure.py"
+# One rule per figure of the registry, figure_{name}: figures/{name}.png flagged for the report (caption,
+# category, subcategory) and the PDF beside it.
+for _name, (_category, _subcategory) in FIGURE_REPORT.items():
 
-
-rule figure_step_entropy:
-    input:
-        generations=generation_files("baseline", "main"),
-        labels=FIGURE_LABELS,
-    output:
-        png=FIGURE_PNG["step_entropy"],
-        pdf=FIGURE_PDF["step_entropy"],
-    params:
-        figure="step_entropy",
-        **FIGURE_PARAMS,
-    log:
-        FIGURE_LOG["step_entropy"],
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_first_step_spikiness:
-    input:
-        generations=generation_files("baseline", "main"),
-        labels=FIGURE_LABELS,
-    output:
-        png=FIGURE_PNG["first_step_spikiness"],
-        pdf=FIGURE_PDF["first_step_spikiness"],
-    params:
-        figure="first_step_spikiness",
-        **FIGURE_PARAMS,
-    log:
-        FIGURE_LOG["first_step_spikiness"],
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_label_order_accuracy:
-    input:
-        generations=generation_files("baseline", "multi"),
-        labels=FIGURE_LABELS,
-        test=FIGURE_TESTS,
-    output:
-        png=FIGURE_PNG["label_order_accuracy"],
-        pdf=FIGURE_PDF["label_order_accuracy"],
-    params:
-        figure="label_order_accuracy",
-        **FIGURE_PARAMS,
-    log:
-        FIGURE_LOG["label_order_accuracy"],
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_icl_sweep:
-    input:
-        generations=generation_files("icl_sweep", "main"),
-        labels=FIGURE_LABELS,
-    output:
-        png=FIGURE_PNG["icl_sweep"],
-        pdf=FIGURE_PDF["icl_sweep"],
-    params:
-        figure="icl_sweep",
-        **FIGURE_PARAMS,
-    log:
-        FIGURE_LOG["icl_sweep"],
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_alignment_by_estimator:
-    input:
-        table=f"{R}/tables/alignment.csv",
-    output:
-        png=FIGURE_PNG["alignment_by_estimator"],
-        pdf=FIGURE_PDF["alignment_by_estimator"],
-    params:
-        figure="alignment_by_estimator",
-        **FIGURE_PARAMS,
-    log:
-        FIGURE_LOG["alignment_by_estimator"],
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_f1_by_estimator:
-    input:
-        table=f"{R}/tables/classification.csv",
-    output:
-        png=FIGURE_PNG["f1_by_estimator"],
-        pdf=FIGURE_PDF["f1_by_estimator"],
-    params:
-        figure="f1_by_estimator",
-        **FIGURE_PARAMS,
-    log:
-        FIGURE_LOG["f1_by_estimator"],
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_calibration:
-    input:
-        metrics=metric_files(),
-    output:
-        png=FIGURE_PNG["calibration"],
-        pdf=FIGURE_PDF["calibration"],
-    params:
-        figure="calibration",
-        **FIGURE_PARAMS,
-    log:
-        FIGURE_LOG["calibration"],
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_probe_layers:
-    input:
-        layers=FIGURE_PROBE_LAYERS,
-        labels=FIGURE_LABELS,
-        test=FIGURE_TESTS,
-    output:
-        png=FIGURE_PNG["probe_layers"],
-        pdf=FIGURE_PDF["probe_layers"],
-    params:
-        figure="probe_layers",
-        **FIGURE_PARAMS,
-    log:
-        FIGURE_LOG["probe_layers"],
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=15,
-    script:
-        "../scripts/figure.py"
-
-
-rule figure_training_curves:
-    input:
-        models=FIGURE_TRAINING_DIRS,
-    output:
-        png=FIGURE_PNG["training_curves"],
-        pdf=FIGURE_PDF["training_curves"],
-    params:
-        figure="training_curves",
-        **FIGURE_PARAMS,
-    log:
-        FIGURE_LOG["training_curves"],
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    script:
-        "../scripts/figure.py"
+    rule:
+        name:
+            f"figure_{_name}"
+        input:
+            **FIGURE_INPUTS[_name],
+        output:
+            png=report(
+                f"{R}/figures/{_name}.png",
+                caption=f"../report/{_name}.rst",
+                category=_category,
+                subcategory=_subcategory,
+            ),
+            pdf=FIGURE_PDF[_name],
+        log:
+            f"{R}/logs/figures/{_name}.log",
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=FIGURE_RUNTIME[_name],
+        params:
+            **FIGURE_PARAMS,
+            figure=_name,
+        script:
+            "../scripts/figure.py"
 
 
 # PNG and PDF of every figure listed in config `figures`.

@@ -33,9 +33,6 @@ rule findings:
             category=FINDINGS_CATEGORY,
             subcategory="Table",
         ),
-    params:
-        settings=config["findings"],
-        context=FINDINGS_CONTEXT,
     log:
         f"{R}/logs/findings/findings.log",
     conda:
@@ -44,6 +41,9 @@ rule findings:
     resources:
         mem_mb=2000,
         runtime=20,
+    params:
+        settings=config["findings"],
+        context=FINDINGS_CONTEXT,
     script:
         "../scripts/findings.py"
 
@@ -59,8 +59,6 @@ rule figure_findings:
             subcategory="Figure",
         ),
         pdf=f"{R}/figures/findings.pdf",
-    params:
-        figure="findings",
     log:
         f"{R}/logs/figures/findings.log",
     conda:
@@ -69,6 +67,8 @@ rule figure_findings:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        figure="findings",
     script:
         "../scripts/figure.py"
 

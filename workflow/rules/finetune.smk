@@ -2,7 +2,8 @@
 #   sft, rl:      results/models/{dataset}/{model}/{sft,rl}/  merged save_pretrained folders with
 #                 training_log.csv (docs/formats.md); the generation rules pull them in via model_dir().
 #   seq_cls_head: estimates/{dataset}/{model}/base/seq_cls_head.parquet (every seed)
-# Input, resource and target functions are lambdas: `snakemake --lint` flags files that mix `def`s and rules.
+# Input functions live in common.smk; resource lambdas here (`snakemake --lint` flags files that mix
+# `def`s and rules).
 # Threads: threads_for() in common.smk (1 for the built-in tiny model).
 from labeldist.batched import gpu_resource
 
@@ -11,94 +12,82 @@ from labeldist.batched import gpu_resource
 
 rule sft:
     input:
-        base=lambda wildcards: base_model_dir(wildcards.model),
-        train=lambda wildcards: data_files(wildcards.dataset)["train"],
-        labels=lambda wildcards: data_files(wildcards.dataset)["labels"],
-        subsets=lambda wildcards: data_files(wildcards.dataset)["subsets"],
+        unpack(data_inputs("train", "labels", "subsets")),
+        base=get_base_model_dir,
     output:
         directory(f"{R}/models/{{dataset}}/{{model}}/sft"),
     log:
         f"{R}/logs/finetune/{{dataset}}/{{model}}/sft.log",
     benchmark:
         f"{R}/benchmarks/finetune/{{dataset}}/{{model}}/sft.tsv"
-    params:
-        prompt=lambda wildcards: config["prompts"][config["datasets"][wildcards.dataset]["prompt"]],
-        sft=config["finetune"]["sft"],
-        device=config["device"],
-        dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
-        load_in_4bit=lambda wildcards: model_cfg(wildcards.model)["load_in_4bit"],
-    threads: lambda wildcards: threads_for(wildcards.model)
-    resources:
-        mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "sft"),
-        runtime=lambda wildcards, attempt: runtime_for("sft", wildcards, attempt),
-        **{GPU_KEY: lambda wildcards: gpu_resource(gpu_for(wildcards.model, "sft"), GPU_KEY)},
     conda:
         ENV
+    threads: lambda wildcards: threads_for(wildcards.model)
+    resources:
+        **{GPU_KEY: lambda wildcards: gpu_resource(gpu_for(wildcards.model, "sft"), GPU_KEY)},
+        mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "sft"),
+        runtime=lambda wildcards, attempt: runtime_for("sft", wildcards, attempt),
+    params:
+        prompt=get_prompt_cfg,
+        sft=config["finetune"]["sft"],
+        device=config["device"],
+        dtype=get_model_dtype,
+        load_in_4bit=get_model_4bit,
     script:
         "../scripts/sft.py"
 
 
 rule rl:
     input:
-        # finetune.rl.start_from: the SFT folder of the same dataset and model, or the base model
-        start=lambda wildcards: (
-            model_dir(wildcards.dataset, wildcards.model, "sft")
-            if config["finetune"]["rl"]["start_from"] == "sft"
-            else base_model_dir(wildcards.model)
-        ),
-        train=lambda wildcards: data_files(wildcards.dataset)["train"],
-        labels=lambda wildcards: data_files(wildcards.dataset)["labels"],
-        subsets=lambda wildcards: data_files(wildcards.dataset)["subsets"],
+        unpack(data_inputs("train", "labels", "subsets")),
+        start=get_rl_start,
     output:
         directory(f"{R}/models/{{dataset}}/{{model}}/rl"),
     log:
         f"{R}/logs/finetune/{{dataset}}/{{model}}/rl.log",
     benchmark:
         f"{R}/benchmarks/finetune/{{dataset}}/{{model}}/rl.tsv"
+    conda:
+        ENV
+    threads: lambda wildcards: threads_for(wildcards.model)
+    resources:
+        **{GPU_KEY: lambda wildcards: gpu_resource(gpu_for(wildcards.model, "rl"), GPU_KEY)},
+        mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "rl"),
+        runtime=lambda wildcards, attempt: runtime_for("rl", wildcards, attempt),
     params:
-        prompt=lambda wildcards: config["prompts"][config["datasets"][wildcards.dataset]["prompt"]],
+        prompt=get_prompt_cfg,
         rl=config["finetune"]["rl"],
         sft=config["finetune"]["sft"],
         device=config["device"],
-        dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
-        load_in_4bit=lambda wildcards: model_cfg(wildcards.model)["load_in_4bit"],
-    threads: lambda wildcards: threads_for(wildcards.model)
-    resources:
-        mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "rl"),
-        runtime=lambda wildcards, attempt: runtime_for("rl", wildcards, attempt),
-        **{GPU_KEY: lambda wildcards: gpu_resource(gpu_for(wildcards.model, "rl"), GPU_KEY)},
-    conda:
-        ENV
+        dtype=get_model_dtype,
+        load_in_4bit=get_model_4bit,
     script:
         "../scripts/rl.py"
 
 
 rule seq_cls_head:
     input:
-        base=lambda wildcards: base_model_dir(wildcards.model),
-        **{
-            key: (lambda wildcards, key=key: data_files(wildcards.dataset)[key])
-            for key in ("train", "dev", "test", "labels", "subsets")
-        },
+        unpack(data_inputs("train", "dev", "test", "labels", "subsets")),
+        base=get_base_model_dir,
     output:
         estimates=estimate_file("{dataset}", "{model}", "base", "seq_cls_head"),
     log:
         f"{R}/logs/seq_cls_head/{{dataset}}/{{model}}.log",
     benchmark:
         f"{R}/benchmarks/seq_cls_head/{{dataset}}/{{model}}.tsv"
+    conda:
+        ENV
+    threads: lambda wildcards: threads_for(wildcards.model)
+    resources:
+        **{GPU_KEY: lambda wildcards: gpu_resource(gpu_for(wildcards.model, "seq_cls_head"), GPU_KEY)},
+        mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "seq_cls_head"),
+        runtime=lambda wildcards, attempt: runtime_for("seq_cls_head", wildcards, attempt) * len(SEEDS),
     params:
         seq_cls=config["finetune"]["seq_cls"],
         seeds=SEEDS,
         device=config["device"],
-        dtype=lambda wildcards: model_cfg(wildcards.model)["dtype"],
-        load_in_4bit=lambda wildcards: model_cfg(wildcards.model)["load_in_4bit"],
-    threads: lambda wildcards: threads_for(wildcards.model)
-    resources:
-        mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "seq_cls_head"),
-        runtime=lambda wildcards, attempt: runtime_for("seq_cls_head", wildcards, attempt) * len(SEEDS),
-        **{GPU_KEY: lambda wildcards: gpu_resource(gpu_for(wildcards.model, "seq_cls_head"), GPU_KEY)},
-    conda:
-        ENV
+        dtype=get_model_dtype,
+        load_in_4bit=get_model_4bit,
     script:
         "../scripts/seq_cls.py"
 

@@ -6,8 +6,10 @@
 # One GPU job per (dataset, model, regime, prompting mode) writes every subset of its mode for every
 # seed, loading the model once (labeldist.batched.generate_subsets; docs/study_grid.md). Output keys are
 # records__{subset}__{seed} (and hidden__{subset}__{seed}).
-# Input and resource functions are lambdas: `snakemake --lint` flags files that mix `def`s and rules.
+# Input functions live in common.smk; resource lambdas here (`snakemake --lint` flags files that mix
+# `def`s and rules).
 from labeldist.batched import gpu_resource
+
 GENERATION_PARAMS = {
     "generation": config["generation"],
     "device": config["device"],
@@ -34,11 +36,8 @@ rule generate_baseline:
         f"{R}/logs/generate/{{dataset}}/{{model}}/{{regime}}/baseline.log",
     benchmark:
         f"{R}/benchmarks/generate/{{dataset}}/{{model}}/{{regime}}/baseline.tsv"
-    params:
-        prompting="baseline",
-        prompt=lambda wildcards: config["prompts"][config["datasets"][wildcards.dataset]["prompt"]],
-        model=lambda wildcards: model_cfg(wildcards.model),
-        **GENERATION_PARAMS,
+    conda:
+        ENV
     threads: lambda wildcards: threads_for(wildcards.model)
     resources:
         **{GPU_KEY: lambda wildcards: gpu_resource(gpu_for(wildcards.model, "generate"), GPU_KEY)},
@@ -51,8 +50,11 @@ rule generate_baseline:
             * len(SEEDS),
             attempt,
         ),
-    conda:
-        ENV
+    params:
+        **GENERATION_PARAMS,
+        prompting="baseline",
+        prompt=get_prompt_cfg,
+        model=get_model_cfg,
     script:
         "../scripts/generate.py"
 
@@ -74,11 +76,8 @@ rule generate:
         f"{R}/benchmarks/generate/{{dataset}}/{{model}}/{{regime}}/{{prompting}}.tsv"
     wildcard_constraints:
         prompting="unary|pairwise",
-    params:
-        prompting=lambda wildcards: wildcards.prompting,
-        prompt=lambda wildcards: config["prompts"][config["datasets"][wildcards.dataset]["prompt"]],
-        model=lambda wildcards: model_cfg(wildcards.model),
-        **GENERATION_PARAMS,
+    conda:
+        ENV
     threads: lambda wildcards: threads_for(wildcards.model)
     resources:
         **{GPU_KEY: lambda wildcards: gpu_resource(gpu_for(wildcards.model, "generate"), GPU_KEY)},
@@ -91,8 +90,11 @@ rule generate:
             * len(SEEDS),
             attempt,
         ),
-    conda:
-        ENV
+    params:
+        **GENERATION_PARAMS,
+        prompting=lambda wildcards: wildcards.prompting,
+        prompt=get_prompt_cfg,
+        model=get_model_cfg,
     script:
         "../scripts/generate.py"
 
@@ -112,11 +114,8 @@ rule generate_icl_sweep:
         f"{R}/logs/generate/{{dataset}}/{{model}}/{{regime}}/icl_sweep.log",
     benchmark:
         f"{R}/benchmarks/generate/{{dataset}}/{{model}}/{{regime}}/icl_sweep.tsv"
-    params:
-        prompting="icl_sweep",
-        prompt=lambda wildcards: config["prompts"][config["datasets"][wildcards.dataset]["prompt"]],
-        model=lambda wildcards: model_cfg(wildcards.model),
-        **GENERATION_PARAMS,
+    conda:
+        ENV
     threads: lambda wildcards: threads_for(wildcards.model)
     resources:
         **{GPU_KEY: lambda wildcards: gpu_resource(gpu_for(wildcards.model, "generate"), GPU_KEY)},
@@ -129,8 +128,11 @@ rule generate_icl_sweep:
             * len(SEEDS),
             attempt,
         ),
-    conda:
-        ENV
+    params:
+        **GENERATION_PARAMS,
+        prompting="icl_sweep",
+        prompt=get_prompt_cfg,
+        model=get_model_cfg,
     script:
         "../scripts/generate.py"
 

@@ -36,14 +36,6 @@ for _prompting, _models in PROMPTING_GROUPS.items():
         output:
             **{f"est__{est}": estimate_file("{dataset}", "{model}", "{regime}", est) for est in _estimators},
             metrics=metric_file("{dataset}", "{model}", "{regime}"),
-        params:
-            estimators=_estimators,
-            metric_estimators=lambda wildcards, prompting=_prompting: metric_estimators(
-                config, prompting, wildcards.regime
-            ),
-            seeds=SEEDS,
-            metrics=config["metrics"],
-            meta=lambda wildcards: {k: wildcards[k] for k in ("dataset", "model", "regime")},
         log:
             f"{R}/logs/evaluate/{{dataset}}/{{model}}/{{regime}}.log",
         benchmark:
@@ -56,25 +48,24 @@ for _prompting, _models in PROMPTING_GROUPS.items():
         resources:
             mem_mb=2000,
             runtime=30 * len(SEEDS),
+        params:
+            estimators=_estimators,
+            metric_estimators=lambda wildcards, prompting=_prompting: metric_estimators(
+                config, prompting, wildcards.regime
+            ),
+            seeds=SEEDS,
+            metrics=config["metrics"],
+            meta=lambda wildcards: {k: wildcards[k] for k in ("dataset", "model", "regime")},
         script:
             "../scripts/evaluate.py"
 
 
 rule evaluate_demux:
     input:
+        unpack(data_inputs("test", "dev", "labels", "subsets")),
         est__demux=estimate_file("{dataset}", ENCODER, "base", "demux"),
-        **{
-            key: (lambda wildcards, key=key: data_files(wildcards.dataset)[key])
-            for key in ("test", "dev", "labels", "subsets")
-        },
     output:
         metrics=metric_file("{dataset}", ENCODER, "base"),
-    params:
-        estimators=[],
-        metric_estimators=["demux"],
-        seeds=SEEDS,
-        metrics=config["metrics"],
-        meta=lambda wildcards: {"dataset": wildcards.dataset, "model": ENCODER, "regime": "base"},
     log:
         f"{R}/logs/evaluate/{{dataset}}/{ENCODER}/base.log",
     conda:
@@ -83,6 +74,12 @@ rule evaluate_demux:
     resources:
         mem_mb=2000,
         runtime=10 * len(SEEDS),
+    params:
+        estimators=[],
+        metric_estimators=["demux"],
+        seeds=SEEDS,
+        metrics=config["metrics"],
+        meta=lambda wildcards: {"dataset": wildcards.dataset, "model": ENCODER, "regime": "base"},
     script:
         "../scripts/evaluate.py"
 
@@ -109,8 +106,6 @@ rule tables:
         ),
         # the README's headline table (make readme copies it into README.md)
         headline=f"{R}/tables/headline.md",
-    params:
-        order=TABLE_ORDER,
     log:
         f"{R}/logs/tables.log",
     conda:
@@ -119,6 +114,8 @@ rule tables:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        order=TABLE_ORDER,
     script:
         "../scripts/tables.py"
 

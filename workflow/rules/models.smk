@@ -9,25 +9,15 @@
 rule base_model:
     input:
         # builtin: the pretraining dataset's train split and labels.json; hub/local: nothing
-        unpack(
-            lambda wildcards: (
-                {
-                    key: data_files(pretrain_dataset(model_cfg(wildcards.model)))[key]
-                    for key in ("train", "labels")
-                }
-                if pretrain_dataset(model_cfg(wildcards.model))
-                else {}
-            )
-        ),
+        unpack(get_pretrain_inputs),
     output:
         directory(base_model_dir("{model}")),
     log:
         f"{R}/logs/models/{{model}}/base.log",
     benchmark:
         f"{R}/benchmarks/models/{{model}}/base.tsv"
-    params:
-        model=lambda wildcards: model_cfg(wildcards.model),
-        prompt=lambda wildcards: pretrain_prompt(config, wildcards.model),
+    conda:
+        ENV
     # One thread for the tiny model (~0.7M parameters gain little from a second OpenMP thread: ~75 s CPU
     # for the default 800 x 8-document steps on one core; two threads spin badly on a shared core); the
     # GGUF conversion is file and memory work (~20 s SmolLM2, ~75 s Gemma-3-270M).
@@ -35,7 +25,8 @@ rule base_model:
     resources:
         mem_mb=lambda wildcards: base_model_mem_mb(wildcards.model),
         runtime=lambda wildcards: 30 if model_cfg(wildcards.model)["source"] in ("builtin", "gguf") else 5,
-    conda:
-        ENV
+    params:
+        model=get_model_cfg,
+        prompt=lambda wildcards: pretrain_prompt(config, wildcards.model),
     script:
         "../scripts/base_model.py"
