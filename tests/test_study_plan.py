@@ -143,7 +143,7 @@ def test_fresh_clone_plans_the_grid_without_data_in_few_jobs(dry_run, jobs, stud
     d, m = len(study["datasets"]), len(study["models"])
     assert stats["prepare_data"] == d
     assert stats["base_model"] == m
-    # docs/study_grid.md quotes about 5 s on a quiet machine; a loaded CI runner may take a few times that
+    # docs/study_grid.md quotes a median of 4 s on the 2-core machine; a loaded CI runner may take a few times that
     assert took < 60, f"planning took {took:.0f} s"
 
 
