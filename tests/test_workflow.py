@@ -110,3 +110,14 @@ def test_bad_config_stops_before_any_job(tmp_path):
     assert "datasets.synthetic.synthetic: unknown key" in out
     assert "n_trian" in out
     assert "bad.yaml" in out
+
+
+def test_keyed_parses_the_named_files_of_grouped_rules():
+    """labeldist.batched.keyed: the one parser of the key__part__seed names the grouped rules give their
+    files (seeds as int, one part as itself)."""
+    from labeldist.batched import keyed
+
+    named = {"gen__baseline__main__0": "a", "gen__unary__dev__12": "b", "est__first_step": "c", "labels": "d"}
+    assert keyed(named, "gen__") == {("baseline", "main", 0): "a", ("unary", "dev", 12): "b"}
+    assert keyed(named, "est__") == {"first_step": "c"}
+    assert keyed({"model__3": "m"}, "model__") == {3: "m"}

@@ -61,9 +61,9 @@ def rule_suffix(prompting: Sequence[str], groups: Mapping[tuple[str, ...], list[
 
 # ---- generation ---------------------------------------------------------------------------------------
 def generate_subsets(model_dir: str | os.PathLike, data_files: Mapping[str, str], prompting: str,
-                     outputs: Mapping[tuple[str, str], str], gen_cfg: Mapping[str, Any],
+                     outputs: Mapping[tuple[str, int], str], gen_cfg: Mapping[str, Any],
                      prompt_cfg: Mapping[str, Any], model_cfg: Mapping[str, Any],
-                     hidden_outputs: Mapping[tuple[str, str], str] | None = None, device: str = "auto",
+                     hidden_outputs: Mapping[tuple[str, int], str] | None = None, device: str = "auto",
                      threads: int | None = None) -> None:
     """Load the model once and run `prompting` on each (subset, seed) of `outputs` ({(subset, seed):
     path}, seeds in ascending order), writing each generation file (and, for baseline, its hidden states
@@ -80,20 +80,20 @@ def generate_subsets(model_dir: str | os.PathLike, data_files: Mapping[str, str]
     model, tokenizer = load_causal_lm(model_dir, device=device, dtype=model_cfg["dtype"],
                                       load_in_4bit=bool(model_cfg["load_in_4bit"]))
     data = {}
-    for (subset, seed), out in sorted(outputs.items(), key=lambda item: int(item[0][1])):  # stable: subset order
+    for (subset, seed), out in sorted(outputs.items(), key=lambda item: item[0][1]):  # stable: subset order
         if subset not in data:
             data[subset] = load_task_data(data_files, subset)
         task = data[subset]
-        log.info("%s on %s/%s: %d examples, %d demos in the pool, seed %s", prompting, subset, model_dir,
+        log.info("%s on %s/%s: %d examples, %d demos in the pool, seed %d", prompting, subset, model_dir,
                  len(task.examples), len(task.pool), seed)
-        result = run_prompting(model, tokenizer, task, prompting, spec, gen_cfg, int(seed))
+        result = run_prompting(model, tokenizer, task, prompting, spec, gen_cfg, seed)
         hidden = (hidden_outputs or {}).get((subset, seed)) if prompting == "baseline" else None
         write_generation(result, out, hidden)
 
 
 # ---- estimates and metrics ------------------------------------------------------------------------------
 def evaluate_run(estimators: Sequence[str], metric_estimators: Sequence[str],
-                 generations: Mapping[tuple[str, str, str], str], outputs: Mapping[str, str],
+                 generations: Mapping[tuple[str, str, int], str], outputs: Mapping[str, str],
                  supervised: Mapping[str, str], metrics_out: str, *, data: Mapping[str, str],
                  meta: Mapping[str, Any], seeds: Sequence[int], threshold: float, ece_bins: int,
                  n_bootstrap: int, threads: int = 1) -> list[dict[str, Any]]:
@@ -117,9 +117,9 @@ def evaluate_run(estimators: Sequence[str], metric_estimators: Sequence[str],
         parts = {}
         for seed in seeds:
             for subset in SUBSET_ORDER:
-                parts[(subset, int(seed))] = estimate(
-                    est, generations[(prompting, subset, str(seed))], data["labels"], seed=int(seed),
-                    dev_generations=generations[("baseline", "dev", str(seed))] if platt else None,
+                parts[(subset, seed)] = estimate(
+                    est, generations[(prompting, subset, seed)], data["labels"], seed=seed,
+                    dev_generations=generations[("baseline", "dev", seed)] if platt else None,
                     dev_data=data["dev"] if platt else None, threads=threads)
         frame = write_estimates(out, parts)
         log.info("%s: %d rows (%d seeds) written to %s", est, len(frame), len(seeds), out)
@@ -129,10 +129,10 @@ def evaluate_run(estimators: Sequence[str], metric_estimators: Sequence[str],
         for est in metric_estimators:
             reads_baseline = ESTIMATOR_PROMPTING[est] == "baseline"
             results.append(run_metrics(
-                estimates=files[est], seed=int(seed), test_data=data["test"], dev_data=data["dev"],
+                estimates=files[est], seed=seed, test_data=data["test"], dev_data=data["dev"],
                 labels=data["labels"], subsets=data["subsets"],
-                generation=generations[("baseline", "main", str(seed))] if reads_baseline else None,
-                meta={**meta, "estimator": est, "seed": int(seed)}, threshold=threshold, ece_bins=ece_bins,
+                generation=generations[("baseline", "main", seed)] if reads_baseline else None,
+                meta={**meta, "estimator": est, "seed": seed}, threshold=threshold, ece_bins=ece_bins,
                 n_bootstrap=n_bootstrap))
             log.info("metrics of %s, seed %s", est, seed)
     write_metrics(metrics_out, results)
@@ -182,7 +182,13 @@ def evaluate_inputs(cfg: Mapping[str, Any], prompting: Sequence[str], generation
     return inputs
 
 
-def keyed(named: Mapping[str, str], prefix: str) -> dict[tuple[str, ...], str]:
-    """{tuple of the key's parts after `prefix`: path} for the named inputs/outputs `prefix`..., split on
-    '__' (e.g. est__first_step__main -> ('first_step', 'main'))."""
-    return {tuple(k[len(prefix):].split("__")): v for k, v in named.items() if k.startswith(prefix)}
+def keyed(named: Mapping[str, str], prefix: str) -> dict[Any, str]:
+    """{the key's parts after `prefix`: path} for the named inputs/outputs `prefix`..., split on '__',
+    digit-only parts (seeds) as int, one part as itself (gen__baseline__main__0 -> ('baseline', 'main', 0);
+    est__first_step -> 'first_step')."""
+    out: dict[Any, str] = {}
+    for key, path in named.items():
+        if key.startswith(prefix):
+            parts = tuple(int(p) if p.isdigit() else p for p in key[len(prefix):].split("__"))
+            out[parts[0] if len(parts) == 1 else parts] = path
+    return out

@@ -31,7 +31,7 @@ from sklearn.metrics import (
 )
 
 from .errors import DataError
-from .artifacts.estimates import estimates_matrix, read_estimates
+from .artifacts.estimates import estimates_matrix, read_estimate_table, select_estimates
 from .artifacts.labels import LabelSet, read_label_set
 from .io import iter_jsonl, read_json
 
@@ -347,14 +347,15 @@ def run_metrics(*, estimates: str | Path, seed: int, test_data: str | Path,
     main_ids = read_json(subsets).get("main")
     if not isinstance(main_ids, list):
         raise DataError(subsets, "expected a list of ids", field="main")
-    ids, q = read_estimates(estimates, label_set.labels, "main", seed)
+    table = read_estimate_table(estimates)  # main and dev of every seed: read once
+    ids, q = select_estimates(table, label_set.labels, "main", seed, source=estimates)
     extra = sorted(set(ids) - set(main_ids))
     missing = sorted(set(main_ids) - set(ids))
     if extra or missing:
         raise DataError(estimates, f"ids differ from subsets.json 'main': {len(missing)} missing "
                                    f"(e.g. {missing[:3]}), {len(extra)} extra (e.g. {extra[:3]})", field="id")
     ref = read_reference(test_data, label_set, ids).subset(ids, source=str(test_data))
-    dev_ids, dev_q = read_estimates(estimates, label_set.labels, "dev", seed)
+    dev_ids, dev_q = select_estimates(table, label_set.labels, "dev", seed, source=estimates)
     dev_ref = read_reference(dev_data, label_set, dev_ids).subset(dev_ids, source=str(dev_data))
     tuned = tune_threshold(dev_q, dev_ref.gold, default=threshold)
 

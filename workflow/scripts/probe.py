@@ -8,8 +8,8 @@ from labeldist.runlog import rule_log
 with rule_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     inp, out, params = dict(snakemake.input.items()), snakemake.output, snakemake.params  # noqa: F821
     run_linear_probes(
-        hidden={(s, int(seed)): path for (s, seed), path in keyed(inp, "hidden__").items()},
-        generations={(s, int(seed)): path for (s, seed), path in keyed(inp, "generations__").items()},
+        hidden=keyed(inp, "hidden__"),
+        generations=keyed(inp, "generations__"),
         train_data=inp["train"],
         labels_json=inp["labels"],
         seeds=params.seeds,

@@ -91,11 +91,17 @@ def read_estimates(path: str | os.PathLike, labels: Sequence[str], subset: str, 
     Rows for `none` or other extra labels are ignored; no rows for the subset and seed, a missing
     (id, label) row, a duplicate, or a q that is not a number in [0, 1] raises DataError naming the file
     and field (labeldist.metrics.estimates_matrix)."""
-    frame = read_estimate_table(path)
-    part = frame[(frame["subset"] == subset) & (frame["seed"] == int(seed))]
+    return select_estimates(read_estimate_table(path), labels, subset, seed, source=path)
+
+
+def select_estimates(table: pd.DataFrame, labels: Sequence[str], subset: str, seed: int,
+                     source: str | os.PathLike = "estimates") -> tuple[list[str], np.ndarray]:
+    """Return (ids sorted, q of shape (n, L)) of one subset and seed of an estimate table already read
+    (read_estimate_table), with read_estimates' errors naming `source`."""
+    part = table[(table["subset"] == subset) & (table["seed"] == int(seed))]
     if part.empty:
-        raise DataError(path, f"no rows for subset {subset!r} and seed {seed}", field="seed")
-    return estimates_matrix(part, labels, source=f"{path} (subset {subset}, seed {seed})")
+        raise DataError(source, f"no rows for subset {subset!r} and seed {seed}", field="seed")
+    return estimates_matrix(part, labels, source=f"{source} (subset {subset}, seed {seed})")
 
 
 def estimates_matrix(frame: pd.DataFrame, labels: Sequence[str], source: str = "estimates") \
@@ -175,7 +181,7 @@ def write_own_labels(path: str | os.PathLike, parts: Mapping[int, pd.DataFrame])
 
 __all__ = [
     "ESTIMATE_COLUMNS", "LAYER_COLUMNS", "OWN_LABEL_COLUMNS", "SUBSET_ORDER", "estimate_frame", "estimates_matrix",
-    "read_estimate_table", "read_estimates", "read_layer_estimates", "write_estimates",
+    "read_estimate_table", "read_estimates", "read_layer_estimates", "select_estimates", "write_estimates",
     "write_layer_estimates", "write_own_labels",
 ]
 
