@@ -45,9 +45,6 @@ wildcard_constraints:
     model="|".join(MODELS + [ENCODER]),
     regime="base|sft|rl",
     prompting="baseline|unary|pairwise|icl_sweep",
-    subset="main|multi|dev|train",
-    estimator="|".join(ESTIMATOR_PROMPTING),
-    seed=r"\d+",
 
 
 ENV = "../../envs/labeldist.yaml"
