@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from labeldist import analysis as A
+from labeldist.artifacts.generations import parse_generation, read_generations
+from labeldist.artifacts.paths import parse_generation_path
 from labeldist.errors import DataError
 from labeldist.metrics import LabelSet
 
@@ -22,15 +24,22 @@ def step(position, label, p):
             "whole_label_logprobs": (np.log(p) - 1.0).tolist()}
 
 
-def rec(ex_id, steps, labels=None, **extra):
+def raw(ex_id, steps, labels=None, **extra):
+    """A generation record as the file holds it."""
     labels = labels if labels is not None else [s["label"] for s in steps if s["label"] not in (None, "none")]
     return {"id": ex_id, "labels": labels, "steps": steps, **extra}
 
 
+def rec(ex_id, steps, labels=None, **extra):
+    """The record as every reader gets it (labeldist.artifacts.generations)."""
+    return parse_generation(raw(ex_id, steps, labels, **extra), LS.labels, LS.none_label)
+
+
 # r1: a (.7) -> b (.6) -> c (.7); runner-ups b then c, both emitted next: same, same
-R1 = rec("r1", [step(0, "a", [.7, .2, .05, .05]), step(2, "b", [.1, .6, .2, .1]), step(4, "c", [.1, .1, .7, .1])])
+RAW1 = raw("r1", [step(0, "a", [.7, .2, .05, .05]), step(2, "b", [.1, .6, .2, .1]), step(4, "c", [.1, .1, .7, .1])])
 # r2: a (.5) -> c; step 1's runner-up is b, not c: not same
-R2 = rec("r2", [step(0, "a", [.5, .3, .1, .1]), step(3, "c", [.2, .2, .5, .1])])
+RAW2 = raw("r2", [step(0, "a", [.5, .3, .1, .1]), step(3, "c", [.2, .2, .5, .1])])
+R1, R2 = (parse_generation(r, LS.labels) for r in (RAW1, RAW2))
 
 
 def test_step_rows_by_hand():
@@ -83,13 +92,13 @@ def test_entropy_bits():
 
 
 def test_steps_follow_position_not_list_order():
-    shuffled = rec("s", list(reversed(R1["steps"])))
+    shuffled = rec("s", list(reversed(RAW1["steps"])))
     assert [r["emitted"] for r in A.step_rows(shuffled, LS.with_none)] == ["a", "b", "c"]
-    assert A.emitted_labels(shuffled) == ["a", "b", "c"]
+    assert shuffled.slot_labels == ["a", "b", "c"]
 
 
 def test_whole_label_distribution_is_normalised():
-    p = A.step_distribution(R1["steps"][0], "whole_label")
+    p = A.step_distribution(R1.steps[0], "whole_label")
     assert p.sum() == pytest.approx(1.0) and p[0] == pytest.approx(.7)
 
 
@@ -133,24 +142,24 @@ def test_multi_label_share_per_ratio():
 def test_read_generation_checks_the_contract(tmp_path):
     path = tmp_path / "generations" / "syn" / "tiny" / "sft" / "baseline" / "main" / "seed3.jsonl"
     path.parent.mkdir(parents=True)
-    good = json.dumps(R1)
-    bad = dict(R2, steps=[dict(R2["steps"][0], first_token_logits=[0.0, 1.0])])
+    good = json.dumps(RAW1)
+    bad = dict(RAW2, steps=[dict(RAW2["steps"][0], first_token_logits=[0.0, 1.0])])
     path.write_text(good + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(DataError, match=r"seed3.jsonl, line 2, field 'steps\[0\].first_token_logits'"):
-        A.read_generation(path, LS)
-    inf = dict(R2, steps=[dict(R2["steps"][0], first_token_logits=[float("-inf")] * 4)])
+        read_generations(path, LS.labels)
+    inf = dict(RAW2, steps=[dict(RAW2["steps"][0], first_token_logits=[float("-inf")] * 4)])
     path.write_text(json.dumps(inf) + "\n")  # Python's json writes -Infinity, as the generator may
-    with pytest.raises(DataError, match="every score is -inf"):
-        A.read_generation(path, LS)
-    partly = dict(R2, steps=[dict(R2["steps"][0], first_token_logits=[0.0, float("-inf"), 0.0, 0.0])])
+    with pytest.raises(DataError, match="every entry is -inf"):
+        read_generations(path, LS.labels)
+    partly = dict(RAW2, steps=[dict(RAW2["steps"][0], first_token_logits=[0.0, float("-inf"), 0.0, 0.0])])
     path.write_text(json.dumps(partly) + "\n")
-    assert A.step_distribution(A.read_generation(path, LS)[0]["steps"][0]).tolist() == pytest.approx([1/3, 0, 1/3, 1/3])
-    unknown = dict(R2, steps=[dict(R2["steps"][0], label="zzz")])
+    assert A.step_distribution(read_generations(path, LS.labels)[0].steps[0]).tolist() == pytest.approx([1/3, 0, 1/3, 1/3])
+    unknown = dict(RAW2, steps=[dict(RAW2["steps"][0], label="zzz")])
     path.write_text(json.dumps(unknown) + "\n")
     with pytest.raises(DataError, match=r"line 1, field 'steps\[0\].label'"):
-        A.read_generation(path, LS)
+        read_generations(path, LS.labels)
     path.write_text(good + "\n")
-    assert A.parse_generation_path(path) == {"dataset": "syn", "model": "tiny", "regime": "sft",
+    assert parse_generation_path(path) == {"dataset": "syn", "model": "tiny", "regime": "sft",
                                              "prompting": "baseline", "subset": "main", "seed": 3}
     frame = A.load_generation_frames([path], {"syn": LS}, A.step_table)
     assert len(frame) == 3 and set(frame["regime"]) == {"sft"} and set(frame["seed"]) == {3}

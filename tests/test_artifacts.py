@@ -194,3 +194,121 @@ def test_hidden_states_round_trip_and_bad_files(tmp_path):
     save_file({"other": hidden.numpy()}, str(path), metadata={"ids": "[]"})
     with pytest.raises(DataError, match=re.escape("field 'hidden': no tensor named 'hidden'")):
         read_hidden_states(path)
+
+
+# ---- data splits and subsets.json --------------------------------------------------------------------
+SPLIT_LS = LabelSet("syn", LABELS)
+
+
+def split_record(ex_id, labels, annotations=None):
+    p_ref = {l: float(l in labels) for l in LABELS} | {"none": float(not labels)}
+    return {"id": ex_id, "text": f"text {ex_id}", "labels": labels, "annotations": annotations, "p_ref": p_ref}
+
+
+def test_split_round_trip_and_derived_views(tmp_path):
+    from labeldist.artifacts.splits import gold_matrix, p_ref_matrix, read_split, write_split
+
+    records = [split_record("a", ["joy", "anger"], [["joy"], ["joy", "anger"]]), split_record("b", []),
+               dict(split_record("c", ["fear"]), intensity={"fear": 0.9})]
+    path = tmp_path / "test.jsonl"
+    assert write_split(path, records) == 3
+    back = read_split(path, SPLIT_LS)
+    assert back == [{k: r[k] for k in ("id", "text", "labels", "annotations", "p_ref")} for r in records]
+    assert p_ref_matrix(back, SPLIT_LS.with_none).tolist() == [[1, 0, 1, 0], [0, 0, 0, 1], [0, 1, 0, 0]]
+    assert gold_matrix(back, LABELS).tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0]]
+
+
+@pytest.mark.parametrize("damage, line, field", [
+    (lambda r: r.pop("text"), 2, "text"),
+    (lambda r: r.update(id=7), 2, "id"),
+    (lambda r: r.update(labels=["joy", "surprise"]), 2, "labels"),
+    (lambda r: r.update(annotations=[["joy"], ["nope"]]), 2, "annotations[1]"),
+    (lambda r: r["p_ref"].pop("none"), 2, "p_ref.none"),
+    (lambda r: r["p_ref"].update(fear=1.5), 2, "p_ref.fear"),
+    (lambda r: r.update(p_ref=None), 2, "p_ref"),
+    (lambda r: r.update(id="a"), 2, "id"),  # the id of line 1 again
+])
+def test_malformed_splits_name_file_line_and_field(tmp_path, damage, line, field):
+    from labeldist.artifacts.splits import read_split, write_split
+
+    bad = split_record("b", ["fear"])
+    damage(bad)
+    path = tmp_path / "dev.jsonl"
+    write_split(path, [split_record("a", ["joy"]), bad])
+    with pytest.raises(DataError, match=rf"dev.jsonl, line {line}, field '{re.escape(field)}'"):
+        read_split(path, SPLIT_LS)
+
+
+def test_subsets_round_trip_selection_and_demo_pool(tmp_path):
+    from labeldist.artifacts.splits import demo_pool, read_subsets, select_records, write_subsets
+
+    path = tmp_path / "subsets.json"
+    write_subsets(path, {"main": ["c", "a"], "multi": [], "dev": ["x"], "train": ["b"]})
+    subsets = read_subsets(path, required=("main", "train"))
+    assert subsets == {"main": ["c", "a"], "multi": [], "dev": ["x"], "train": ["b"]}
+    records = [split_record(i, []) for i in "abc"]
+    assert [r["id"] for r in select_records(records, subsets["main"], path, "main")] == ["c", "a"]
+    assert [r["id"] for r in demo_pool(records, subsets)] == ["a", "c"]
+    with pytest.raises(DataError, match="subsets.json, field 'dev'"):
+        select_records(records, subsets["dev"], path, "dev")
+    with pytest.raises(DataError, match="subsets.json, field 'extra'"):
+        read_subsets(path, required=("extra",))
+    path.write_text(json.dumps({"main": ["a", 3]}))
+    with pytest.raises(DataError, match="subsets.json, field 'main'"):
+        read_subsets(path)
+
+
+# ---- generation records -----------------------------------------------------------------------------
+def generation_record(ex_id, steps, **extra):
+    labels = list(dict.fromkeys(lab for _, lab in sorted(steps) if lab not in (None, "none")))
+    return {"id": ex_id, "demo_ids": [], "output_text": ", ".join(labels), "labels": labels, "unknown": [],
+            "repeated": [], "n_tokens": 4, "hit_max_tokens": False, "no_label": not steps,
+            "steps": [{"position": pos, "label": lab, "first_token_logits": [0.0, 1.0, 2.0, 3.0],
+                       "whole_label_logprobs": [-1.0, -2.0, -3.0, -0.5], "label_logprob": -1.0}
+                      for pos, lab in steps], **extra}
+
+
+def test_generation_files_round_trip(tmp_path):
+    from labeldist.artifacts.generations import (read_generations, read_pairwise, read_unary,
+                                                  write_generation_records)
+
+    path = tmp_path / "seed0.jsonl"
+    records = [generation_record("a", [(3, "fear"), (0, "joy"), (5, None), (7, "fear"), (9, "none")],
+                                 marginal=[0.1, 0.2, 0.3, 0.4]),
+               generation_record("b", [], hit_max_tokens=True, unknown=["xyz"], repeated=["joy"])]
+    assert write_generation_records(path, records) == 2
+    a, b = read_generations(path, LABELS)
+    assert a.id == "a" and a.labels == ("joy", "fear") and [s.position for s in a.steps] == [0, 3, 5, 7, 9]
+    assert a.slot_labels == ["joy", "fear", "none"]  # generation order, unknown and repeat left out
+    assert a.steps[0].first_token_logits.tolist() == [0.0, 1.0, 2.0, 3.0] and a.marginal.tolist()[3] == 0.4
+    assert (b.no_label, b.hit_max_tokens, b.unknown, b.repeated, b.steps) == (True, True, ("xyz",), ("joy",), ())
+    sweep = [dict(generation_record("a", [(0, "joy")]), ratio=r) for r in (0.0, 0.5)]
+    write_generation_records(path, sweep)
+    assert [g.ratio for g in read_generations(path, LABELS)] == [0.0, 0.5]  # an id once per ratio
+    write_generation_records(path, [{"id": "a", "demo_ids": [], "p_reasonable": {"joy": 0.9, "fear": 0.1,
+                                                                                 "anger": 0.5}}])
+    assert read_unary(path, LABELS)[0].p_reasonable.tolist() == [0.9, 0.1, 0.5]
+    write_generation_records(path, [{"id": "a", "demo_ids": [], "pairs": [{"a": "joy", "b": "none", "p_a": 0.7},
+                                                                          {"a": "none", "b": "joy", "p_a": 0.2}]}])
+    pairs = read_pairwise(path, LABELS)[0]
+    assert pairs.a.tolist() == [0, 3] and pairs.b.tolist() == [3, 0] and pairs.p_a.tolist() == [0.7, 0.2]
+
+
+@pytest.mark.parametrize("damage, field", [
+    (lambda r: r["steps"][1].update(position="x"), "steps[1].position"),
+    (lambda r: r["steps"][0].update(first_token_logits=[0.0]), "steps[0].first_token_logits"),
+    (lambda r: r["steps"][0].update(label="surprise"), "steps[0].label"),
+    (lambda r: r.update(ratio=2), "ratio"),
+    (lambda r: r.update(unknown="xyz"), "unknown"),
+    (lambda r: r.update(no_label="no"), "no_label"),
+    (lambda r: r.update(id="a"), "id"),  # the id of line 1 again
+])
+def test_malformed_generation_files_name_file_line_and_field(tmp_path, damage, field):
+    from labeldist.artifacts.generations import read_generations, write_generation_records
+
+    bad = generation_record("b", [(0, "joy"), (2, "fear")])
+    damage(bad)
+    path = tmp_path / "seed1.jsonl"
+    write_generation_records(path, [generation_record("a", [(0, "joy")]), bad])
+    with pytest.raises(DataError, match=rf"seed1.jsonl, line 2, field '{re.escape(field)}'"):
+        read_generations(path, LABELS)

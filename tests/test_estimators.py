@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from labeldist import estimators as est
+from labeldist.artifacts import generations as gen_files
 from labeldist.errors import DataError
 
 LABELS = ["joy", "sad", "sadness", "anger"]
@@ -55,7 +56,7 @@ REC_D = {"id": "d", "labels": [], "unknown": ["xyz"], "no_label": True,
 
 
 def gens(*records):
-    return [est.parse_generation(r, LABELS, "none", source="gen.jsonl", line=i + 1)
+    return [gen_files.parse_generation(r, LABELS, "none", source="gen.jsonl", line=i + 1)
             for i, r in enumerate(records)]
 
 
@@ -245,9 +246,9 @@ def test_marginal_reads_the_records_list_and_requires_it():
 
 
 def test_unary_is_p_reasonable_without_a_none_row():
-    recs = [est.parse_unary({"id": "u2", "p_reasonable": {"joy": 0.9, "sad": 0.1, "sadness": 0.2, "anger": 0.0}},
+    recs = [gen_files.parse_unary({"id": "u2", "p_reasonable": {"joy": 0.9, "sad": 0.1, "sadness": 0.2, "anger": 0.0}},
                             LABELS),
-            est.parse_unary({"id": "u1", "p_reasonable": {"joy": 1.0, "sad": 0.5, "sadness": 0.5, "anger": 0.3}},
+            gen_files.parse_unary({"id": "u1", "p_reasonable": {"joy": 1.0, "sad": 0.5, "sadness": 0.5, "anger": 0.3}},
                             LABELS)]
     frame = est.unary(recs, LABELS)
     check_frame(frame, ["u2", "u1"], LABELS)
@@ -258,7 +259,7 @@ def pairwise_record(ex_id, strengths, bias=0.0):
     """Pairs in both orders with p_a = sigmoid(s_a - s_b + bias) over labels + none."""
     pairs = [{"a": a, "b": b, "p_a": sigmoid(strengths[a] - strengths[b] + bias)}
              for a in NAMES for b in NAMES if a != b]
-    return est.parse_pairwise({"id": ex_id, "pairs": pairs}, LABELS)
+    return gen_files.parse_pairwise({"id": ex_id, "pairs": pairs}, LABELS)
 
 
 def test_pairwise_bt_recovers_sigmoid_of_strength_minus_none():
@@ -282,7 +283,7 @@ def test_pairwise_bt_default_is_the_optimum_of_the_studys_summed_objective():
     from scipy.special import log_expit
 
     rng = np.random.default_rng(6)
-    record = est.parse_pairwise({"id": "r", "pairs": [
+    record = gen_files.parse_pairwise({"id": "r", "pairs": [
         {"a": a, "b": b, "p_a": float(rng.uniform(0.05, 0.95))} for a in NAMES for b in NAMES if a != b]},
         LABELS)
 
@@ -307,11 +308,11 @@ def test_hard_outcomes_score_a_tie_as_a_loss_for_a_like_the_study():
     pairs = [{"a": a, "b": b, "p_a": 0.5 if {a, b} == {"joy", "sad"} else (0.8 if NAMES.index(a) < NAMES.index(b)
                                                                           else 0.2)}
              for a in NAMES for b in NAMES if a != b]
-    both = est.parse_pairwise({"id": "t", "pairs": pairs}, LABELS)
+    both = gen_files.parse_pairwise({"id": "t", "pairs": pairs}, LABELS)
     assert est.pairwise_outcome([both], LABELS)["q"].to_numpy() == pytest.approx(
         est.pairwise_outcome([both], LABELS, tie="half")["q"].to_numpy(), abs=1e-6)
     # One order only: the study's rule counts the tie against joy, so sad ends above joy.
-    one = est.parse_pairwise({"id": "t", "pairs": [p for p in pairs if not (p["a"] == "sad" and p["b"] == "joy")]},
+    one = gen_files.parse_pairwise({"id": "t", "pairs": [p for p in pairs if not (p["a"] == "sad" and p["b"] == "joy")]},
                              LABELS)
     q = table(est.pairwise_outcome([one], LABELS))["t"]
     q_half = table(est.pairwise_outcome([one], LABELS, tie="half"))["t"]
@@ -332,7 +333,7 @@ def test_pairwise_outcome_uses_hard_outcomes_and_stays_finite():
     # ...while the soft fit tells them apart.
     assert not np.allclose(est.pairwise_bt([soft], LABELS)["q"], est.pairwise_bt([flat], LABELS)["q"])
     # A pure position bias (a always preferred) cancels: every strength equal, q = 0.5.
-    biased = est.parse_pairwise({"id": "y", "pairs": [{"a": a, "b": b, "p_a": 0.9} for a in NAMES
+    biased = gen_files.parse_pairwise({"id": "y", "pairs": [{"a": a, "b": b, "p_a": 0.9} for a in NAMES
                                                       for b in NAMES if a != b]}, LABELS)
     assert est.pairwise_outcome([biased], LABELS)["q"].to_numpy() == pytest.approx(0.5, abs=1e-6)
 
@@ -346,11 +347,11 @@ def test_malformed_records_name_file_line_and_field(tmp_path):
     with pytest.raises(DataError, match=r"field 'steps\[0\].first_token_logits'.*NaN"):
         gens({**REC_B, "steps": [{**REC_B["steps"][0], "first_token_logits": [float("nan")] * 5}]})
     with pytest.raises(DataError, match=r"field 'pairs\[0\].p_a'"):
-        est.parse_pairwise({"id": "p", "pairs": [{"a": "joy", "b": "none", "p_a": 1.5}]}, LABELS)
+        gen_files.parse_pairwise({"id": "p", "pairs": [{"a": "joy", "b": "none", "p_a": 1.5}]}, LABELS)
     path = tmp_path / "dup.jsonl"
     path.write_text(json.dumps(REC_B) + "\n" + json.dumps(REC_B) + "\n")
     with pytest.raises(DataError, match=r"dup.jsonl, line 2, field 'id': duplicate id 'b'"):
-        est.read_generations(path, LABELS)
+        gen_files.read_generations(path, LABELS)
 
 
 # ---- the file-level function the workflow script calls ----------------------------------------------

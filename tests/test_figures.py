@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from labeldist import analysis, plots
+from labeldist.artifacts.generations import parse_generation
 from labeldist.artifacts.estimates import write_estimates, write_layer_estimates
 from labeldist.config import load_schema, validate_config
 from labeldist.metrics import LabelSet
@@ -226,8 +227,9 @@ def test_step_probabilities_drops_panels_without_intermediate_steps(tree):
     root, cfg = tree
     label_set = LabelSet("synthetic", LABELS)
     # one record, one step: no intermediate step anywhere -> only the 'last' panel, and a footnote
-    rec = {"id": "a", "labels": ["joy"], "steps": [{"position": 0, "label": "joy",
-                                                    "first_token_logits": [3, 0, 0, 0, 0]}]}
+    rec = parse_generation({"id": "a", "labels": ["joy"], "steps": [
+        {"position": 0, "label": "joy", "first_token_logits": [3, 0, 0, 0, 0], "whole_label_logprobs": [0, -9, -9, -9, -9]}]},
+        LABELS)
     steps = analysis.step_table([rec], label_set).assign(dataset="d", model="m", regime="base")
     fig = plots.plot_step_probabilities(steps)
     assert [ax.get_title() for ax in fig.axes] == ["d · m · last steps"]

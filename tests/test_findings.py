@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from labeldist.artifacts.generations import parse_generation
 from labeldist import findings as fd
 from labeldist import metrics as mx
 from labeldist.metrics import LabelSet
@@ -35,11 +36,13 @@ def dist(top: str, p_top: float, second: str | None = None, p_second: float = 0.
 def record(ex_id: str, steps: list[tuple[str, list[float]]]) -> dict:
     labels = [l for l, _ in steps if l != "none"]
     return {"id": ex_id, "labels": labels, "no_label": not steps,
-            "steps": [{"position": i, "label": l, "first_token_logits": z} for i, (l, z) in enumerate(steps)]}
+            "steps": [{"position": i, "label": l, "first_token_logits": z, "whole_label_logprobs": z}
+                      for i, (l, z) in enumerate(steps)]}
 
 
 def stats_of(records_by_run: dict[tuple[str, str, str], list[dict]]) -> pd.DataFrame:
-    frames = [fd.example_stats(recs, LS).assign(dataset=d, model=m, regime=r, seed=0)
+    frames = [fd.example_stats([parse_generation(rec, LS.labels) for rec in recs], LS)
+              .assign(dataset=d, model=m, regime=r, seed=0)
               for (d, m, r), recs in records_by_run.items()]
     return fd.pool_seeds(pd.concat(frames, ignore_index=True), ["top_prob", "entropy_bits", "same", "gap"])
 

@@ -37,6 +37,7 @@ import yaml
 
 from labeldist import config as config_module
 from labeldist import estimators as est
+from labeldist.artifacts import generations as gen_files
 from labeldist.config import load_config, validate_config
 from labeldist.data import load_labelled_data, prepare_data
 from labeldist.data.records import MAX_TEXT_CHARS
@@ -742,7 +743,7 @@ def _check_record(parse, obj, what: str) -> str:
         return "error"
     except Exception as err:
         raise AssertionError(f"{what}: unhandled {type(err).__name__}: {err}") from err
-    if parse is est.parse_generation:
+    if parse is gen_files.parse_generation:
         frames = []
         for name, fn in est.GENERATION_ESTIMATORS.items():
             try:
@@ -751,7 +752,7 @@ def _check_record(parse, obj, what: str) -> str:
                 assert err.field, (what, name, str(err))
             except Exception as err:
                 raise AssertionError(f"{what}: estimator {name}: unhandled {type(err).__name__}: {err}") from err
-    elif parse is est.parse_unary:
+    elif parse is gen_files.parse_unary:
         frames = [est.unary([rec], GEN_LABELS)]
     else:
         frames = [est.pairwise_bt([rec], GEN_LABELS, steps=20)]
@@ -764,9 +765,9 @@ def _check_record(parse, obj, what: str) -> str:
 def test_generation_record_mutation_corpus(kind):
     """Every field of a valid generation record replaced by a bad value or deleted."""
     parse, base = {
-        "baseline": (est.parse_generation, valid_generation()),
-        "unary": (est.parse_unary, {"id": "x", "p_reasonable": {"a": 0.2, "b": 0.9, "c": 0.5}}),
-        "pairwise": (est.parse_pairwise, {"id": "x", "pairs": [{"a": "a", "b": "b", "p_a": 0.7},
+        "baseline": (gen_files.parse_generation, valid_generation()),
+        "unary": (gen_files.parse_unary, {"id": "x", "p_reasonable": {"a": 0.2, "b": 0.9, "c": 0.5}}),
+        "pairwise": (gen_files.parse_pairwise, {"id": "x", "pairs": [{"a": "a", "b": "b", "p_a": 0.7},
                                                                {"a": "b", "b": "a", "p_a": 0.3},
                                                                {"a": "c", "b": "none", "p_a": 0.6}]}),
     }[kind]

@@ -21,7 +21,8 @@ from labeldist.config import load_config
 from labeldist.data import prepare_data
 from labeldist.data.synthetic import load_synthetic, many_label_names, unseen_labels
 from labeldist.demux import DemuxSettings, input_length, predict_proba, train_demux
-from labeldist.estimators import ESTIMATOR_NAMES, estimate, parse_pairwise, pairwise_bt
+from labeldist.artifacts.generations import parse_pairwise
+from labeldist.estimators import ESTIMATOR_NAMES, estimate, pairwise_bt
 from labeldist.extraction import build_label_table
 from labeldist.generation import generate_file, pairwise_pairs
 from labeldist.io import read_jsonl

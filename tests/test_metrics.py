@@ -119,9 +119,12 @@ def test_bootstrap_metrics_equal_sklearn_per_resample():
 
 
 def test_generation_counts():
-    recs = [{"no_label": True, "unknown": [], "repeated": [], "hit_max_tokens": False},
-            {"no_label": False, "unknown": ["xyz", "w"], "repeated": ["a"], "hit_max_tokens": True},
-            {"no_label": False, "unknown": [], "repeated": [], "hit_max_tokens": False}]
+    from labeldist.artifacts.generations import parse_generation
+
+    raw = [{"no_label": True, "unknown": [], "repeated": [], "hit_max_tokens": False},
+           {"no_label": False, "unknown": ["xyz", "w"], "repeated": ["a"], "hit_max_tokens": True},
+           {"no_label": False, "unknown": [], "repeated": [], "hit_max_tokens": False}]
+    recs = [parse_generation({"id": str(i), "labels": [], "steps": [], **r}, ["a", "b"]) for i, r in enumerate(raw)]
     assert M.generation_counts(recs) == {"n_outputs": 3, "no_label": 1, "unknown": 1, "repeated": 1,
                                          "hit_max_tokens": 1}
 

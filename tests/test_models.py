@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from labeldist.data.records import p_ref_from_annotations, p_ref_from_gold
 from labeldist.errors import DataError, LabeldistError
 from labeldist.io import read_json, write_json, write_jsonl
 from labeldist.models import (
@@ -72,8 +73,9 @@ def toy_records(n: int = 60, seed: int = 0) -> list[dict]:
         text = f"in the {place} {i} I saw " + (" and ".join(f"a {lab}" for lab in gold) if gold else "nothing")
         odd = [lab for lab in LABELS if (lab in gold) != (lab == LABELS[i % 3])]
         annotations = [gold, gold, odd] if i % 5 else None
+        p_ref = p_ref_from_annotations(annotations, LABELS) if annotations else p_ref_from_gold(gold, LABELS)
         records.append({"id": f"toy-{i:03d}", "text": text, "labels": gold, "annotations": annotations,
-                        "p_ref": {}})
+                        "p_ref": p_ref})
     return records
 
 
@@ -369,5 +371,5 @@ def test_bad_training_record_names_file_line_and_field(tmp_path):
     records = toy_records(5)
     records[3]["annotations"] = [["cat"], ["zebra"]]
     train, labels = write_toy_data(tmp_path, records)
-    with pytest.raises(DataError, match=r"train.jsonl, line 4, field 'annotations'"):
+    with pytest.raises(DataError, match=r"train.jsonl, line 4, field 'annotations\[1\]'"):
         build_builtin_model(train, labels, PROMPT, TINY)

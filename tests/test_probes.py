@@ -14,7 +14,6 @@ from threadpoolctl import threadpool_limits
 from labeldist.artifacts.hidden import read_hidden_states
 from labeldist.errors import DataError
 from labeldist.probes import (
-    emitted_labels,
     fit_probes,
     multi_hot,
     own_label_targets,
@@ -84,12 +83,7 @@ def test_multi_hot_marks_none_for_empty_sets():
     assert y.tolist() == [[0, 1, 0, 0], [0, 0, 0, 1], [1, 0, 1, 0]]
 
 
-def test_emitted_labels_follow_step_order_and_drop_none_unknown_and_repeats():
-    rec = {"labels": ["joy", "fear"], "steps": [
-        {"position": 5, "label": "joy"}, {"position": 0, "label": "fear"}, {"position": 8, "label": None},
-        {"position": 9, "label": "fear"}, {"position": 12, "label": "none"}]}
-    assert emitted_labels(rec, LABELS) == ["fear", "joy"]
-    assert emitted_labels({"labels": ["anger", "joy"]}, LABELS) == ["anger", "joy"]
+def test_own_label_targets():
     assert own_label_targets([["fear", "joy"], ["anger"]], LABELS, "non_first").tolist() == [[1, 0, 0], [0, 0, 0]]
     assert own_label_targets([["fear", "joy"], ["anger"]], LABELS, "all").tolist() == [[1, 1, 0], [0, 0, 1]]
 
@@ -127,8 +121,9 @@ def _fixture(tmp_path, rng):
         files[subset], hidden[subset] = path, ids
         gold[subset] = {i: [LABELS[j] for j in range(len(LABELS)) if y[k, j]] for k, i in enumerate(ids)}
     train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps({"id": i, "text": "t", "labels": labs}) + "\n"
-                             for i, labs in gold["train"].items()))
+    train.write_text("".join(json.dumps({"id": i, "text": "t", "labels": labs, "annotations": None,
+                                         "p_ref": {l: float(l in labs) for l in LABELS} | {"none": float(not labs)}})
+                             + "\n" for i, labs in gold["train"].items()))
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps({"dataset": "planted", "labels": LABELS}))
     gens = {}
@@ -136,7 +131,8 @@ def _fixture(tmp_path, rng):
         path = tmp_path / f"{subset}.gen.jsonl"
         path.write_text("".join(json.dumps({
             "id": i, "labels": labs,
-            "steps": [{"position": 3 * k, "label": lab} for k, lab in enumerate(labs or ["none"])],
+            "steps": [{"position": 3 * k, "label": lab, "first_token_logits": [0.0] * (len(LABELS) + 1),
+                       "whole_label_logprobs": [-2.0] * (len(LABELS) + 1)} for k, lab in enumerate(labs or ["none"])],
         }) + "\n" for i, labs in gold[subset].items()))
         gens[subset] = path
     return files, gens, train, labels, gold

@@ -18,9 +18,8 @@ A step's distribution is the softmax over the L + 1 label scores of that step (t
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,90 +27,23 @@ from scipy.special import softmax
 from scipy.stats import entropy
 
 from .errors import DataError
-from .io import iter_jsonl
+from .artifacts.generations import Generation, Step, read_generations
 from .artifacts.labels import LabelSet
+from .artifacts.paths import parse_generation_path
+from .artifacts.splits import read_split
 
 STEP_KINDS = {"first_token": "first_token_logits", "whole_label": "whole_label_logprobs"}
-GENERATION_PATH = re.compile(
-    r"generations/(?P<dataset>[^/]+)/(?P<model>[^/]+)/(?P<regime>[^/]+)/(?P<prompting>[^/]+)/"
-    r"(?P<subset>[^/]+)/seed(?P<seed>\d+)\.jsonl$"
-)
 TRAINING_METRICS = ["loss", "reward", "learning_rate"]
 
 
 # ---- reading generation files ---------------------------------------------------------------------
-def parse_generation_path(path: str | Path) -> dict[str, Any]:
-    """Return dataset, model, regime, prompting, subset and seed (int) from a generation file's path."""
-    match = GENERATION_PATH.search(Path(path).as_posix())
-    if match is None:
-        raise DataError(path, "not a generation file path "
-                              "(generations/{dataset}/{model}/{regime}/{prompting}/{subset}/seed{seed}.jsonl)")
-    meta: dict[str, Any] = match.groupdict()
-    meta["seed"] = int(meta["seed"])
-    return meta
-
-
-def _check_scores(path: Any, lineno: int, field: str, values: Any, n: int) -> None:
-    if not isinstance(values, list) or len(values) != n:
-        got = len(values) if isinstance(values, list) else type(values).__name__
-        raise DataError(path, f"expected a list of {n} scores (L + 1), got {got}", line=lineno, field=field)
-    if not all(isinstance(v, (int, float)) and not math.isnan(v) and v != math.inf for v in values):
-        raise DataError(path, "scores must be numbers or -inf (not null, NaN or +inf)", line=lineno, field=field)
-    if all(v == -math.inf for v in values):
-        raise DataError(path, "every score is -inf: no distribution", line=lineno, field=field)
-
-
-def read_generation(path: str | Path, label_set: LabelSet, kinds: Sequence[str] = ("first_token",)) \
-        -> list[dict]:
-    """Return the records of a baseline or icl_sweep generation file, checked against the contract.
-
-    Each record needs an id, a `labels` list and a `steps` list whose entries have an integer
-    `position`, a `label` in the label set (+ none) or null, and L + 1 scores for every kind in `kinds`.
-    A violation raises DataError naming the file, line and field.
-    """
-    names = set(label_set.with_none)
-    n = len(label_set.with_none)
-    records = []
-    for lineno, rec in iter_jsonl(path):
-        if not isinstance(rec.get("id"), str):
-            raise DataError(path, "missing or non-string id", line=lineno, field="id")
-        if not isinstance(rec.get("labels"), list):
-            raise DataError(path, "expected a list", line=lineno, field="labels")
-        steps = rec.get("steps")
-        if not isinstance(steps, list):
-            raise DataError(path, "expected a list of label steps", line=lineno, field="steps")
-        for i, step in enumerate(steps):
-            where = f"steps[{i}]"
-            if not isinstance(step, dict):
-                raise DataError(path, "expected an object", line=lineno, field=where)
-            if not isinstance(step.get("position"), int):
-                raise DataError(path, "expected an integer", line=lineno, field=f"{where}.position")
-            label = step.get("label")
-            if label is not None and label not in names:
-                raise DataError(path, f"label {label!r} is not in labels.json (+ none)", line=lineno,
-                                field=f"{where}.label")
-            for kind in kinds:
-                key = STEP_KINDS[kind]
-                _check_scores(path, lineno, f"{where}.{key}", step.get(key), n)
-        records.append(rec)
-    return records
-
-
-def read_gold_sets(path: str | Path) -> dict[str, set[str]]:
+def read_gold_sets(path: str | Path, label_set: LabelSet) -> dict[str, set[str]]:
     """Return {id: gold label set} of a data split file (`data/{dataset}/{split}.jsonl`)."""
-    gold = {}
-    for lineno, rec in iter_jsonl(path):
-        if not isinstance(rec.get("id"), str):
-            raise DataError(path, "missing or non-string id", line=lineno, field="id")
-        if not isinstance(rec.get("labels"), list):
-            raise DataError(path, "expected a list of gold labels", line=lineno, field="labels")
-        gold[rec["id"]] = set(rec["labels"])
-    return gold
+    return {r["id"]: set(r["labels"]) for r in read_split(path, label_set)}
 
 
 def load_generation_frames(paths: Iterable[str | Path], label_sets: Mapping[str, LabelSet],
-                           build: Callable[[list[dict], LabelSet], pd.DataFrame],
-                           kinds: Sequence[str] = ("first_token",)) -> pd.DataFrame:
+                           build: Callable[[list[Generation], LabelSet], pd.DataFrame]) -> pd.DataFrame:
     """Return the concatenated `build(records, label_set)` frames of many generation files, with
     dataset, model, regime, prompting, subset and seed columns taken from each file's path.
     """
@@ -121,7 +53,7 @@ def load_generation_frames(paths: Iterable[str | Path], label_sets: Mapping[str,
         if meta["dataset"] not in label_sets:
             raise DataError(path, f"no labels.json given for dataset {meta['dataset']!r}")
         label_set = label_sets[meta["dataset"]]
-        frame = build(read_generation(path, label_set, kinds), label_set)
+        frame = build(read_generations(path, label_set.labels, label_set.none_label), label_set)
         frames.append(frame.assign(**meta))
     if not frames:
         return pd.DataFrame()
@@ -129,9 +61,9 @@ def load_generation_frames(paths: Iterable[str | Path], label_sets: Mapping[str,
 
 
 # ---- per-step distributions -----------------------------------------------------------------------
-def step_distribution(step: Mapping[str, Any], kind: str = "first_token") -> np.ndarray:
+def step_distribution(step: Step, kind: str = "first_token") -> np.ndarray:
     """Return a label step's distribution over L + 1 labels: softmax of its scores of `kind`."""
-    return softmax(np.asarray(step[STEP_KINDS[kind]], dtype=float))
+    return softmax(getattr(step, STEP_KINDS[kind]))
 
 
 def entropy_bits(p: np.ndarray) -> float:
@@ -139,12 +71,7 @@ def entropy_bits(p: np.ndarray) -> float:
     return float(entropy(p, base=2))
 
 
-def ordered_steps(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """Return a record's label steps in generation order (by position)."""
-    return sorted(record["steps"], key=lambda s: s["position"])
-
-
-def step_rows(record: Mapping[str, Any], names: Sequence[str], kind: str = "first_token") -> list[dict]:
+def step_rows(record: Generation, names: Sequence[str], kind: str = "first_token") -> list[dict]:
     """Return one dict per label step r of a record (names: labels + none, the score order).
 
     Keys: step (1-based), n_steps, position ("last" or "intermediate"), emitted (label or None),
@@ -154,18 +81,18 @@ def step_rows(record: Mapping[str, Any], names: Sequence[str], kind: str = "firs
     Next-step values are None/NaN at the last step or when the next slot held an unknown string.
     """
     index = {name: i for i, name in enumerate(names)}
-    steps = ordered_steps(record)
+    steps = record.steps
     dists = [step_distribution(s, kind) for s in steps]
     rows = []
     for r, (step, p) in enumerate(zip(steps, dists)):
         order = np.argsort(-p, kind="stable")
-        emitted = step.get("label")
+        emitted = step.label
         if emitted is None:  # an unknown string at this slot: the runner-up is the second most probable
             runner = int(order[1])
         else:
             runner = next(int(i) for i in order if names[i] != emitted)
         row = {
-            "id": record["id"], "step": r + 1, "n_steps": len(steps),
+            "id": record.id, "step": r + 1, "n_steps": len(steps),
             "position": "last" if r == len(steps) - 1 else "intermediate",
             "emitted": emitted, "top_label": names[int(order[0])],
             "top_prob": float(p[order[0]]), "second_prob": float(p[order[1]]),
@@ -175,7 +102,7 @@ def step_rows(record: Mapping[str, Any], names: Sequence[str], kind: str = "firs
         }
         if r + 1 < len(steps):
             row["p_runner_up_next"] = float(dists[r + 1][runner])
-            nxt = steps[r + 1].get("label")
+            nxt = steps[r + 1].label
             if nxt is not None:
                 row["next_label"] = nxt
                 row["p_next"] = float(p[index[nxt]])
@@ -188,7 +115,7 @@ STEP_COLUMNS = ["id", "step", "n_steps", "position", "emitted", "top_label", "to
                 "entropy_bits", "next_label", "p_next", "runner_up", "p_runner_up_next", "same"]
 
 
-def step_table(records: Iterable[Mapping[str, Any]], label_set: LabelSet,
+def step_table(records: Iterable[Generation], label_set: LabelSet,
                kind: str = "first_token") -> pd.DataFrame:
     """Return step_rows of every record as one frame (columns STEP_COLUMNS; no rows for no-label outputs)."""
     rows = [row for rec in records for row in step_rows(rec, label_set.with_none, kind)]
@@ -211,33 +138,22 @@ def runner_up_summary(steps: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def first_step_ranks(records: Iterable[Mapping[str, Any]], label_set: LabelSet,
+def first_step_ranks(records: Iterable[Generation], label_set: LabelSet,
                      kind: str = "first_token") -> pd.DataFrame:
     """Return the first label step's probabilities sorted high to low: columns id, rank (1 = top),
     prob; records without a label step contribute nothing.
     """
     rows = []
     for rec in records:
-        steps = ordered_steps(rec)
-        if not steps:
+        if not rec.steps:
             continue
-        p = np.sort(step_distribution(steps[0], kind))[::-1]
-        rows += [{"id": rec["id"], "rank": i + 1, "prob": float(v)} for i, v in enumerate(p)]
+        p = np.sort(step_distribution(rec.steps[0], kind))[::-1]
+        rows += [{"id": rec.id, "rank": i + 1, "prob": float(v)} for i, v in enumerate(p)]
     return pd.DataFrame(rows, columns=["id", "rank", "prob"])
 
 
 # ---- emitted labels -------------------------------------------------------------------------------
-def emitted_labels(record: Mapping[str, Any]) -> list[str]:
-    """Return the labels a record's steps emitted, in order, without unknown slots and repeats."""
-    out: list[str] = []
-    for step in ordered_steps(record):
-        label = step.get("label")
-        if label is not None and label not in out:
-            out.append(label)
-    return out
-
-
-def label_order_rows(records: Iterable[Mapping[str, Any]], gold: Mapping[str, set[str]],
+def label_order_rows(records: Iterable[Generation], gold: Mapping[str, set[str]],
                      none_label: str = "none", max_order: int = 2, source: str = "generation") \
         -> pd.DataFrame:
     """Return one row per record and emitted position k <= max_order: id, order (1-based), label,
@@ -245,12 +161,12 @@ def label_order_rows(records: Iterable[Mapping[str, Any]], gold: Mapping[str, se
     """
     rows = []
     for rec in records:
-        if rec["id"] not in gold:
-            raise DataError(source, f"id {rec['id']!r} is not in the data split", field="id")
-        truth = set(gold[rec["id"]]) - {none_label}
-        for k, label in enumerate(emitted_labels(rec)[:max_order], start=1):
+        if rec.id not in gold:
+            raise DataError(source, f"id {rec.id!r} is not in the data split", field="id")
+        truth = set(gold[rec.id]) - {none_label}
+        for k, label in enumerate(rec.slot_labels[:max_order], start=1):
             correct = (not truth) if label == none_label else (label in truth)
-            rows.append({"id": rec["id"], "order": k, "label": label, "correct": bool(correct)})
+            rows.append({"id": rec.id, "order": k, "label": label, "correct": bool(correct)})
     return pd.DataFrame(rows, columns=["id", "order", "label", "correct"])
 
 
@@ -260,15 +176,14 @@ def label_order_accuracy(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"accuracy": grouped.mean().astype(float), "n": grouped.size()}).reset_index()
 
 
-def output_label_counts(records: Iterable[Mapping[str, Any]], none_label: str = "none") -> pd.DataFrame:
+def output_label_counts(records: Iterable[Generation], none_label: str = "none") -> pd.DataFrame:
     """Return one row per output: id, ratio (NaN outside icl_sweep), n_labels (distinct known labels,
     none excluded, from the record's `labels`) and multi (n_labels > 1).
     """
     rows = []
     for rec in records:
-        n = len({l for l in rec["labels"] if l != none_label})
-        ratio = rec.get("ratio")
-        rows.append({"id": rec["id"], "ratio": math.nan if ratio is None else float(ratio),
+        n = len({l for l in rec.labels if l != none_label})
+        rows.append({"id": rec.id, "ratio": math.nan if rec.ratio is None else rec.ratio,
                      "n_labels": n, "multi": n > 1})
     return pd.DataFrame(rows, columns=["id", "ratio", "n_labels", "multi"])
 

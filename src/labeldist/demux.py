@@ -35,10 +35,11 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTo
 
 from .errors import DataError
 from .gguf_source import package_folder
-from .io import atomic_dir, iter_jsonl, read_json
+from .io import atomic_dir, read_json
 from .models import resolve_device
 from .artifacts.estimates import estimate_frame, write_estimates
 from .artifacts.labels import read_label_set
+from .artifacts.splits import read_split, read_subsets, select_records
 from .probes import multi_hot
 
 log = logging.getLogger("labeldist.demux")
@@ -234,34 +235,6 @@ def label_correlation_loss(label_emb: torch.Tensor, targets: torch.Tensor) -> to
 
 
 # ---- data ---------------------------------------------------------------------------------------
-def read_split(path: str | os.PathLike, labels: Sequence[str]) -> list[dict]:
-    """Return the split's records as dicts with id, text, labels (checked; DataError names file and line)."""
-    known = set(labels)
-    out = []
-    for line, rec in iter_jsonl(path):
-        if not isinstance(rec.get("id"), str):
-            raise DataError(path, "missing or non-string id", line=line, field="id")
-        if not isinstance(rec.get("text"), str):
-            raise DataError(path, "missing or non-string text", line=line, field="text")
-        labs = rec.get("labels")
-        if not isinstance(labs, list) or any(l not in known for l in labs):
-            raise DataError(path, f"expected a list of labels from labels.json, got {labs!r}", line=line,
-                            field="labels")
-        out.append({"id": rec["id"], "text": rec["text"], "labels": list(labs)})
-    if not out:
-        raise DataError(path, "no records")
-    return out
-
-
-def select(records: Sequence[dict], ids: Sequence[str], source: str | os.PathLike, what: str) -> list[dict]:
-    """Return the records with the given ids, in that order; DataError names `source` for unknown ids."""
-    by_id = {r["id"]: r for r in records}
-    missing = [i for i in ids if i not in by_id]
-    if missing:
-        raise DataError(source, f"{len(missing)} id(s) of {what} not in the split, e.g. {missing[:3]}", field=what)
-    return [by_id[i] for i in ids]
-
-
 def input_length(tokenizer, labels: Sequence[str], max_length: int) -> int:
     """Return the input length in tokens: `max_length`, or, when the label segment leaves less than
     MIN_TEXT_TOKENS of it for the text (100+ labels), the segment's length + MIN_TEXT_TOKENS."""
@@ -454,18 +427,14 @@ def run_demux(*, data: Mapping[str, str | os.PathLike], estimates: str | os.Path
     """
     torch.set_num_threads(max(1, int(threads)))
     device = str(resolve_device(device))
-    labels = read_label_set(data["labels"]).labels
-    full_train = read_split(data["train"], labels)
-    dev = read_split(data["dev"], labels)
-    test = read_split(data["test"], labels)
-    subsets = read_json(data["subsets"])
-    if not isinstance(subsets, dict):
-        raise DataError(data["subsets"], "expected an object of id lists")
-    for key in ("main", "dev"):
-        if not isinstance(subsets.get(key), list):
-            raise DataError(data["subsets"], "expected a list of ids", field=key)
-    evals = {"main": select(test, subsets["main"], data["subsets"], "main"),
-             "dev": select(dev, subsets["dev"], data["subsets"], "dev")}
+    label_set = read_label_set(data["labels"])
+    labels = label_set.labels
+    full_train = read_split(data["train"], label_set)
+    dev = read_split(data["dev"], label_set)
+    test = read_split(data["test"], label_set)
+    subsets = read_subsets(data["subsets"], required=("main", "dev"))
+    evals = {"main": select_records(test, subsets["main"], data["subsets"], "main"),
+             "dev": select_records(dev, subsets["dev"], data["subsets"], "dev")}
     held = set(subsets["dev"])
     stop_set = [r for r in dev if r["id"] not in held]
     if len(stop_set) < MIN_EARLY_STOP_EXAMPLES:

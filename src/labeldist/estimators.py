@@ -5,8 +5,8 @@ Every estimator is one function that returns the same thing: a long pandas DataF
 label order (plus a `none` row where the estimator defines one), sorted by id then label order
 (docs/formats.md, "Estimates").
 
-Inputs are the records of docs/formats.md, "Generations", parsed and validated by `parse_generation`,
-`parse_unary` and `parse_pairwise` (a malformed record raises DataError naming file, line and field).
+Inputs are the records of docs/formats.md, "Generations", parsed and validated by
+`labeldist.artifacts.generations` (a malformed record raises DataError naming file, line and field).
 Distributions are over the labels followed by `none` (L + 1 entries); index L is `none`.
 
 Definitions chosen here where the spec leaves room (each is tested; docs/methods.md lists them as
@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -45,261 +43,20 @@ import pandas as pd
 from scipy.special import expit, softmax
 
 from .artifacts.estimates import estimate_frame
+from .artifacts.generations import Generation, PairwiseRecord, UnaryRecord, read_generations, read_pairwise, read_unary
 from .artifacts.labels import read_label_set
+from .artifacts.splits import p_ref_matrix, read_split
 from .errors import DataError
-from .io import iter_jsonl
 
 log = logging.getLogger(__name__)
 
 EPS = 1e-8
 """Floor of max_over_steps and the `output` estimator's value for labels not generated."""
 
-PROB_TOLERANCE = 1e-6
-"""How far outside [0, 1] a stored probability may drift by rounding before it is rejected."""
-
 LOGIT_FLOOR = -1e4
 """compare_to_none replaces -inf logits (masked tokens) by this, so logit differences stay defined."""
 
 COLUMNS = ["id", "label", "q"]
-
-
-# ---- parsed records ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Step:
-    """One label slot of a generation: what was emitted and the scores of every label there."""
-
-    label: str | None
-    first_token_logits: np.ndarray  # [L + 1] raw logits of each label's first token in context
-    whole_label_logprobs: np.ndarray  # [L + 1] full-vocabulary log P(label's whole token sequence)
-    label_logprob: float | None  # log P(emitted label's token sequence); None if not given
-
-
-@dataclass(frozen=True)
-class Generation:
-    """A parsed `baseline` generation record; `source`/`line` locate it for error messages."""
-
-    id: str
-    labels: tuple[str, ...]
-    steps: tuple[Step, ...]
-    marginal: np.ndarray | None  # [L + 1] or None when the generator did not compute it
-    source: str = "<records>"
-    line: int | None = None
-
-
-@dataclass(frozen=True)
-class UnaryRecord:
-    """A parsed `unary` record: P(reasonable) for each label, in label order."""
-
-    id: str
-    p_reasonable: np.ndarray  # [L]
-    source: str = "<records>"
-    line: int | None = None
-
-
-@dataclass(frozen=True)
-class PairwiseRecord:
-    """A parsed `pairwise` record: item indices (labels then none = L) and P(a preferred) per pair."""
-
-    id: str
-    a: np.ndarray  # [n_pairs] int
-    b: np.ndarray  # [n_pairs] int
-    p_a: np.ndarray  # [n_pairs] float
-    source: str = "<records>"
-    line: int | None = None
-
-
-# ---- parsing and validation -----------------------------------------------------------------------
-def _field(obj: Mapping, name: str, source: str, line: int | None, where: str = "") -> Any:
-    if name not in obj:
-        raise DataError(source, "missing field", line=line, field=where + name)
-    return obj[name]
-
-
-def _id(obj: Mapping, source: str, line: int | None) -> str:
-    value = _field(obj, "id", source, line)
-    if not isinstance(value, str) or not value:
-        raise DataError(source, f"expected a non-empty string, got {value!r}", line=line, field="id")
-    return value
-
-
-def _vector(value: Any, n: int, source: str, line: int | None, field: str,
-            allow_neg_inf: bool = True) -> np.ndarray:
-    """Return `value` as a float64 vector of length n; NaN, +inf (and -inf unless allowed) are errors."""
-    if not isinstance(value, (list, tuple)) or len(value) != n:
-        got = f"length {len(value)}" if isinstance(value, (list, tuple)) else type(value).__name__
-        raise DataError(source, f"expected a list of {n} numbers (labels then none), got {got}",
-                        line=line, field=field)
-    # JSON numbers only: numpy would silently read "1.5" and true as numbers, and nested lists as a matrix.
-    if not all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in value):
-        raise DataError(source, "expected numbers only", line=line, field=field)
-    vec = np.asarray(value, dtype=np.float64)
-    if np.isnan(vec).any() or np.isposinf(vec).any() or (not allow_neg_inf and np.isneginf(vec).any()):
-        raise DataError(source, "contains NaN or infinite values", line=line, field=field)
-    if np.isneginf(vec).all():
-        raise DataError(source, "every entry is -inf: no distribution can be formed", line=line, field=field)
-    return vec
-
-
-def _logprobs(value: Any, n: int, source: str, line: int | None, field: str) -> np.ndarray:
-    """Return `value` as a vector of n log-probabilities (each <= 0 up to rounding, -inf allowed)."""
-    vec = _vector(value, n, source, line, field)
-    if np.any(vec > PROB_TOLERANCE):
-        raise DataError(source, "log-probabilities must be <= 0", line=line, field=field)
-    return np.minimum(vec, 0.0)
-
-
-def _probabilities(vec: np.ndarray, source: str, line: int | None, field: str) -> np.ndarray:
-    """Return `vec` clipped to [0, 1] after checking it is within rounding of that range."""
-    if np.any(vec < -PROB_TOLERANCE) or np.any(vec > 1 + PROB_TOLERANCE):
-        raise DataError(source, "probabilities must lie in [0, 1]", line=line, field=field)
-    return np.clip(vec, 0.0, 1.0)
-
-
-def parse_generation(obj: Mapping, labels: Sequence[str], none_label: str = "none",
-                     source: str = "<records>", line: int | None = None) -> Generation:
-    """Return the validated Generation of one `baseline` record (docs/formats.md); DataError if malformed."""
-    n = len(labels) + 1
-    known = set(labels)
-    slot_names = known | {none_label}
-    gen_id = _id(obj, source, line)
-    emitted = _field(obj, "labels", source, line)
-    if not isinstance(emitted, list) or not all(isinstance(l, str) for l in emitted):
-        raise DataError(source, "expected a list of label strings", line=line, field="labels")
-    unknown = [l for l in emitted if l not in slot_names]
-    if unknown:
-        raise DataError(source, f"labels not in labels.json: {unknown}", line=line, field="labels")
-    raw_steps = _field(obj, "steps", source, line)
-    if not isinstance(raw_steps, list):
-        raise DataError(source, "expected a list of steps", line=line, field="steps")
-    steps = []
-    for t, raw in enumerate(raw_steps):
-        where = f"steps[{t}]."
-        if not isinstance(raw, Mapping):
-            raise DataError(source, "expected an object", line=line, field=f"steps[{t}]")
-        label = raw.get("label")
-        if label is not None and (not isinstance(label, str) or label not in slot_names):
-            raise DataError(source, f"label {label!r} is neither in labels.json nor {none_label!r} "
-                            "(unknown strings are stored as null)", line=line, field=where + "label")
-        logprob = raw.get("label_logprob")
-        if logprob is not None:
-            if not isinstance(logprob, (int, float)) or isinstance(logprob, bool) or math.isnan(logprob) \
-                    or logprob > PROB_TOLERANCE:
-                raise DataError(source, f"expected a log-probability <= 0, got {logprob!r}",
-                                line=line, field=where + "label_logprob")
-            logprob = float(min(logprob, 0.0))
-        steps.append(Step(
-            label=label,
-            first_token_logits=_vector(_field(raw, "first_token_logits", source, line, where), n,
-                                       source, line, where + "first_token_logits"),
-            whole_label_logprobs=_logprobs(_field(raw, "whole_label_logprobs", source, line, where), n,
-                                           source, line, where + "whole_label_logprobs"),
-            label_logprob=logprob,
-        ))
-    marginal = obj.get("marginal")
-    if marginal is not None:
-        marginal = _probabilities(_vector(marginal, n, source, line, "marginal", allow_neg_inf=False),
-                                  source, line, "marginal")
-    return Generation(id=gen_id, labels=tuple(l for l in emitted if l in known), steps=tuple(steps),
-                      marginal=marginal, source=source, line=line)
-
-
-def parse_unary(obj: Mapping, labels: Sequence[str], source: str = "<records>",
-                line: int | None = None) -> UnaryRecord:
-    """Return the validated UnaryRecord of one `unary` record; DataError if a label is missing or bad."""
-    gen_id = _id(obj, source, line)
-    p = _field(obj, "p_reasonable", source, line)
-    if not isinstance(p, Mapping):
-        raise DataError(source, "expected an object {label: probability}", line=line, field="p_reasonable")
-    missing = [l for l in labels if l not in p]
-    if missing:
-        raise DataError(source, f"no probability for labels {missing}", line=line, field="p_reasonable")
-    vec = _vector([p[l] for l in labels], len(labels), source, line, "p_reasonable", allow_neg_inf=False)
-    return UnaryRecord(id=gen_id, p_reasonable=_probabilities(vec, source, line, "p_reasonable"),
-                       source=source, line=line)
-
-
-def parse_pairwise(obj: Mapping, labels: Sequence[str], none_label: str = "none",
-                   source: str = "<records>", line: int | None = None) -> PairwiseRecord:
-    """Return the validated PairwiseRecord of one `pairwise` record (items: labels, then none)."""
-    gen_id = _id(obj, source, line)
-    index = {l: i for i, l in enumerate(labels)}
-    index[none_label] = len(labels)
-    pairs = _field(obj, "pairs", source, line)
-    if not isinstance(pairs, list):
-        raise DataError(source, "expected a list of pairs", line=line, field="pairs")
-    a, b, p = [], [], []
-    for j, pair in enumerate(pairs):
-        where = f"pairs[{j}]"
-        if not isinstance(pair, Mapping):
-            raise DataError(source, "expected an object with a, b, p_a", line=line, field=where)
-        for key in ("a", "b"):
-            item = _field(pair, key, source, line, where + ".")
-            if not isinstance(item, str) or item not in index:
-                raise DataError(source, f"{pair[key]!r} is neither in labels.json nor {none_label!r}",
-                                line=line, field=f"{where}.{key}")
-        if pair["a"] == pair["b"]:
-            raise DataError(source, "a label compared with itself", line=line, field=where)
-        p_a = _field(pair, "p_a", source, line, where + ".")
-        if not isinstance(p_a, (int, float)) or isinstance(p_a, bool) or not 0.0 <= p_a <= 1.0:
-            raise DataError(source, f"expected a probability in [0, 1], got {p_a!r}", line=line,
-                            field=f"{where}.p_a")
-        a.append(index[pair["a"]])
-        b.append(index[pair["b"]])
-        p.append(float(p_a))
-    return PairwiseRecord(id=gen_id, a=np.asarray(a, dtype=np.int64), b=np.asarray(b, dtype=np.int64),
-                          p_a=np.asarray(p, dtype=np.float64), source=source, line=line)
-
-
-def _read_records(path: str | os.PathLike, parse: Callable[..., Any]) -> list:
-    """Parse every line of a JSONL file with `parse(obj, source=, line=)`; ids must be unique."""
-    records, seen = [], {}
-    for lineno, obj in iter_jsonl(path):
-        rec = parse(obj, source=str(path), line=lineno)
-        if rec.id in seen:
-            raise DataError(path, f"duplicate id {rec.id!r} (first on line {seen[rec.id]})",
-                            line=lineno, field="id")
-        seen[rec.id] = lineno
-        records.append(rec)
-    return records
-
-
-def read_generations(path: str | os.PathLike, labels: Sequence[str],
-                     none_label: str = "none") -> list[Generation]:
-    """Return the parsed records of a `baseline` generation file (ids unique)."""
-    return _read_records(path, lambda obj, source, line: parse_generation(obj, labels, none_label,
-                                                                          source, line))
-
-
-def read_unary(path: str | os.PathLike, labels: Sequence[str]) -> list[UnaryRecord]:
-    """Return the parsed records of a `unary` generation file (ids unique)."""
-    return _read_records(path, lambda obj, source, line: parse_unary(obj, labels, source, line))
-
-
-def read_pairwise(path: str | os.PathLike, labels: Sequence[str],
-                  none_label: str = "none") -> list[PairwiseRecord]:
-    """Return the parsed records of a `pairwise` generation file (ids unique)."""
-    return _read_records(path, lambda obj, source, line: parse_pairwise(obj, labels, none_label,
-                                                                        source, line))
-
-
-def read_p_ref(path: str | os.PathLike, labels: Sequence[str], none_label: str = "none",
-               with_none: bool = False) -> dict[str, np.ndarray]:
-    """Return {id: p_ref over `labels` in order} from a data split file (docs/formats.md, "Data");
-    with `with_none`, p_ref(none) is appended (L + 1 shares)."""
-    names = [*labels, none_label] if with_none else list(labels)
-    out: dict[str, np.ndarray] = {}
-    for lineno, obj in iter_jsonl(path):
-        ex_id = _id(obj, str(path), lineno)
-        p_ref = _field(obj, "p_ref", str(path), lineno)
-        if not isinstance(p_ref, Mapping):
-            raise DataError(path, "expected an object {label: share}", line=lineno, field="p_ref")
-        missing = [l for l in names if l not in p_ref]
-        if missing:
-            raise DataError(path, f"no share for labels {missing}", line=lineno, field="p_ref")
-        vec = _vector([p_ref[l] for l in names], len(names), str(path), lineno, "p_ref",
-                      allow_neg_inf=False)
-        out[ex_id] = _probabilities(vec, str(path), lineno, "p_ref")
-    return out
 
 
 # ---- shared helpers ------------------------------------------------------------------------------
@@ -408,7 +165,7 @@ def fit_platt(gens: Sequence[Generation], p_ref: Mapping[str, np.ndarray],
 
     All labels of all records with a label step are pooled; with `include_none` (the study's fit, the
     default) each record also adds its `none` column: feature z_none - z_none = 0, target p_ref(none),
-    so `p_ref[id]` must then hold L + 1 shares (labels, then none; `read_p_ref(..., with_none=True)`).
+    so `p_ref[id]` must then hold L + 1 shares (labels, then none; `labeldist.artifacts.splits.p_ref_matrix` over labels + none).
     `include_none=False` fits the L label columns only (the shares that are scored; our earlier fit).
     Soft targets are fitted exactly (the optimum; the study runs 1000 Adam steps from (1, 0)) with
     scikit-learn's unpenalised LogisticRegression by the standard weighting: each (x, t) becomes a
@@ -642,8 +399,9 @@ def estimate(estimator: str, generations: str | os.PathLike, labels_file: str | 
             raise ValueError("compare_to_none_platt needs dev_generations and dev_data")
         gens = read_generations(generations, labels, none_label)
         dev_gens = read_generations(dev_generations, labels, none_label)
-        return compare_to_none_platt(gens, labels, none_label, dev_gens,
-                                     read_p_ref(dev_data, labels, none_label, with_none=True))
+        dev_records = read_split(dev_data, label_set)
+        dev_p_ref = dict(zip([r["id"] for r in dev_records], p_ref_matrix(dev_records, label_set.with_none)))
+        return compare_to_none_platt(gens, labels, none_label, dev_gens, dev_p_ref)
     if estimator == "unary":
         return unary(read_unary(generations, labels), labels)
     if estimator in ("pairwise_bt", "pairwise_outcome"):

@@ -39,6 +39,7 @@ import pandas as pd
 from scipy.stats import bootstrap, linregress
 
 from . import analysis
+from .artifacts.generations import Generation
 from .artifacts.labels import LabelSet
 from .artifacts.metrics import read_metric_files
 from .io import atomic_path
@@ -159,24 +160,24 @@ NAN3 = (math.nan, math.nan, math.nan)
 
 
 # ---- per-example statistics from generation records -------------------------------------------------
-def suppression_rows(record: Mapping[str, Any], names: Sequence[str], kind: str = "first_token") -> list[dict]:
+def suppression_rows(record: Generation, names: Sequence[str], kind: str = "first_token") -> list[dict]:
     """Return, for each step r whose next slot holds a known label, p_r and p_{r+1} of that next label."""
     index = {name: i for i, name in enumerate(names)}
-    steps = analysis.ordered_steps(record)
+    steps = record.steps
     dists = [analysis.step_distribution(s, kind) for s in steps]
     rows = []
     for r in range(len(steps) - 1):
-        nxt = steps[r + 1].get("label")
+        nxt = steps[r + 1].label
         if nxt is not None:
             k = index[nxt]
-            rows.append({"id": record["id"], "p_r": float(dists[r][k]), "p_next": float(dists[r + 1][k])})
+            rows.append({"id": record.id, "p_r": float(dists[r][k]), "p_next": float(dists[r + 1][k])})
     return rows
 
 
 EXAMPLE_COLUMNS = ["id", "n_steps", "top_prob", "entropy_bits", "same", "gap"]
 
 
-def example_stats(records: Sequence[Mapping[str, Any]], label_set: LabelSet) -> pd.DataFrame:
+def example_stats(records: Sequence[Generation], label_set: LabelSet) -> pd.DataFrame:
     """Return one row per example with a label step: n_steps and the means over its steps of top_prob and
     entropy_bits, `same` (share of its intermediate steps whose runner-up is the next label; NaN without
     one) and `gap` (mean of p_{r+1}(next label) - p_r(next label); NaN without a next label).
@@ -520,7 +521,7 @@ def read_example_stats(paths: Sequence[str | Path], label_sets: Mapping[str, Lab
 def read_icl_slopes(paths: Sequence[str | Path], label_sets: Mapping[str, LabelSet]) -> pd.DataFrame:
     """Return icl_slopes of icl_sweep generation files (labeldist.analysis readers)."""
     counts = analysis.load_generation_frames(
-        paths, label_sets, lambda recs, ls: analysis.output_label_counts(recs, ls.none_label), kinds=())
+        paths, label_sets, lambda recs, ls: analysis.output_label_counts(recs, ls.none_label))
     if counts.empty:
         return pd.DataFrame(columns=["dataset", "model", "regime", "id", "slope"])
     return icl_slopes(counts)

@@ -21,11 +21,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .artifacts.generations import write_generation_records
 from .artifacts.hidden import write_hidden
 from .artifacts.labels import read_label_set
-from .errors import DataError
+from .artifacts.splits import SUBSET_SPLIT, demo_pool, read_split, read_subsets, select_records
 from .extraction import ExtractionSettings, extract
-from .io import iter_jsonl, read_json, write_jsonl
 from .prompts import (
     NONE_LABEL,
     PAIRWISE_ANSWERS,
@@ -46,8 +46,6 @@ from .scoring import choice_probabilities
 log = logging.getLogger(__name__)
 
 PROMPTING_MODES = ("baseline", "icl_sweep", "unary", "pairwise")
-# The split each evaluation subset's ids come from (docs/formats.md, subsets.json).
-SUBSET_SPLIT = {"main": "test", "multi": "test", "dev": "dev", "train": "train"}
 
 
 # ---- data -----------------------------------------------------------------------------------------------
@@ -62,41 +60,17 @@ class TaskData:
     pool: dict[str, tuple[str, list[str]]]
 
 
-def read_examples(path: str | os.PathLike, label_set: Sequence[str]) -> list[dict]:
-    """Return the records of a split file, checked for id (string), text (string) and labels (a list
-    drawn from the label set); DataError names file, line and field."""
-    known = set(label_set)
-    records = []
-    for lineno, rec in iter_jsonl(path):
-        for field, kind in (("id", str), ("text", str), ("labels", list)):
-            if field not in rec:
-                raise DataError(path, "missing field", line=lineno, field=field)
-            if not isinstance(rec[field], kind):
-                raise DataError(path, f"must be a {kind.__name__}", line=lineno, field=field)
-        unknown = [l for l in rec["labels"] if l not in known]
-        if unknown:
-            raise DataError(path, f"labels {unknown} are not in labels.json", line=lineno, field="labels")
-        records.append({"id": rec["id"], "text": rec["text"], "labels": list(rec["labels"])})
-    return records
-
-
 def load_task_data(data_files: Mapping[str, str], subset: str) -> TaskData:
     """Read labels.json, subsets.json, the subset's split and the train split (paths by data stage key:
     train, dev, test, labels, subsets)."""
-    label_set = read_label_set(data_files["labels"]).labels
-    subsets = read_json(data_files["subsets"])
-    if not isinstance(subsets, dict) or not isinstance(subsets.get(subset), list):
-        raise DataError(data_files["subsets"], f"expected a list of ids for subset {subset!r}", field=subset)
+    label_set = read_label_set(data_files["labels"])
+    subsets = read_subsets(data_files["subsets"], required=(subset,))
     split = SUBSET_SPLIT[subset]
-    train = read_examples(data_files["train"], label_set)
-    split_records = train if split == "train" else read_examples(data_files[split], label_set)
-    by_id = {r["id"]: r for r in split_records}
-    missing = [i for i in subsets[subset] if i not in by_id]
-    if missing:
-        raise DataError(data_files["subsets"], f"ids not in the {split} split: {missing[:5]}", field=subset)
-    excluded = set(subsets.get("train", []))
-    pool = {r["id"]: (r["text"], r["labels"]) for r in train if r["id"] not in excluded}
-    return TaskData(label_set=label_set, examples=[by_id[i] for i in subsets[subset]], pool=pool)
+    train = read_split(data_files["train"], label_set)
+    split_records = train if split == "train" else read_split(data_files[split], label_set)
+    examples = select_records(split_records, subsets[subset], data_files["subsets"], subset)
+    pool = {r["id"]: (r["text"], r["labels"]) for r in demo_pool(train, subsets)}
+    return TaskData(label_set=label_set.labels, examples=examples, pool=pool)
 
 
 def choose_demos(data: TaskData, spec: PromptSpec, rng: random.Random) -> list[str]:
@@ -294,7 +268,7 @@ def run_prompting(model: Any, tokenizer: Any, data: TaskData, prompting: str, sp
 def write_generation(output: GenerationOutput, path: str | os.PathLike,
                      hidden_path: str | os.PathLike | None = None) -> None:
     """Write the records (JSONL) and, when a path is given, the hidden states, atomically."""
-    write_jsonl(path, output.records)
+    write_generation_records(path, output.records)
     if hidden_path is not None:
         if output.hidden is None:
             raise ValueError("a hidden-state file was asked for but this mode produces none")

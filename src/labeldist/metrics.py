@@ -32,8 +32,9 @@ from sklearn.metrics import (
 
 from .errors import DataError
 from .artifacts.estimates import estimates_matrix, read_estimate_table, select_estimates
+from .artifacts.generations import Generation, read_generations
 from .artifacts.labels import LabelSet, read_label_set
-from .io import iter_jsonl, read_json
+from .artifacts.splits import gold_matrix, p_ref_matrix, read_split, read_subsets
 
 EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before taking logs
 BOOTSTRAP_SEED = 0  # fixed: every run resamples the same example indices, so seeds and estimators pair up
@@ -68,56 +69,20 @@ class Reference:
 
 
 def read_reference(path: str | Path, label_set: LabelSet, ids: Iterable[str] | None = None) -> Reference:
-    """Return gold labels and p_ref of the examples of a `data/{dataset}/{split}.jsonl` file.
+    """Return gold labels and p_ref of the examples of a `data/{dataset}/{split}.jsonl` file (read by
+    labeldist.artifacts.splits.read_split, which names file, line and field of a malformed record).
 
-    Only the examples in `ids` are kept when given (in file order). A record without p_ref for a
-    label, a share outside [0, 1] or an unknown gold label raises DataError naming file, line and field.
+    Only the examples in `ids` are kept when given (in file order); an id not in the file is a DataError.
     """
-    keep = None if ids is None else set(ids)
-    labels = label_set.labels
-    position = {l: j for j, l in enumerate(labels)}
-    out_ids: list[str] = []
-    p_rows: list[list[float]] = []
-    g_rows: list[list[int]] = []
-    for lineno, rec in iter_jsonl(path):
-        ex_id = rec.get("id")
-        if not isinstance(ex_id, str):
-            raise DataError(path, "missing or non-string id", line=lineno, field="id")
-        if keep is not None and ex_id not in keep:
-            continue
-        p_ref = rec.get("p_ref")
-        if not isinstance(p_ref, dict):
-            raise DataError(path, "missing p_ref object", line=lineno, field="p_ref")
-        row = []
-        for label in labels:
-            value = p_ref.get(label)
-            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-                raise DataError(path, f"expected a share in [0, 1] for label {label!r}, got {value!r}",
-                                line=lineno, field=f"p_ref.{label}")
-            row.append(float(value))
-        gold = [0] * len(labels)
-        chosen = rec.get("labels")
-        if not isinstance(chosen, list):
-            raise DataError(path, "expected a list of gold labels", line=lineno, field="labels")
-        for label in chosen:
-            if label == label_set.none_label:
-                continue
-            if label not in position:
-                raise DataError(path, f"unknown gold label {label!r}", line=lineno, field="labels")
-            gold[position[label]] = 1
-        out_ids.append(ex_id)
-        p_rows.append(row)
-        g_rows.append(gold)
-    if keep is not None:
-        missing = sorted(keep - set(out_ids))
+    records = read_split(path, label_set)
+    if ids is not None:
+        keep = set(ids)
+        records = [r for r in records if r["id"] in keep]
+        missing = sorted(keep - {r["id"] for r in records})
         if missing:
             raise DataError(path, f"{len(missing)} requested id(s) not found, e.g. {missing[:3]}", field="id")
-    n_labels = len(labels)
-    return Reference(
-        out_ids,
-        np.asarray(p_rows, dtype=float).reshape(-1, n_labels),
-        np.asarray(g_rows, dtype=int).reshape(-1, n_labels),
-    )
+    return Reference([r["id"] for r in records], p_ref_matrix(records, label_set.labels),
+                     gold_matrix(records, label_set.labels))
 
 
 # ---- metrics ------------------------------------------------------------------------------------
@@ -305,7 +270,7 @@ def bootstrap_metrics(q: np.ndarray, ref: Reference, threshold: float, tuned: fl
 
 
 # ---- generation counts --------------------------------------------------------------------------
-def generation_counts(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+def generation_counts(records: Iterable[Generation]) -> dict[str, int]:
     """Return how many outputs had no label, unknown labels, repeated labels or hit max_new_tokens.
 
     `unknown` and `repeated` count outputs (not strings); nothing is dropped, only counted.
@@ -313,16 +278,11 @@ def generation_counts(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     counts = dict.fromkeys(GENERATION_COUNTS, 0)
     for rec in records:
         counts["n_outputs"] += 1
-        counts["no_label"] += int(bool(rec.get("no_label")))
-        counts["unknown"] += int(bool(rec.get("unknown")))
-        counts["repeated"] += int(bool(rec.get("repeated")))
-        counts["hit_max_tokens"] += int(bool(rec.get("hit_max_tokens")))
+        counts["no_label"] += int(rec.no_label)
+        counts["unknown"] += int(bool(rec.unknown))
+        counts["repeated"] += int(bool(rec.repeated))
+        counts["hit_max_tokens"] += int(rec.hit_max_tokens)
     return counts
-
-
-def read_generation_counts(path: str | Path) -> dict[str, int]:
-    """Return generation_counts of a generation JSONL file."""
-    return generation_counts(rec for _, rec in iter_jsonl(path))
 
 
 # ---- one run --------------------------------------------------------------------------------------
@@ -344,9 +304,7 @@ def run_metrics(*, estimates: str | Path, seed: int, test_data: str | Path,
     `meta`: dataset, model, regime, estimator and seed, copied into the result.
     """
     label_set = read_label_set(labels)
-    main_ids = read_json(subsets).get("main")
-    if not isinstance(main_ids, list):
-        raise DataError(subsets, "expected a list of ids", field="main")
+    main_ids = read_subsets(subsets, required=("main",))["main"]
     table = read_estimate_table(estimates)  # main and dev of every seed: read once
     ids, q = select_estimates(table, label_set.labels, "main", seed, source=estimates)
     extra = sorted(set(ids) - set(main_ids))
@@ -374,7 +332,8 @@ def run_metrics(*, estimates: str | Path, seed: int, test_data: str | Path,
         "alignment": {k: _json_float(values[k]) for k in ALIGNMENT_METRICS},
         "classification": {k: _json_float(values[k]) for k in CLASSIFICATION_METRICS},
         "reliability": reliability_bins(q, ref.gold, ece_bins),
-        "generation": None if generation is None else read_generation_counts(generation),
+        "generation": None if generation is None else generation_counts(
+            read_generations(generation, label_set.labels, label_set.none_label)),
         "bootstrap": {
             "n": int(n_bootstrap), "seed": BOOTSTRAP_SEED,
             "values": {k: [_json_float(v) for v in vs] for k, vs in boot.items()},

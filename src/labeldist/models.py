@@ -22,9 +22,10 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .artifacts.labels import read_label_set
+from .artifacts.splits import read_split
 from .errors import DataError, LabeldistError
 from .gguf_source import convert_gguf
-from .io import atomic_dir, atomic_path, read_json, read_jsonl, write_json
+from .io import atomic_dir, atomic_path, read_json, write_json
 from .prompts import (
     PromptSpec,
     build_prompt,
@@ -221,28 +222,6 @@ def write_model_ref(folder: str | os.PathLike, model_cfg: Mapping[str, Any], bas
 
 
 # ---- the built-in tiny model: pretraining corpus -----------------------------------------------------
-def _read_train_records(path: str | os.PathLike, label_set: Sequence[str]) -> list[dict]:
-    """The train records, checked for the fields the corpus needs (DataError names file, line, field)."""
-    known = set(label_set)
-    records = []
-    for lineno, rec in enumerate(read_jsonl(path), start=1):
-        for field in ("id", "text", "labels"):
-            if field not in rec:
-                raise DataError(path, "missing field", line=lineno, field=field)
-        if not isinstance(rec["text"], str):
-            raise DataError(path, "must be a string", line=lineno, field="text")
-        sets = [rec["labels"]] + list(rec.get("annotations") or [])
-        for labels in sets:
-            if not isinstance(labels, list) or any(lab not in known for lab in labels):
-                field = "labels" if labels is rec["labels"] else "annotations"
-                raise DataError(path, f"labels must be a list drawn from {sorted(known)}: {labels!r}",
-                                line=lineno, field=field)
-        records.append(rec)
-    if not records:
-        raise DataError(path, "no training records")
-    return records
-
-
 def annotator_labels(record: Mapping[str, Any], rng: random.Random) -> list[str]:
     """One randomly chosen annotator's label set for a record; the gold set when it has no annotations."""
     annotations = record.get("annotations")
@@ -484,8 +463,9 @@ def build_builtin_model(
     (`build_pretrain_corpus`, a CHOICE_FRACTION of it unary/pairwise prompts), with its tokenizer
     (trained on the same corpus) and the loss log."""
     start = time.perf_counter()
-    label_set = read_label_set(labels_path).labels
-    records = _read_train_records(train_path, label_set)
+    labels_file = read_label_set(labels_path)
+    label_set = labels_file.labels
+    records = read_split(train_path, labels_file)
     spec = PromptSpec.from_config(prompt_cfg)
     seed = int(builtin_cfg["seed"])
     n_docs = int(builtin_cfg["steps"]) * int(builtin_cfg["batch_size"])

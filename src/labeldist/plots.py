@@ -11,7 +11,6 @@ and draws it; `save_figure` writes PNG and PDF atomically.
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -27,6 +26,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from . import analysis  # noqa: E402
 from .artifacts.estimates import read_layer_estimates  # noqa: E402
+from .artifacts import paths  # noqa: E402
+from .artifacts.generations import read_generations  # noqa: E402
 from .artifacts.labels import LabelSet, read_label_set  # noqa: E402
 from .artifacts.metrics import read_metric_files  # noqa: E402
 from .errors import DataError  # noqa: E402
@@ -78,7 +79,7 @@ def _footnote(fig: Figure, lines: Sequence[str]) -> None:
 
 def _missing_runs(paths: Sequence[str], frame: pd.DataFrame, what: str) -> list[str]:
     """Notes for the dataset x model x regime runs among `paths` (generation files) with no row in `frame`."""
-    runs = list(dict.fromkeys(tuple(analysis.parse_generation_path(p)[k] for k in ("dataset", "model", "regime"))
+    runs = list(dict.fromkeys(tuple(paths.parse_generation_path(p)[k] for k in ("dataset", "model", "regime"))
                               for p in paths))
     present = set() if frame.empty else set(map(tuple, frame[["dataset", "model", "regime"]].drop_duplicates().values))
     return [f"{d} · {m} · {r}: {what}" for d, m, r in runs if (d, m, r) not in present]
@@ -450,20 +451,6 @@ def _figure_findings(inputs, params):
 
 
 # ---- reading inputs and drawing a named figure ------------------------------------------------------
-LAYERS_PATH = re.compile(r"estimates/(?P<dataset>[^/]+)/(?P<model>[^/]+)/(?P<regime>[^/]+)/linear_probe\.layers\.csv$")
-MODEL_PATH = re.compile(r"models/(?P<dataset>[^/]+)/(?P<model>[^/]+)/(?P<regime>[^/]+)/?$")
-
-
-def _match(pattern: re.Pattern, path: str | Path, what: str) -> dict[str, Any]:
-    m = pattern.search(Path(path).as_posix())
-    if m is None:
-        raise DataError(path, f"not a {what} path")
-    meta = m.groupdict()
-    if "seed" in meta:
-        meta["seed"] = int(meta["seed"])
-    return meta
-
-
 def _as_list(value: Any) -> list[str]:
     if value is None:
         return []
@@ -486,7 +473,7 @@ def _step_frame(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> pd.Data
     kind = params.get("kind", "first_token")
     return analysis.load_generation_frames(
         _as_list(inputs["generations"]), label_sets,
-        lambda recs, ls: analysis.step_table(recs, ls, kind), kinds=(kind,))
+        lambda recs, ls: analysis.step_table(recs, ls, kind))
 
 
 NO_STEPS = "no label step in any output (every output had no label)"
@@ -513,7 +500,7 @@ def _figure_first_step_spikiness(inputs, params):
     kind = params.get("kind", "first_token")
     ranks = analysis.load_generation_frames(
         _as_list(inputs["generations"]), label_sets,
-        lambda recs, ls: analysis.first_step_ranks(recs, ls, kind), kinds=(kind,))
+        lambda recs, ls: analysis.first_step_ranks(recs, ls, kind))
     fig = plot_first_step_spikiness(ranks, params.get("regimes", REGIMES))
     _footnote(fig, _missing_runs(_as_list(inputs["generations"]), ranks, NO_STEPS))
     return fig
@@ -521,12 +508,12 @@ def _figure_first_step_spikiness(inputs, params):
 
 def _figure_label_order_accuracy(inputs, params):
     label_sets = read_label_sets(_as_list(inputs["labels"]))
-    gold = {d: analysis.read_gold_sets(p) for d, p in _by_dataset(_as_list(inputs["test"])).items()}
+    gold = {d: analysis.read_gold_sets(p, label_sets[d]) for d, p in _by_dataset(_as_list(inputs["test"])).items()}
     frames = []
     for path in _as_list(inputs["generations"]):
-        meta = analysis.parse_generation_path(path)
+        meta = paths.parse_generation_path(path)
         ls = label_sets[meta["dataset"]]
-        recs = analysis.read_generation(path, ls, kinds=())
+        recs = read_generations(path, ls.labels, ls.none_label)
         frames.append(analysis.label_order_rows(recs, gold[meta["dataset"]], ls.none_label,
                                                 source=str(path)).assign(**meta))
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -540,7 +527,7 @@ def _figure_icl_sweep(inputs, params):
     label_sets = read_label_sets(_as_list(inputs["labels"]))
     counts = analysis.load_generation_frames(
         _as_list(inputs["generations"]), label_sets,
-        lambda recs, ls: analysis.output_label_counts(recs, ls.none_label), kinds=())
+        lambda recs, ls: analysis.output_label_counts(recs, ls.none_label))
     if counts["ratio"].isna().any():
         raise DataError("icl_sweep generations", "records without a sweep ratio", field="ratio")
     return plot_icl_sweep(counts, params.get("regimes", REGIMES))
@@ -571,7 +558,8 @@ def _figure_probe_layers(inputs, params):
     refs: dict[str, Any] = {}
     frames = []
     for path in _as_list(inputs["layers"]):
-        meta = _match(LAYERS_PATH, path, "probe layers estimate")
+        meta = paths.parse(paths.ESTIMATE, path, "probe layers estimate", estimator="linear_probe",
+                           suffix=".layers.csv")
         ls = label_sets[meta["dataset"]]
         if meta["dataset"] not in refs:
             refs[meta["dataset"]] = read_reference(tests[meta["dataset"]], ls)
@@ -586,7 +574,7 @@ def _figure_probe_layers(inputs, params):
 def _figure_training_curves(inputs, params):
     frames = []
     for folder in _as_list(inputs["models"]):
-        meta = _match(MODEL_PATH, folder, "finetuned model folder")
+        meta = paths.parse(paths.TUNED_MODEL, folder, "finetuned model folder")
         frames.append(analysis.read_training_log(Path(folder) / "training_log.csv").assign(**meta))
     return plot_training_curves(pd.concat(frames, ignore_index=True), params.get("regimes", REGIMES))
 

@@ -28,63 +28,15 @@ from tqdm import tqdm
 from .config import NONE_LABEL
 from .errors import DataError
 from .artifacts.estimates import estimate_frame, write_estimates, write_layer_estimates, write_own_labels
+from .artifacts.generations import read_generations
 from .artifacts.hidden import HiddenStates, read_hidden_states
 from .artifacts.labels import read_label_set
-from .io import iter_jsonl
+from .artifacts.splits import read_split
 
 log = logging.getLogger("labeldist.probes")
 
 OWN_LABEL_VARIANTS = ("all", "non_first")
 Probe = Pipeline | DummyClassifier
-
-
-def read_gold_labels(path: str | os.PathLike, labels: Sequence[str]) -> dict[str, list[str]]:
-    """Return {id: aggregate gold labels} of a data split (`{split}.jsonl`), checking every label is known."""
-    known = set(labels)
-    gold: dict[str, list[str]] = {}
-    for line, rec in iter_jsonl(path):
-        rid, labs = rec.get("id"), rec.get("labels")
-        if not isinstance(rid, str):
-            raise DataError(path, "missing or non-string id", line=line, field="id")
-        if not isinstance(labs, list):
-            raise DataError(path, "expected a list of labels", line=line, field="labels")
-        unknown = [l for l in labs if l not in known]
-        if unknown:
-            raise DataError(path, f"labels not in labels.json: {unknown}", line=line, field="labels")
-        gold[rid] = list(labs)
-    return gold
-
-
-def emitted_labels(record: Mapping, labels: Sequence[str]) -> list[str]:
-    """Return the labels of the label set a generation record emitted, in emission order, each once.
-
-    The order comes from the record's `steps` (sorted by `position`) when present, else from `labels`;
-    `none`, unknown strings and repeats are dropped.
-    """
-    known = set(labels)
-    steps = record.get("steps")
-    if isinstance(steps, list) and steps:
-        ordered = [s.get("label") for s in sorted(steps, key=lambda s: s.get("position", 0))]
-    else:
-        ordered = list(record.get("labels") or [])
-    out: list[str] = []
-    for lab in ordered:
-        if lab in known and lab not in out:
-            out.append(lab)
-    return out
-
-
-def read_emitted_labels(path: str | os.PathLike, labels: Sequence[str]) -> dict[str, list[str]]:
-    """Return {id: emitted labels in order} of a baseline generation file (see `emitted_labels`)."""
-    out: dict[str, list[str]] = {}
-    for line, rec in iter_jsonl(path):
-        rid = rec.get("id")
-        if not isinstance(rid, str):
-            raise DataError(path, "missing or non-string id", line=line, field="id")
-        if not isinstance(rec.get("labels"), list):
-            raise DataError(path, "expected a list of labels", line=line, field="labels")
-        out[rid] = emitted_labels(rec, labels)
-    return out
 
 
 def align(ids: Sequence[str], table: Mapping[str, list[str]], source: str | os.PathLike,
@@ -277,15 +229,17 @@ def probe_seed(hidden: Mapping[str, str | os.PathLike], generations: Mapping[str
                max_svd_dim: int, seed: int) -> dict:
     """Return the probes of one seed: {"estimates": {main, dev: id/label/q frame}, "layers": {main, dev:
     layer/id/label/q frame}, "own_labels": own-label scores, "summary": mean F1 per variant}."""
-    labels = read_label_set(labels_json).labels
-    columns = labels + [NONE_LABEL]
+    label_set = read_label_set(labels_json)
+    labels = label_set.labels
+    columns = label_set.with_none
     states = {name: read_hidden_states(path) for name, path in hidden.items()}
     train = states["train"]
     for name, hs in states.items():
         if hs.hidden.shape[1:] != train.hidden.shape[1:]:
             raise DataError(hidden[name], f"hidden shape {list(hs.hidden.shape[1:])} differs from the train "
                             f"subset's {list(train.hidden.shape[1:])}", field="hidden")
-    gold = align(train.ids, read_gold_labels(train_data, labels), train_data, f"hidden states {hidden['train']}")
+    gold_sets = {r["id"]: r["labels"] for r in read_split(train_data, label_set)}
+    gold = align(train.ids, gold_sets, train_data, f"hidden states {hidden['train']}")
     train_y = multi_hot(gold, columns)
     last = train.n_layers - 1
     log.info("seed %d, train subset: %d examples, %d layer slots, width %d; gold positives per label %s", seed,
@@ -298,11 +252,11 @@ def probe_seed(hidden: Mapping[str, str | os.PathLike], generations: Mapping[str
     chosen = resolve_layers(layers, train.n_layers)
     layer_frames = layer_probe_frames(train.hidden, train_y, evals, columns, chosen, max_svd_dim, seed)
 
-    train_emitted = align(train.ids, read_emitted_labels(generations["train"], labels), generations["train"],
-                          f"hidden states {hidden['train']}")
+    emitted = {name: {g.id: list(g.labels) for g in read_generations(generations[name], labels, label_set.none_label)}
+               for name in ("train", "main")}  # the labels each output says, in order (docs/formats.md)
+    train_emitted = align(train.ids, emitted["train"], generations["train"], f"hidden states {hidden['train']}")
     main = states["main"]
-    main_emitted = align(main.ids, read_emitted_labels(generations["main"], labels), generations["main"],
-                         f"hidden states {hidden['main']}")
+    main_emitted = align(main.ids, emitted["main"], generations["main"], f"hidden states {hidden['main']}")
     scores = own_label_scores(train.hidden[:, last, :], train_emitted, main.hidden[:, last, :], main_emitted,
                               labels, max_svd_dim, seed)
     summary = {f"own_{v}_mean_f1": float(scores.loc[scores.variant == v, "f1"].mean()) for v in OWN_LABEL_VARIANTS}

@@ -14,6 +14,7 @@ from labeldist.config import (
     pretrain_prompt,
     validate_config,
 )
+from labeldist.artifacts import paths
 from labeldist.batched import prompting_groups, rule_suffix, run_estimators
 from labeldist.errors import ConfigError
 
@@ -81,14 +82,19 @@ def base_model_mem_mb(model):
 
 
 def base_model_dir(model):
-    return f"{R}/models/{model}/base"
+    return paths.build(paths.BASE_MODEL, R, model=model)
+
+
+def demux_model_dir(dataset, seed):
+    """The folder Demux saves one seed's model in."""
+    return paths.build(paths.DEMUX_MODEL, R, dataset=dataset, model=ENCODER, seed=seed)
 
 
 def model_dir(dataset, model, regime):
     """The save_pretrained folder a (dataset, model, regime) generation loads."""
     if regime == "base":
         return base_model_dir(model)
-    return f"{R}/models/{dataset}/{model}/{regime}"
+    return paths.build(paths.TUNED_MODEL, R, dataset=dataset, model=model, regime=regime)
 
 
 def get_model_dir(wildcards):
@@ -129,12 +135,8 @@ def get_pretrain_inputs(wildcards):
 # ---- data ---------------------------------------------------------------------------------------
 def data_files(dataset):
     """The data stage's outputs for one dataset."""
-    d = f"{R}/data/{dataset}"
-    return {
-        **{split: f"{d}/{split}.jsonl" for split in SPLITS},
-        "labels": f"{d}/labels.json",
-        "subsets": f"{d}/subsets.json",
-    }
+    names = {**{split: f"{split}.jsonl" for split in SPLITS}, "labels": "labels.json", "subsets": "subsets.json"}
+    return {key: paths.build(paths.DATA, R, dataset=dataset, name=name) for key, name in names.items()}
 
 
 def get_dataset_inputs(wildcards):
@@ -177,11 +179,13 @@ def generation_subsets(prompting):
 
 
 def generation_file(dataset, model, regime, prompting, subset, seed):
-    return f"{R}/generations/{dataset}/{model}/{regime}/{prompting}/{subset}/seed{seed}.jsonl"
+    return paths.build(
+        paths.GENERATION, R, dataset=dataset, model=model, regime=regime, prompting=prompting, subset=subset, seed=seed
+    )
 
 
 def hidden_file(dataset, model, regime, subset, seed):
-    return f"{R}/generations/{dataset}/{model}/{regime}/baseline/{subset}/seed{seed}.hidden.safetensors"
+    return paths.build(paths.HIDDEN, R, dataset=dataset, model=model, regime=regime, subset=subset, seed=seed)
 
 
 def generation_files(prompting=None, subset=None, seed=None):
@@ -240,12 +244,14 @@ def estimate_combos():
 def estimate_file(dataset, model, regime, estimator, suffix=".parquet"):
     """The estimate file of one estimator of a run (every seed and subset), or with `suffix` a file the
     probe stage writes beside it (labeldist.artifacts.estimates)."""
-    return f"{R}/estimates/{dataset}/{model}/{regime}/{estimator}{suffix}"
+    return paths.build(
+        paths.ESTIMATE, R, dataset=dataset, model=model, regime=regime, estimator=estimator, suffix=suffix
+    )
 
 
 def metric_file(dataset, model, regime):
     """The metrics file of one (dataset, model, regime): every estimator x seed of the run."""
-    return f"{R}/metrics/{dataset}/{model}/{regime}.json"
+    return paths.build(paths.METRICS, R, dataset=dataset, model=model, regime=regime)
 
 
 def metric_files():

@@ -10,7 +10,7 @@ rule demux:
     input:
         **data_files("{dataset}"),
     output:
-        **{f"model__{seed}": directory(f"{R}/models/{{dataset}}/{ENCODER}/demux/seed{seed}") for seed in SEEDS},
+        **{f"model__{seed}": directory(demux_model_dir("{dataset}", seed)) for seed in SEEDS},
         estimates=estimate_file("{dataset}", ENCODER, "base", "demux"),
     log:
         f"{R}/logs/demux/{{dataset}}.log",

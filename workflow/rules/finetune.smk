@@ -15,7 +15,7 @@ rule sft:
         unpack(data_inputs("train", "labels", "subsets")),
         base=get_base_model_dir,
     output:
-        directory(f"{R}/models/{{dataset}}/{{model}}/sft"),
+        directory(model_dir("{dataset}", "{model}", "sft")),
     log:
         f"{R}/logs/finetune/{{dataset}}/{{model}}/sft.log",
     benchmark:
@@ -42,7 +42,7 @@ rule rl:
         unpack(data_inputs("train", "labels", "subsets")),
         start=get_rl_start,
     output:
-        directory(f"{R}/models/{{dataset}}/{{model}}/rl"),
+        directory(model_dir("{dataset}", "{model}", "rl")),
     log:
         f"{R}/logs/finetune/{{dataset}}/{{model}}/rl.log",
     benchmark:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..artifacts.labels import write_label_set
+from ..artifacts.splits import write_split, write_subsets
 from ..errors import ConfigError, DataError
-from ..io import write_json, write_jsonl
 from .generic import EXTENSIONS, load_generic
 from .goemotions import TSV_SPLITS, is_hub_id, load_goemotions, load_goemotions_raters
 from .hatexplain import load_hatexplain
@@ -116,9 +116,9 @@ def write_prepared(data: LabelledData, subsets: Mapping[str, list[str]], outputs
     """Write {split}.jsonl, labels.json and subsets.json to the paths in `outputs` (keys train, dev,
     test, labels, subsets), each atomically."""
     for split in SPLITS:
-        write_jsonl(outputs[split], (ex.to_record() for ex in data.splits[split]))
+        write_split(outputs[split], (ex.to_record() for ex in data.splits[split]))
     write_label_set(outputs["labels"], data.labels_json())
-    write_json(outputs["subsets"], dict(subsets))
+    write_subsets(outputs["subsets"], subsets)
 
 
 def prepare_data(name: str, cfg: Mapping[str, Any], outputs: Mapping[str, str]) -> LabelledData:

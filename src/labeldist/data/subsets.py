@@ -17,9 +17,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..artifacts.splits import SUBSET_NAMES
 from .records import Example, LabelledData
-
-SUBSET_NAMES = ("main", "multi", "dev", "train")
 DEFAULT_SIZES = {"main_size": 200, "multi_size": 200, "dev_size": 200, "train_size": 1000}
 
 
