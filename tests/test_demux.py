@@ -180,9 +180,12 @@ def test_hub_encoder_is_loaded_with_auto_classes(monkeypatch):
 
 # ---- the rule's function on files -------------------------------------------------------------
 def _write_split(path, prefix, texts, y):
-    path.write_text("".join(json.dumps({"id": f"{prefix}-{i}", "text": t,
-                                        "labels": [LABELS[j] for j in np.flatnonzero(row)]}) + "\n"
-                            for i, (t, row) in enumerate(zip(texts, y))))
+    records = []
+    for i, (t, row) in enumerate(zip(texts, y)):
+        labels = [LABELS[j] for j in np.flatnonzero(row)]
+        p_ref = {l: float(l in labels) for l in LABELS} | {"none": float(not labels)}
+        records.append({"id": f"{prefix}-{i}", "text": t, "labels": labels, "annotations": None, "p_ref": p_ref})
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def test_run_demux_writes_estimates_and_a_reloadable_model(tmp_path):
