@@ -236,7 +236,7 @@ def test_rl_batch_must_hold_whole_generation_groups():
 
 
 def test_training_log_frame_keeps_steps_and_orders_columns():
-    from labeldist.finetune import training_log_frame
+    from labeldist.hf import training_log_frame
 
     history = [
         {"loss": 2.0, "learning_rate": 1e-3, "step": 1, "epoch": 0.1, "zeta": 3, "note": "x"},
@@ -273,7 +273,8 @@ def test_rl_raises_the_reward(toy, sft_folder):
     import pandas as pd
     from transformers import AutoModelForCausalLM
 
-    from labeldist.finetune import LoraSettings, RLSettings, train_rl
+    from labeldist.finetune import RLSettings, train_rl
+    from labeldist.hf import LoraSettings
 
     out = toy["root"] / "rl"
     settings = RLSettings(start_from="sft", max_steps=28, num_generations=8, batch_size=16, beta=0.0, lr=2e-3,
@@ -305,7 +306,8 @@ def _raise_at(step: int):
 
 
 def test_interrupted_training_leaves_no_output_folder(toy):
-    from labeldist.finetune import LoraSettings, RLSettings, SFTSettings, train_rl, train_sft
+    from labeldist.finetune import RLSettings, SFTSettings, train_rl, train_sft
+    from labeldist.hf import LoraSettings
 
     root = toy["root"] / "interrupted"
     root.mkdir()
@@ -345,7 +347,7 @@ def test_sft_and_rl_from_stage_files(toy, tmp_path):
 
 # ---- study scale: 4-bit loading and where adapters are merged -----------------------------------
 def test_quantization_plan_needs_request_cuda_and_bitsandbytes():
-    from labeldist.finetune import can_load_4bit, quantization_plan
+    from labeldist.hf import can_load_4bit, quantization_plan
 
     assert quantization_plan(True, cuda_available=True, bnb_available=True) is True
     for requested, cuda, bnb in [(False, True, True), (True, False, True), (True, True, False), (True, False, False)]:
@@ -375,7 +377,7 @@ def test_qlora_settings_and_seq_cls_head_stays_unquantized():
     from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForSequenceClassification
     from transformers.quantizers.base import get_keys_to_not_convert
 
-    from labeldist.finetune import bnb_4bit_settings
+    from labeldist.hf import bnb_4bit_settings
     from labeldist.seq_cls import seq_cls_load_kwargs
 
     cfg = BitsAndBytesConfig(**bnb_4bit_settings())
@@ -484,7 +486,8 @@ def test_sft_and_rl_follow_the_cpu_merge_plan(toy, tmp_path, monkeypatch):
     import torch
 
     from labeldist import finetune
-    from labeldist.finetune import MERGE_NONE, MERGE_ON_CPU, LoraSettings, RLSettings, SFTSettings
+    from labeldist.finetune import MERGE_NONE, MERGE_ON_CPU, RLSettings, SFTSettings
+    from labeldist.hf import LoraSettings
 
     sft = SFTSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, lr=1e-2, max_steps=3, batch_size=4, seed=0)
     rl = RLSettings(max_steps=2, num_generations=2, batch_size=4, max_completion_length=4, lr=1e-2, seed=0)
