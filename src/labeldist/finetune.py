@@ -31,7 +31,7 @@ import random
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -82,16 +82,18 @@ MERGE_ON_CPU = "cpu"  # 4-bit LoRA: save the adapter, merge it into an unquantiz
 # ---- settings -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SFTSettings(FromConfig):
-    """Config `finetune.sft`."""
+    """Config `finetune.sft` (defaults: the config schema)."""
 
-    lora_r: int = 64
-    lora_alpha: float = 16
-    lora_dropout: float = 0.1
-    lr: float = 2.0e-4
-    max_steps: int = 500
-    batch_size: int = 8
-    load_in_4bit: bool = False
-    seed: int = 0
+    CONFIG_BLOCK: ClassVar[str] = "finetune.sft"
+
+    lora_r: int
+    lora_alpha: float
+    lora_dropout: float
+    lr: float
+    max_steps: int
+    batch_size: int
+    load_in_4bit: bool
+    seed: int
 
     @property
     def lora(self) -> LoraSettings:
@@ -101,17 +103,19 @@ class SFTSettings(FromConfig):
 
 @dataclass(frozen=True)
 class RLSettings(FromConfig):
-    """Config `finetune.rl`."""
+    """Config `finetune.rl` (defaults: the config schema)."""
 
-    start_from: str = "sft"
-    max_steps: int = 200
-    num_generations: int = 8
-    batch_size: int = 8
-    beta: float = 0.0
-    lr: float = 1.0e-6
-    max_completion_length: int = 32
-    format_reward: float = 0.5
-    seed: int = 0
+    CONFIG_BLOCK: ClassVar[str] = "finetune.rl"
+
+    start_from: str
+    max_steps: int
+    num_generations: int
+    batch_size: int
+    beta: float
+    lr: float
+    max_completion_length: int
+    format_reward: float
+    seed: int
 
     def __post_init__(self) -> None:
         # GRPO scores each prompt's group of completions together, so a batch must hold whole groups.

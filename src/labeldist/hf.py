@@ -32,11 +32,12 @@ LOG_COLUMNS = ("step", "epoch", "loss", "reward", "reward_std", "kl", "learning_
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA hyperparameters (config `finetune.sft` / `finetune.seq_cls`)."""
+    """LoRA hyperparameters: the `lora_*` keys of config `finetune.sft` / `finetune.seq_cls` (defaults:
+    the config schema; the settings' `lora` property builds one)."""
 
-    lora_r: int = 64
-    lora_alpha: float = 16
-    lora_dropout: float = 0.1
+    lora_r: int
+    lora_alpha: float
+    lora_dropout: float
 
 
 # ---- devices ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,15 +43,18 @@ HEAD_NAMES = ("score", "classifier")
 
 @dataclass(frozen=True)
 class SeqClsSettings(FromConfig):
-    """Config `finetune.seq_cls`; `seed` is added to the run's seed wildcard."""
+    """Config `finetune.seq_cls` (defaults: the config schema); `seed` is added to the run's seed wildcard.
+    `max_length` (tokens per text) is not a config key: its default here is the only one."""
 
-    lora_r: int = 64
-    lora_alpha: float = 16
-    lora_dropout: float = 0.1
-    lr: float = 2.0e-4
-    max_steps: int = 500
-    batch_size: int = 8
-    seed: int = 0
+    CONFIG_BLOCK: ClassVar[str] = "finetune.seq_cls"
+
+    lora_r: int
+    lora_alpha: float
+    lora_dropout: float
+    lr: float
+    max_steps: int
+    batch_size: int
+    seed: int
     max_length: int = 256
 
     @property
