@@ -38,6 +38,7 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from labeldist.config import default_block  # noqa: E402
 from labeldist.extraction import ExtractionSettings, build_label_table, extract, greedy_generate  # noqa: E402
 from labeldist.models import (  # noqa: E402
     build_pretrain_corpus,
@@ -137,8 +138,9 @@ def main() -> None:
     demos = [(by_id[i]["text"], by_id[i]["labels"]) for i in demo_ids]
     prompts = [render_prompt(SPEC, LABELS, demos, q["text"], tok) for q in queries]
     table = build_label_table(tok, SPEC, LABELS)
-    base = ExtractionSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                              hidden_layers="all")
+    base = ExtractionSettings.from_config({**default_block("generation"), "max_new_tokens": args.max_new_tokens,
+                                           "batch_size": args.batch_size, "hidden_layers": "all"},
+                                          marginal=False, hidden=True)
     with_marginal = ExtractionSettings(**{**base.__dict__, "marginal": True})
     pad_id = tok.pad_token_id
 

@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from labeldist.data.synthetic import load_synthetic, many_label_names  # noqa: E402
+from labeldist.config import default_block  # noqa: E402
 from labeldist.extraction import ExtractionSettings, build_label_table, extract, greedy_generate  # noqa: E402
 from labeldist.generation import DEFAULT_PAIRWISE_OPPONENTS, pairwise_pairs  # noqa: E402
 from labeldist.models import (  # noqa: E402
@@ -150,8 +151,9 @@ def measure(model, tok, n_labels: int, args) -> dict[str, float]:
     demos = [(by_id[i]["text"], by_id[i]["labels"]) for i in demo_ids]
     prompts = [render_prompt(SPEC, labels, demos, q["text"], tok) for q in queries]
     table = build_label_table(tok, SPEC, labels)
-    settings = ExtractionSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                  hidden_layers="all")
+    settings = ExtractionSettings.from_config({**default_block("generation"), "max_new_tokens": args.max_new_tokens,
+                                               "batch_size": args.batch_size, "hidden_layers": "all"},
+                                              marginal=False, hidden=True)
     rng = random.Random(0)
     u_demos, p_demos = unary_demos(demos, labels, rng), pairwise_demos(demos, labels, rng)
     pairs = pairwise_pairs(labels, DEFAULT_PAIRWISE_OPPONENTS, random.Random("pairwise_pairs:0"))

@@ -39,6 +39,7 @@ import yaml  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from labeldist.config import default_block  # noqa: E402
 from labeldist.extraction import ExtractionSettings, build_label_table, extract, greedy_generate  # noqa: E402
 from labeldist.gguf_source import convert_gguf  # noqa: E402
 from labeldist.models import load_causal_lm  # noqa: E402
@@ -92,7 +93,9 @@ def check_model(name: str, folder: Path, quant: str, n_examples: int, batch_size
     demos = [(by_id[i]["text"], by_id[i]["labels"]) for i in demo_ids]
     prompts = [render_prompt(SPEC, LABELS, demos, q["text"], tok) for q in queries]
     table = build_label_table(tok, SPEC, LABELS)
-    settings = ExtractionSettings(max_new_tokens=24, batch_size=batch_size, hidden_layers="all")
+    settings = ExtractionSettings.from_config({**default_block("generation"), "max_new_tokens": 24,
+                                               "batch_size": batch_size, "hidden_layers": "all"},
+                                              marginal=False, hidden=True)
 
     def plain():
         for lo in range(0, len(prompts), batch_size):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+
+
+def extraction_settings(**overrides: Any):
+    """ExtractionSettings from the schema's `generation` defaults (labeldist.config.default_block) with
+    `overrides` (any field); without marginal or hidden states unless `overrides` asks for them."""
+    from labeldist.config import default_block
+    from labeldist.extraction import ExtractionSettings
+
+    return replace(ExtractionSettings.from_config(default_block("generation"), marginal=False), **overrides)
 
 
 @pytest.fixture(scope="session", autouse=True)

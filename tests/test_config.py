@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from labeldist.config import load_config, validate_config
+from labeldist.config import MINIMAL_CONFIG, default_block, load_config, validate_config
 from labeldist.errors import ConfigError
 
 from .conftest import REPO
@@ -28,17 +28,47 @@ def test_default_config_validates_and_fills_defaults(raw):
 
 
 def test_minimal_config_gets_defaults(tmp_path):
-    minimal = {
-        "datasets": {"syn": {"loader": "synthetic", "prompt": "p"}},
-        "prompts": {"p": {"instruction": "Classify: {labels}."}},
-        "models": {"tiny": {"source": "builtin", "builtin": {"pretrain_dataset": "syn"}}},
-    }
-    cfg = validate_config(minimal, base_dir=tmp_path)
+    cfg = validate_config(MINIMAL_CONFIG, base_dir=tmp_path)
     assert cfg["seeds"] == [0]
     assert cfg["regimes"] == ["base"]
     assert cfg["prompts"]["p"]["k"] == 10
     assert cfg["datasets"]["syn"]["synthetic"]["annotators"] == [3, 5]
     assert cfg["generation"]["max_new_tokens"] == 32
+
+
+def test_default_block_is_a_copy_of_the_validated_minimal_configs_block(tmp_path):
+    cfg = validate_config(MINIMAL_CONFIG, base_dir=tmp_path)
+    assert default_block("finetune.sft") == cfg["finetune"]["sft"]
+    assert default_block("demux") == cfg["demux"] and default_block("findings") == cfg["findings"]
+    default_block("finetune.sft")["lr"] = 0.5  # callers may change their copy
+    assert default_block("finetune.sft")["lr"] == cfg["finetune"]["sft"]["lr"]
+    with pytest.raises(KeyError, match="no config block 'finetune.nope'"):
+        default_block("finetune.nope")
+
+
+@pytest.mark.parametrize("module, name, block", [
+    ("finetune", "SFTSettings", "finetune.sft"),
+    ("finetune", "RLSettings", "finetune.rl"),
+    ("seq_cls", "SeqClsSettings", "finetune.seq_cls"),
+    ("demux", "DemuxSettings", "demux"),
+    ("findings", "Settings", "findings"),
+    ("extraction", "ExtractionSettings", "generation"),
+])
+def test_settings_take_every_config_key_from_the_schema(module, name, block):
+    """Each settings class mirrors its config block: built from the schema's defaults, every field without
+    a default comes from the block, and a block missing one of them is a ConfigError naming it."""
+    import dataclasses
+    import importlib
+
+    cls = getattr(importlib.import_module(f"labeldist.{module}"), name)
+    cfg = default_block(block)
+    settings = cls.from_config(cfg)
+    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+    assert required and all(getattr(settings, k) == cfg[k] for k in required)
+    assert not [k for k in required if k not in cfg], "a field without a default is not a config key"
+    del cfg[required[-1]]
+    with pytest.raises(ConfigError, match=rf"^{block}\.{required[-1]}: missing from the config block"):
+        cls.from_config(cfg)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from sklearn.metrics import f1_score, log_loss
 from transformers import BertTokenizer
 
 import labeldist.demux as demux
+from labeldist.config import default_block
 from labeldist.demux import (
     DemuxModel,
     DemuxSettings,
@@ -30,8 +31,8 @@ from labeldist.demux import (
 LABELS = ["joy", "fear", "anger", "surprise"]
 FILLER = ("the a day was really felt about when we then it my friend said so very this that today there "
           "after work home night morning").split()
-TINY = DemuxSettings(hidden_size=32, num_layers=1, num_heads=2, max_epochs=15, patience=3, lr=3e-3,
-                     batch_size=32, vocab_size=300)
+TINY = DemuxSettings.from_config({**default_block("demux"), "hidden_size": 32, "num_layers": 1, "num_heads": 2,
+                                  "max_epochs": 15, "patience": 3, "lr": 3e-3, "batch_size": 32, "vocab_size": 300})
 
 
 @pytest.fixture(autouse=True)
@@ -172,7 +173,8 @@ def test_hub_encoder_is_loaded_with_auto_classes(monkeypatch):
 
     monkeypatch.setattr(demux.AutoTokenizer, "from_pretrained", fake("tokenizer"))
     monkeypatch.setattr(demux.AutoModel, "from_pretrained", fake("model"))
-    assert build_encoder(DemuxSettings(encoder="bert-base-uncased"), ["a text"], LABELS) == ("tokenizer", "model")
+    assert build_encoder(DemuxSettings.from_config({**default_block("demux"), "encoder": "bert-base-uncased"}),
+                         ["a text"], LABELS) == ("tokenizer", "model")
     assert calls == [("tokenizer", "bert-base-uncased"), ("model", "bert-base-uncased")]
     tok, enc = build_encoder(TINY, ["a text"], LABELS)
     assert tok.is_fast and enc.config.hidden_size == TINY.hidden_size and len(calls) == 2

@@ -10,7 +10,6 @@ import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 from labeldist.extraction import (
-    ExtractionSettings,
     LabelTokenTable,
     TokenText,
     build_label_table,
@@ -20,6 +19,7 @@ from labeldist.extraction import (
 )
 from labeldist.prompts import PromptSpec, build_prompt, parse_labels, render_prompt
 
+from .conftest import extraction_settings
 from .test_scoring import (
     LABELS,
     SPEC,
@@ -199,7 +199,7 @@ def test_steps_and_hidden_equal_full_forward_random_model(fmt):
     spec = PromptSpec(**{**SPEC.__dict__, "label_format": fmt})
     table = build_label_table(tok, spec, LABELS_X)
     prompts = [build_prompt(spec, LABELS_X, [("so sad", ["sadness"])], q) for q in ("the day", "my friend left me")]
-    settings = ExtractionSettings(max_new_tokens=6, batch_size=3, hidden_layers="all")
+    settings = extraction_settings(max_new_tokens=6, batch_size=3, hidden_layers="all")
     results = extract(model, tok, prompts, spec, LABELS_X, settings, progress=False)
     assert any(ex.record["steps"] for ex in results)
     _check_against_full_forward(model, prompts, results, table)
@@ -221,7 +221,7 @@ def test_designed_output_steps_labels_and_conditional(comma_table):
     trans[odd[-1]] = {end[0]: 25.0}
     model = designed_model(trans)
     prompts = prompts_of_different_lengths()
-    settings = ExtractionSettings(max_new_tokens=16, batch_size=2, hidden_layers="all", max_rows=5)
+    settings = extraction_settings(max_new_tokens=16, batch_size=2, hidden_layers="all", max_rows=5)
     results = extract(model, tok, prompts, SPEC, LABELS_X, settings, progress=False)
     for ex in results:
         rec = ex.record
@@ -245,7 +245,7 @@ def test_repeats_and_max_tokens():
     colon = tok(prompts_of_different_lengths()[0])["input_ids"][-1]
     joy, sep = _ids(table, "joy")[0], table.sep[0]
     model = designed_model({colon: {joy: 25.0}, joy: {sep: 25.0}, sep: {joy: 25.0}})
-    settings = ExtractionSettings(max_new_tokens=7, batch_size=3)
+    settings = extraction_settings(max_new_tokens=7, batch_size=3)
     ex = extract(model, tok, prompts_of_different_lengths()[:1], SPEC, LABELS, settings, progress=False)[0]
     rec = ex.record
     assert rec["hit_max_tokens"] and rec["n_tokens"] == 7
@@ -264,7 +264,7 @@ def test_marginal_is_one_for_a_certain_label():
     sep, end = table.sep[0], table.end[0]
     model = designed_model({colon: {joy: 25.0}, joy: {sep: 25.0, end: 25.0}, sep: {fear: 25.0},
                             fear: {end: 25.0}})
-    settings = ExtractionSettings(max_new_tokens=8, batch_size=3, marginal=True)
+    settings = extraction_settings(max_new_tokens=8, batch_size=3, marginal=True)
     results = extract(model, tok, prompts_of_different_lengths(), SPEC, LABELS, settings, progress=False)
     for ex in results:
         marg = ex.record["marginal"]
@@ -277,7 +277,7 @@ def test_marginal_is_one_for_a_certain_label():
 
 def test_marginal_on_random_model_is_a_probability_per_label():
     model, tok = tiny_model(), tiny_tokenizer()
-    settings = ExtractionSettings(max_new_tokens=6, batch_size=3, marginal=True, marginal_max_depth=3)
+    settings = extraction_settings(max_new_tokens=6, batch_size=3, marginal=True, marginal_max_depth=3)
     for ex in extract(model, tok, prompts_of_different_lengths(), SPEC, LABELS, settings, progress=False):
         marg = ex.record["marginal"]
         assert len(marg) == len(LABELS) + 1 and all(0.0 <= m <= 1.0 + 1e-9 for m in marg)
@@ -348,8 +348,8 @@ def test_marginal_equals_search_with_full_forwards(case):
     else:
         model = tiny_model(0.08)
         top_p, min_prob, depth = 0.99, 0.002, 3
-    settings = ExtractionSettings(max_new_tokens=6, batch_size=2, marginal=True, marginal_top_p=top_p,
-                                  marginal_min_prob=min_prob, marginal_max_depth=depth, max_rows=7)
+    settings = extraction_settings(max_new_tokens=6, batch_size=2, marginal=True, marginal_top_p=top_p,
+                                   marginal_min_prob=min_prob, marginal_max_depth=depth, max_rows=7)
     results = extract(model, tok, prompts, spec, labels, settings, progress=False)
     for prompt, ex in zip(prompts, results):
         steps = ex.record["steps"]
@@ -372,7 +372,7 @@ def test_chat_template_prompts():
     assert table.lead == () and table.end == (tok.eos_token_id,)
     assert tok.decode(list(table.first[0])) == "joy"  # no leading space after the header's newline
     prompts = [render_prompt(chat, LABELS_X, [("so sad", ["sadness"])], q, tok) for q in ("the day", "he left")]
-    settings = ExtractionSettings(max_new_tokens=5, batch_size=2, hidden_layers="all", marginal=True)
+    settings = extraction_settings(max_new_tokens=5, batch_size=2, hidden_layers="all", marginal=True)
     results = extract(model, tok, prompts, chat, LABELS_X, settings, add_special_tokens=False, progress=False)
     ids_of = lambda p: tok(p, add_special_tokens=False)["input_ids"]  # noqa: E731
     for prompt, ex in zip(prompts, results):
@@ -396,8 +396,8 @@ def test_steps_hidden_and_marginal_on_a_hybrid_sliding_window_model():
     labels = ["joy", "fear", "zyxwvu", "anger"]
     table = build_label_table(tok, spec, labels)
     prompts = [build_prompt(spec, labels, [("so sad", ["fear"])], q) for q in ("the day", "my friend left me")]
-    settings = ExtractionSettings(max_new_tokens=8, batch_size=2, hidden_layers="all", marginal=True,
-                                  marginal_min_prob=0.002, marginal_max_depth=2)
+    settings = extraction_settings(max_new_tokens=8, batch_size=2, hidden_layers="all", marginal=True,
+                                   marginal_min_prob=0.002, marginal_max_depth=2)
     results = extract(model, tok, prompts, spec, labels, settings, progress=False)
     assert any(ex.record["steps"] for ex in results)
     _check_against_full_forward(model, prompts, results, table)

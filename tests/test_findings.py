@@ -13,13 +13,14 @@ import pytest
 from labeldist.artifacts.generations import parse_generation
 from labeldist import findings as fd
 from labeldist import metrics as mx
+from labeldist.config import default_block
 from labeldist.metrics import LabelSet
 
 LABELS = ["joy", "fear", "anger", "sadness"]
 LS = LabelSet("toy", LABELS)
 NAMES = LS.with_none
 N = 40  # examples per run
-SETTINGS = fd.Settings(bootstrap=400, min_examples=10)
+SETTINGS = fd.Settings.from_config({**default_block("findings"), "bootstrap": 400, "min_examples": 10})
 
 
 # ---- constructing records -------------------------------------------------------------------------

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from labeldist.config import default_block
+from labeldist.hf import LoraSettings
+
 LABELS = ["joy", "fear", "anger", "sadness"]
 CUES = {
     "joy": ["happy", "glad", "smile"],
@@ -29,6 +32,13 @@ def synthetic_records(n: int, seed: int, prefix: str) -> list[dict]:
         rng.shuffle(words)
         out.append({"id": f"{prefix}-{i:04d}", "text": " ".join(words), "labels": gold})
     return out
+
+
+def default_lora() -> LoraSettings:
+    """The LoRA settings of the schema's `finetune.sft` defaults."""
+    from labeldist.finetune import SFTSettings
+
+    return SFTSettings.from_config(default_block("finetune.sft")).lora
 
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
@@ -230,13 +240,28 @@ def test_rl_batch_must_hold_whole_generation_groups():
     from labeldist.errors import ConfigError
     from labeldist.finetune import RLSettings
 
-    assert RLSettings.from_config({"batch_size": 8, "num_generations": 4, "unknown": 1}).batch_size == 8
+    rl = default_block("finetune.rl")
+    assert RLSettings.from_config({**rl, "batch_size": 8, "num_generations": 4, "unknown": 1}).batch_size == 8
     with pytest.raises(ConfigError, match=r"finetune.rl.batch_size \(6\) must be a multiple of .*num_generations \(4"):
-        RLSettings.from_config({"batch_size": 6, "num_generations": 4})
+        RLSettings.from_config({**rl, "batch_size": 6, "num_generations": 4})
+
+
+def test_settings_need_every_config_key():
+    """Defaults live in the config schema only: a block without a key is a ConfigError naming it."""
+    from labeldist.errors import ConfigError
+    from labeldist.finetune import RLSettings, SFTSettings
+
+    sft = default_block("finetune.sft")
+    assert SFTSettings.from_config(sft).lora == LoraSettings(sft["lora_r"], sft["lora_alpha"], sft["lora_dropout"])
+    del sft["lr"]
+    with pytest.raises(ConfigError, match=r"^finetune\.sft\.lr: missing from the config block"):
+        SFTSettings.from_config(sft)
+    with pytest.raises(ConfigError, match=r"^finetune\.rl\.start_from: missing .*\(and max_steps, "):
+        RLSettings.from_config({})
 
 
 def test_training_log_frame_keeps_steps_and_orders_columns():
-    from labeldist.finetune import training_log_frame
+    from labeldist.hf import training_log_frame
 
     history = [
         {"loss": 2.0, "learning_rate": 1e-3, "step": 1, "epoch": 0.1, "zeta": 3, "note": "x"},
@@ -273,13 +298,13 @@ def test_rl_raises_the_reward(toy, sft_folder):
     import pandas as pd
     from transformers import AutoModelForCausalLM
 
-    from labeldist.finetune import LoraSettings, RLSettings, train_rl
+    from labeldist.finetune import RLSettings, train_rl
 
     out = toy["root"] / "rl"
     settings = RLSettings(start_from="sft", max_steps=28, num_generations=8, batch_size=16, beta=0.0, lr=2e-3,
                           max_completion_length=8, format_reward=0.5, seed=0)
     start = time.perf_counter()
-    frame = train_rl(sft_folder[0], out, toy["train_ex"], LABELS, "comma", settings, LoraSettings(), device="cpu")
+    frame = train_rl(sft_folder[0], out, toy["train_ex"], LABELS, "comma", settings, default_lora(), device="cpu")
     seconds = time.perf_counter() - start
     log = pd.read_csv(out / "training_log.csv")
     assert {"step", "reward", "loss", "learning_rate"} <= set(log.columns)
@@ -305,16 +330,18 @@ def _raise_at(step: int):
 
 
 def test_interrupted_training_leaves_no_output_folder(toy):
-    from labeldist.finetune import LoraSettings, RLSettings, SFTSettings, train_rl, train_sft
+    from labeldist.finetune import RLSettings, SFTSettings, train_rl, train_sft
 
     root = toy["root"] / "interrupted"
     root.mkdir()
     with pytest.raises(KeyboardInterrupt):
-        train_sft(toy["base"], root / "sft", toy["train_ex"][:32], SFTSettings(max_steps=20, batch_size=4),
+        train_sft(toy["base"], root / "sft", toy["train_ex"][:32],
+                  SFTSettings.from_config({**default_block("finetune.sft"), "max_steps": 20, "batch_size": 4}),
                   device="cpu", callbacks=[_raise_at(2)])
-    rl = RLSettings(max_steps=20, num_generations=2, batch_size=4, max_completion_length=4)
+    rl = RLSettings.from_config({**default_block("finetune.rl"), "max_steps": 20, "num_generations": 2,
+                                 "batch_size": 4, "max_completion_length": 4})
     with pytest.raises(KeyboardInterrupt):
-        train_rl(toy["base"], root / "rl", toy["train_ex"][:8], LABELS, "comma", rl, LoraSettings(),
+        train_rl(toy["base"], root / "rl", toy["train_ex"][:8], LABELS, "comma", rl, default_lora(),
                  device="cpu", callbacks=[_raise_at(1)])
     assert list(root.iterdir()) == [], "no output folder and no temporary leftovers"
 
@@ -345,7 +372,7 @@ def test_sft_and_rl_from_stage_files(toy, tmp_path):
 
 # ---- study scale: 4-bit loading and where adapters are merged -----------------------------------
 def test_quantization_plan_needs_request_cuda_and_bitsandbytes():
-    from labeldist.finetune import can_load_4bit, quantization_plan
+    from labeldist.hf import can_load_4bit, quantization_plan
 
     assert quantization_plan(True, cuda_available=True, bnb_available=True) is True
     for requested, cuda, bnb in [(False, True, True), (True, False, True), (True, True, False), (True, False, False)]:
@@ -375,7 +402,7 @@ def test_qlora_settings_and_seq_cls_head_stays_unquantized():
     from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForSequenceClassification
     from transformers.quantizers.base import get_keys_to_not_convert
 
-    from labeldist.finetune import bnb_4bit_settings
+    from labeldist.hf import bnb_4bit_settings
     from labeldist.seq_cls import seq_cls_load_kwargs
 
     cfg = BitsAndBytesConfig(**bnb_4bit_settings())
@@ -484,10 +511,12 @@ def test_sft_and_rl_follow_the_cpu_merge_plan(toy, tmp_path, monkeypatch):
     import torch
 
     from labeldist import finetune
-    from labeldist.finetune import MERGE_NONE, MERGE_ON_CPU, LoraSettings, RLSettings, SFTSettings
+    from labeldist.finetune import MERGE_NONE, MERGE_ON_CPU, RLSettings, SFTSettings
 
-    sft = SFTSettings(lora_r=4, lora_alpha=8, lora_dropout=0.0, lr=1e-2, max_steps=3, batch_size=4, seed=0)
-    rl = RLSettings(max_steps=2, num_generations=2, batch_size=4, max_completion_length=4, lr=1e-2, seed=0)
+    sft = SFTSettings.from_config({**default_block("finetune.sft"), "lora_r": 4, "lora_alpha": 8,
+                                   "lora_dropout": 0.0, "lr": 1e-2, "max_steps": 3, "batch_size": 4, "seed": 0})
+    rl = RLSettings.from_config({**default_block("finetune.rl"), "max_steps": 2, "num_generations": 2,
+                                 "batch_size": 4, "max_completion_length": 4, "lr": 1e-2, "seed": 0})
     examples = toy["train_ex"][:16]
 
     def run(tag: str) -> tuple[Path, Path]:

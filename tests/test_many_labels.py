@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from labeldist.config import load_config
+from labeldist.config import default_block, load_config
 from labeldist.data import prepare_data
 from labeldist.data.synthetic import load_synthetic, many_label_names, unseen_labels
 from labeldist.demux import DemuxSettings, input_length, predict_proba, train_demux
@@ -308,7 +308,8 @@ def test_probes_give_unseen_labels_their_training_prevalence_zero():
 def test_demux_scores_unseen_labels_through_their_label_tokens_at_120_labels():
     data = load_synthetic("syn", SYN_CFG)
     train, dev = data.splits["train"], data.splits["dev"]
-    settings = DemuxSettings(hidden_size=32, num_layers=1, num_heads=2, max_epochs=1, patience=1, batch_size=32)
+    settings = DemuxSettings.from_config({**default_block("demux"), "hidden_size": 32, "num_layers": 1,
+                                          "num_heads": 2, "max_epochs": 1, "patience": 1, "batch_size": 32})
     result = train_demux([e.text for e in train], multi_hot([e.labels for e in train], LABELS),
                          [e.text for e in dev], multi_hot([e.labels for e in dev], LABELS), LABELS, settings, seed=0)
     # 120 label names do not fit the default 256 tokens: the inputs and the encoder grow to hold them

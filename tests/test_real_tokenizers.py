@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from labeldist.extraction import (
-    ExtractionSettings,
     TokenText,
     build_label_table,
     extract,
@@ -17,6 +16,8 @@ from labeldist.extraction import (
     summarize_slots,
 )
 from labeldist.prompts import PromptSpec, parse_labels, render_prompt
+
+from .conftest import extraction_settings
 
 # Shared first tokens on purpose: Care / Caring / Care work, Equal / Equality, Loyalty / Loyal.
 LABELS = ["Care", "Caring", "Care work", "Equality", "Equal", "Loyalty", "Loyal", "Purity"]
@@ -138,7 +139,7 @@ def test_real_model_generation_labels_equal_text_parse(real):
     n_prompt = len(tok(prompts[0], add_special_tokens=not chat).input_ids)
     if name == "gemma3":
         assert n_prompt > model.config.sliding_window
-    settings = ExtractionSettings(max_new_tokens=12, batch_size=2, hidden_layers=[0, 1], marginal=False)
+    settings = extraction_settings(max_new_tokens=12, batch_size=2, hidden_layers=[0, 1], marginal=False)
     results = extract(model, tok, prompts, spec, LABELS, settings, add_special_tokens=not chat, progress=False)
     for ex in results:
         rec = ex.record

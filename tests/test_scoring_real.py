@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from labeldist.extraction import ExtractionSettings, build_label_table, extract
+from labeldist.extraction import build_label_table, extract
 from labeldist.prompts import (
     PAIRWISE_ANSWERS,
     UNARY_ANSWERS,
@@ -28,7 +28,7 @@ from labeldist.prompts import (
 )
 from labeldist.scoring import answer_ids, attention_windows, choice_probabilities
 
-from .conftest import REPO
+from .conftest import REPO, extraction_settings
 from .test_extraction import _naive_marginal
 
 LABELS = ["Care", "Equality", "Proportionality", "Loyalty", "Authority", "Purity"]
@@ -128,8 +128,8 @@ def test_smollm2_extraction_and_marginal_equal_full_forwards(smollm2, chat):
     prompts = [render_prompt(spec, LABELS, demos, text, tok) for text, _ in rows[3:5 - chat]]
     table = build_label_table(tok, spec, LABELS, chat=chat)
     depth, min_prob = (3, 0.1) if chat else (2, 0.02)
-    settings = ExtractionSettings(max_new_tokens=16, batch_size=2, hidden_layers="all", marginal=True,
-                                  marginal_min_prob=min_prob, marginal_max_depth=depth)
+    settings = extraction_settings(max_new_tokens=16, batch_size=2, hidden_layers="all", marginal=True,
+                                   marginal_min_prob=min_prob, marginal_max_depth=depth)
     results = extract(model, tok, prompts, spec, LABELS, settings, add_special_tokens=not chat, progress=False)
     for prompt, ex in zip(prompts, results):
         ids = tok(prompt, add_special_tokens=not chat)["input_ids"]
@@ -173,8 +173,8 @@ def test_gemma3_beyond_its_sliding_window(gemma3):
     table = build_label_table(tok, SPEC, LABELS)
     # the list ends with `"]}` + `\n` or `"]}` + `\n\n` (one Gemma token): both are END
     assert [tok.decode(list(e)) for e in table.ends] == ['"]}\n', '"]}\n\n']
-    settings = ExtractionSettings(max_new_tokens=10, batch_size=1, hidden_layers="all", marginal=True,
-                                  marginal_min_prob=0.05, marginal_max_depth=2)
+    settings = extraction_settings(max_new_tokens=10, batch_size=1, hidden_layers="all", marginal=True,
+                                   marginal_min_prob=0.05, marginal_max_depth=2)
     ex = extract(model, tok, [prompt], SPEC, LABELS, settings, progress=False)[0]
     assert ex.record["steps"], ex.record["output_text"]
     step = ex.record["steps"][0]

@@ -7,6 +7,7 @@ Snakemake job starts.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -53,6 +54,14 @@ NONE_LABEL = "none"  # the reserved label name for "no label applies" (the one d
 LOADERS_WITH_PATH = {"goemotions", "goemotions_raters", "mfrc", "mfrc_fractions", "semeval2018_ec",
                      "hatexplain", "generic"}
 LOADERS_WITH_HUB = {"goemotions", "mfrc"}
+
+# The smallest valid config: one synthetic dataset, one prompt, the built-in model. Validated, every block
+# of it holds the schema's defaults (`default_block`).
+MINIMAL_CONFIG: dict[str, Any] = {
+    "datasets": {"syn": {"loader": "synthetic", "prompt": "p"}},
+    "prompts": {"p": {"instruction": "Classify: {labels}."}},
+    "models": {"tiny": {"source": "builtin", "builtin": {"pretrain_dataset": "syn"}}},
+}
 
 
 def _key(path: Any) -> str:
@@ -262,6 +271,25 @@ def pretrain_prompt(config: Mapping[str, Any], model: str) -> dict | None:
     if dataset is None:
         return None
     return dict(config["prompts"][config["datasets"][dataset]["prompt"]])
+
+
+@functools.lru_cache(maxsize=1)
+def _validated_minimal() -> dict:
+    return validate_config(MINIMAL_CONFIG, source="MINIMAL_CONFIG")
+
+
+def default_block(key: str) -> dict:
+    """A fresh copy of the block at dotted `key` (e.g. "finetune.sft", "demux", "generation") of the
+    validated MINIMAL_CONFIG: every key of the block the schema has a default for, at that default (the
+    one place defaults are written, so settings built from it match what the workflow runs with)."""
+    block: Any = _validated_minimal()
+    for part in key.split("."):
+        if not isinstance(block, Mapping) or part not in block:
+            raise KeyError(f"default_block: no config block {key!r}")
+        block = block[part]
+    if not isinstance(block, Mapping):
+        raise KeyError(f"default_block: {key!r} is a value, not a block")
+    return copy.deepcopy(dict(block))
 
 
 def load_config(path: str | Path, base_dir: str | Path = ".") -> dict:

@@ -20,7 +20,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,6 +41,7 @@ from .artifacts.estimates import estimate_frame, write_estimates
 from .artifacts.labels import read_label_set
 from .artifacts.splits import read_split, read_subsets, select_records
 from .probes import multi_hot
+from .settings import FromConfig
 
 log = logging.getLogger("labeldist.demux")
 
@@ -53,33 +54,38 @@ MIN_BCE_GAIN = 1e-4  # dev BCE gain that counts as progress while dev micro-F1 i
 MIN_TEXT_TOKENS = 64  # room kept for the text when many labels fill `max_length` (see input_length)
 
 
-@dataclass(frozen=True)
-class DemuxSettings:
-    """Demux hyper-parameters: the config's `demux` block plus a few fixed defaults."""
+@dataclass(frozen=True, kw_only=True)
+class DemuxSettings(FromConfig):
+    """Demux hyper-parameters: the config's `demux` block (defaults: the config schema) plus three fixed
+    settings that are not config keys, `dropout`, `vocab_size` and `max_length`, whose defaults here are
+    the only ones. Keyword-only, so the fields keep the order demux.json records them in."""
 
-    encoder: str = BUILTIN
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    max_epochs: int = 30
-    patience: int = 4
-    lr: float = 1.0e-3
-    batch_size: int = 32
-    correlation_weight: float = 0.0
-    seed: int = 0
+    CONFIG_BLOCK: ClassVar[str] = "demux"
+
+    encoder: str  # BUILTIN, a hub id, a local folder or package:<distribution>/<folder>
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    max_epochs: int
+    patience: int
+    lr: float
+    batch_size: int
+    correlation_weight: float
+    seed: int
     dropout: float = 0.1
     vocab_size: int = 2000  # builtin WordPiece vocabulary
     max_length: int = 256  # tokens per input; the text is truncated, the label names never
-    max_train: int | str = "all"  # train on a seeded sample of at most this many train examples
+    max_train: int | str  # "all", or train on a seeded sample of at most this many train examples
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "DemuxSettings":
-        """Return settings from the config's `demux` block (unknown keys raise ValueError)."""
+        """Return settings from the config's `demux` block or a saved demux.json's `settings` (unknown keys
+        raise ValueError, a missing config key a ConfigError)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(cfg) - names)
         if unknown:
             raise ValueError(f"demux: unknown settings {unknown}")
-        return cls(**dict(cfg))
+        return super().from_config(cfg)
 
 
 @dataclass
@@ -299,7 +305,7 @@ def predict_logits(model: DemuxModel, encoded: _Encoded, batch_size: int = 64,
 
 
 def predict_proba(model: DemuxModel, tokenizer, labels: Sequence[str], texts: Sequence[str],
-                  settings: DemuxSettings = DemuxSettings(), device: str | torch.device = "cpu") -> np.ndarray:
+                  settings: DemuxSettings, device: str | torch.device = "cpu") -> np.ndarray:
     """Return q [n, L] = sigmoid(logits) of a trained model on `texts`."""
     enc = _Encoded(tokenizer, labels, texts, settings.max_length)
     return 1.0 / (1.0 + np.exp(-predict_logits(model, enc, settings.batch_size, device)))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -36,6 +36,7 @@ from .prompts import NONE_LABEL, PromptSpec, example_block, format_labels, label
 from transformers import DynamicCache
 
 from .scoring import PrefixCache, Request, score_requests, tokens_in_context
+from .settings import FromConfig
 
 log = logging.getLogger(__name__)
 
@@ -344,22 +345,28 @@ def summarize_slots(slots: Sequence[LabelSlot], table: LabelTokenTable) -> tuple
 
 # ---- extraction -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class ExtractionSettings:
-    """What `extract` computes (config `generation`, plus chunking bounds)."""
+class ExtractionSettings(FromConfig):
+    """What `extract` computes: config `generation` (defaults: the config schema) plus two settings that are
+    not config keys as such, with their defaults here: `hidden_layers` None (no hidden states; `from_config`
+    with `hidden` reads the config's "all" or layer indices) and `max_rows` (rows per scoring chunk)."""
 
-    max_new_tokens: int = 32
-    batch_size: int = 8
-    marginal: bool = False
-    marginal_top_p: float = 0.99
-    marginal_min_prob: float = 0.01
-    marginal_max_depth: int = 4
+    CONFIG_BLOCK: ClassVar[str] = "generation"
+
+    max_new_tokens: int
+    batch_size: int
+    marginal: bool
+    marginal_top_p: float
+    marginal_min_prob: float
+    marginal_max_depth: int
     hidden_layers: str | list[int] | None = None  # None: no hidden states; "all" or layer indices
     max_rows: int = 64
 
     @classmethod
-    def from_config(cls, cfg: dict, marginal: bool | None = None, hidden: bool = False) -> "ExtractionSettings":
-        """From a validated config `generation` block (its defaults are the schema's, never repeated
-        here); `marginal`/`hidden` override whether those are computed."""
+    def from_config(cls, cfg: Mapping[str, Any], marginal: bool | None = None,
+                    hidden: bool = False) -> "ExtractionSettings":
+        """From a validated config `generation` block (a missing key is a ConfigError naming it);
+        `marginal`/`hidden` override whether those are computed."""
+        cls.require_keys(cfg, ("hidden_layers",) if hidden else ())
         return cls(
             max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch_size"],
             marginal=cfg["marginal"] if marginal is None else marginal,

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,7 @@ from .artifacts.generations import Generation
 from .artifacts.labels import LabelSet
 from .artifacts.metrics import read_metric_files
 from .io import atomic_path
+from .settings import FromConfig
 from .tables import bootstrap_interval, markdown_table, to_html, to_markdown
 
 log = logging.getLogger(__name__)
@@ -76,24 +77,20 @@ COLUMNS = ["claim", "dataset", "model", "regime", "setting", "part", "statistic"
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Thresholds and bootstrap settings (config `findings`; defaults in the config schema)."""
+class Settings(FromConfig):
+    """Thresholds and bootstrap settings (config `findings`; defaults: the config schema)."""
 
-    bootstrap: int = 1000
-    ci_level: float = 95.0
-    seed: int = 0
-    min_examples: int = 10
-    spiky_top_prob: float = 0.8
-    spiky_entropy_bits: float = 1.0
-    suppression_gap: float = 0.5
-    runner_up_same_max: float = 0.5
-    ranking_estimator: str = "first_step"
+    CONFIG_BLOCK: ClassVar[str] = "findings"
 
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None) -> "Settings":
-        """Return the settings of a config `findings` block (missing keys take the defaults above)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in dict(cfg or {}).items() if k in names})
+    bootstrap: int
+    ci_level: float
+    seed: int
+    min_examples: int
+    spiky_top_prob: float
+    spiky_entropy_bits: float
+    suppression_gap: float
+    runner_up_same_max: float
+    ranking_estimator: str
 
 
 # ---- verdict rules --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ Design notes:
   minus the query itself. Varying the demos keeps the model from memorising one demo set.
 - 4-bit QLoRA (nf4 weights, bf16 compute, `prepare_model_for_kbit_training`) is used only when the config
   asks for it (`finetune.sft.load_in_4bit` or the model's `load_in_4bit`, as labeldist.cost assumes) and
-  CUDA and bitsandbytes are both available (`quantization_plan`). A 4-bit base cannot absorb the adapter
+  CUDA and bitsandbytes are both available (`labeldist.hf.quantization_plan`). A 4-bit base cannot absorb the adapter
   exactly, so the adapter is saved and merged on the CPU into a freshly loaded unquantized copy of the
   start model (`merge_plan`, `merge_adapter_on_cpu`): at study scale that copy is a 70B model in bf16
   (~141 GB), which fits the job's host memory (labeldist.cost.host_mem_mb) but not an 80 GB GPU.
@@ -26,19 +26,32 @@ Design notes:
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import random
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .artifacts.labels import read_label_set
 from .errors import ConfigError, DataError
+from .hf import (
+    TRAINING_LOG,
+    LoraSettings,
+    count_parameters,
+    load_model,
+    load_tokenizer,
+    lora_config,
+    prepare_quantized,
+    resolve_device,
+    set_threads,
+    trainer_precision,
+    training_log_frame,
+    training_quantized,
+)
 from .settings import FromConfig
 from .io import atomic_dir, iter_jsonl, read_json
 from .prompts import (
@@ -57,7 +70,6 @@ log = logging.getLogger("labeldist.finetune")
 
 # RL uses LoRA instead of full finetuning above this many parameters (see the module docstring).
 LORA_MIN_PARAMS = 50_000_000
-TRAINING_LOG = "training_log.csv"
 # save_pretrained's shard size for merged models (transformers 5 defaults to 50GB; smaller shards keep
 # the written files and any per-shard buffers small).
 MAX_SHARD_SIZE = "5GB"
@@ -65,32 +77,23 @@ MAX_SHARD_SIZE = "5GB"
 MERGE_NONE = "none"  # full finetuning: save the trained weights as they are
 MERGE_IN_PLACE = "in_place"  # unquantized LoRA: merge_and_unload where the model is
 MERGE_ON_CPU = "cpu"  # 4-bit LoRA: save the adapter, merge it into an unquantized reload on the CPU
-# Columns written first in training_log.csv when the trainer logged them; any other numeric key follows.
-LOG_COLUMNS = ("step", "epoch", "loss", "reward", "reward_std", "kl", "learning_rate", "grad_norm")
 
 
 # ---- settings -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class LoraSettings:
-    """LoRA hyperparameters (config `finetune.sft` / `finetune.seq_cls`)."""
-
-    lora_r: int = 64
-    lora_alpha: float = 16
-    lora_dropout: float = 0.1
-
-
-@dataclass(frozen=True)
 class SFTSettings(FromConfig):
-    """Config `finetune.sft`."""
+    """Config `finetune.sft` (defaults: the config schema)."""
 
-    lora_r: int = 64
-    lora_alpha: float = 16
-    lora_dropout: float = 0.1
-    lr: float = 2.0e-4
-    max_steps: int = 500
-    batch_size: int = 8
-    load_in_4bit: bool = False
-    seed: int = 0
+    CONFIG_BLOCK: ClassVar[str] = "finetune.sft"
+
+    lora_r: int
+    lora_alpha: float
+    lora_dropout: float
+    lr: float
+    max_steps: int
+    batch_size: int
+    load_in_4bit: bool
+    seed: int
 
     @property
     def lora(self) -> LoraSettings:
@@ -100,17 +103,19 @@ class SFTSettings(FromConfig):
 
 @dataclass(frozen=True)
 class RLSettings(FromConfig):
-    """Config `finetune.rl`."""
+    """Config `finetune.rl` (defaults: the config schema)."""
 
-    start_from: str = "sft"
-    max_steps: int = 200
-    num_generations: int = 8
-    batch_size: int = 8
-    beta: float = 0.0
-    lr: float = 1.0e-6
-    max_completion_length: int = 32
-    format_reward: float = 0.5
-    seed: int = 0
+    CONFIG_BLOCK: ClassVar[str] = "finetune.rl"
+
+    start_from: str
+    max_steps: int
+    num_generations: int
+    batch_size: int
+    beta: float
+    lr: float
+    max_completion_length: int
+    format_reward: float
+    seed: int
 
     def __post_init__(self) -> None:
         # GRPO scores each prompt's group of completions together, so a batch must hold whole groups.
@@ -276,30 +281,7 @@ def make_reward_func(label_set: Sequence[str], fmt: str, format_reward: float) -
     return label_f1_reward
 
 
-# ---- models -------------------------------------------------------------------------------------
-def resolve_device(device: str) -> str:
-    """`cuda` or `cpu` for config `device` (auto: cuda when available; see labeldist.models)."""
-    from .models import resolve_device as _resolve
-
-    return _resolve(device).type
-
-
-def bitsandbytes_installed() -> bool:
-    """True when the bitsandbytes package can be imported here."""
-    return importlib.util.find_spec("bitsandbytes") is not None
-
-
-def quantization_plan(requested: bool, cuda_available: bool, bnb_available: bool) -> bool:
-    """True when training loads its start model in 4-bit: asked for (`load_in_4bit`) and possible, i.e. on
-    a CUDA device with bitsandbytes installed. Otherwise training runs unquantized (a note in the log)."""
-    return bool(requested and cuda_available and bnb_available)
-
-
-def can_load_4bit(device: str) -> bool:
-    """True when 4-bit loading is possible here: a CUDA device and bitsandbytes installed."""
-    return quantization_plan(True, device == "cuda", bitsandbytes_installed())
-
-
+# ---- LoRA or full finetuning, merging, saving (loading and 4-bit plumbing: labeldist.hf) -----------
 def rl_uses_lora(n_params: int, quantized: bool) -> bool:
     """True when RL trains a LoRA adapter: always on a 4-bit model (its weights cannot be trained), else
     above LORA_MIN_PARAMS parameters; False means full finetuning."""
@@ -319,85 +301,6 @@ def merge_dtype(dtype: str) -> str:
     """The dtype name of the unquantized reload for a CPU merge: the config's `dtype`, with `auto` read as
     bfloat16 (the dtype 4-bit training computes in, and the one the host memory request is sized for)."""
     return "bfloat16" if dtype == "auto" else dtype
-
-
-def bnb_4bit_settings() -> dict[str, Any]:
-    """BitsAndBytesConfig keyword arguments for QLoRA (nf4 weights, double quantization, bf16 compute), the
-    same as labeldist.models.load_causal_lm uses for causal LMs."""
-    import torch
-
-    return {
-        "load_in_4bit": True,
-        "bnb_4bit_quant_type": "nf4",
-        "bnb_4bit_compute_dtype": torch.bfloat16,
-        "bnb_4bit_use_double_quant": True,
-    }
-
-
-def prepare_quantized(model: Any) -> Any:
-    """A 4-bit model made ready for LoRA training with PEFT's `prepare_model_for_kbit_training` (base
-    weights frozen, norms and head in fp32, input gradients and activation checkpointing on)."""
-    from peft import prepare_model_for_kbit_training
-
-    return prepare_model_for_kbit_training(model)
-
-
-def count_parameters(model: Any) -> int:
-    """The model's total number of parameters."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def lora_config(lora: LoraSettings, task_type: str = "CAUSAL_LM", modules_to_save: Sequence[str] | None = None) -> Any:
-    """A PEFT LoraConfig on every linear layer (`all-linear`, the output head excluded)."""
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
-        target_modules="all-linear", task_type=task_type,
-        modules_to_save=list(modules_to_save) if modules_to_save else None,
-    )
-
-
-def load_model(path: str | Path, device: str, dtype: str = "auto", load_in_4bit: bool = False) -> tuple[Any, Any]:
-    """(model, tokenizer) from a base/sft/rl folder via `labeldist.models.load_causal_lm` (pad token set)."""
-    from .models import load_causal_lm
-
-    return load_causal_lm(path, device=device, dtype=dtype, load_in_4bit=load_in_4bit)
-
-
-def load_tokenizer(path: str | Path) -> Any:
-    """The tokenizer of a model folder (save_pretrained or model_ref.json), without loading weights."""
-    from transformers import AutoTokenizer
-
-    from .models import hub_offline, resolve_model_source
-
-    source = resolve_model_source(path)
-    extra = {"revision": source.revision, "local_files_only": hub_offline()} if source.is_hub else {}
-    return AutoTokenizer.from_pretrained(source.location, **extra)
-
-
-def training_log_frame(log_history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per logged training step from `trainer.state.log_history` (the end-of-training summary
-    left out): `step` first, then loss / reward / kl / learning_rate where logged, then any other number."""
-    rows = [
-        {k: v for k, v in entry.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        for entry in log_history
-        if "step" in entry and "train_runtime" not in entry
-    ]
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return pd.DataFrame({"step": pd.Series(dtype="int64")})
-    first = [c for c in LOG_COLUMNS if c in frame.columns]
-    return frame[first + sorted(c for c in frame.columns if c not in first)]
-
-
-def trainer_precision(device: str) -> dict[str, Any]:
-    """TrainingArguments keys for the device: `use_cpu` on CPU (STACK.md), bf16 on CUDA where supported."""
-    import torch
-
-    if device == "cpu":
-        return {"use_cpu": True, "bf16": False}
-    return {"bf16": bool(torch.cuda.is_bf16_supported()), "use_cpu": False}
 
 
 def _common_args(
@@ -442,15 +345,15 @@ def merge_adapter_on_cpu(adapter_dir: str | Path, base_path: str | Path, dtype: 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from .models import DTYPES, hub_offline, resolve_model_source
+    from .models import DTYPES, resolve_model_source
 
     source = resolve_model_source(base_path)
-    extra = {"revision": source.revision, "local_files_only": hub_offline()} if source.is_hub else {}
     name = merge_dtype(dtype)
     if name not in DTYPES:
         raise ConfigError(f"merge_adapter_on_cpu: unknown dtype {dtype!r} (use auto, {', '.join(DTYPES)})")
     log.info("merging the LoRA adapter on the CPU into %s in %s", source.location, name)
-    base = AutoModelForCausalLM.from_pretrained(source.location, dtype=DTYPES[name], device_map="cpu", **extra)
+    base = AutoModelForCausalLM.from_pretrained(source.location, dtype=DTYPES[name], device_map="cpu",
+                                                **source.hub_kwargs())
     peft_model = PeftModel.from_pretrained(base, str(adapter_dir), torch_device="cpu", low_cpu_mem_usage=True)
     return peft_model.merge_and_unload()
 
@@ -493,7 +396,7 @@ def train_sft(
     from trl import SFTConfig, SFTTrainer
 
     device = resolve_device(device)
-    quantized = _quantized(settings.load_in_4bit, device)
+    quantized = training_quantized(settings.load_in_4bit, device)
     transformers.set_seed(settings.seed)
     model, tokenizer = load_model(base_path, device=device, dtype=dtype, load_in_4bit=quantized)
     if quantized:
@@ -518,15 +421,6 @@ def train_sft(
         merged = finish_model(trainer.model, base_path, merge_plan(True, quantized), dtype)
         save_folder(merged, tokenizer, frame, tmp)
     return frame
-
-
-def _quantized(requested: bool, device: str) -> bool:
-    """`quantization_plan` for this machine, with a note in the log when 4-bit was asked for but is not
-    possible here."""
-    quantized = quantization_plan(requested, device == "cuda", bitsandbytes_installed())
-    if requested and not quantized:
-        log.warning("load_in_4bit requested but CUDA + bitsandbytes are not available: training unquantized")
-    return quantized
 
 
 # ---- RL -----------------------------------------------------------------------------------------
@@ -558,7 +452,7 @@ def train_rl(
     from trl import GRPOConfig, GRPOTrainer
 
     device = resolve_device(device)
-    quantized = _quantized(load_in_4bit, device)
+    quantized = training_quantized(load_in_4bit, device)
     transformers.set_seed(settings.seed)
     model, tokenizer = load_model(start_path, device=device, dtype=dtype, load_in_4bit=quantized)
     tokenizer.padding_side = "left"  # GRPO generates batches of prompts
@@ -591,14 +485,6 @@ def train_rl(
 
 
 # ---- file-level entry points (the workflow scripts call these) -------------------------------------
-def set_threads(threads: int | None) -> None:
-    """Limit torch's CPU threads to the rule's `threads` (no-op for None)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-
-
 def _load_stage_data(train_path: str | Path, labels_path: str | Path, subsets_path: str | Path):
     label_set = read_label_set(labels_path).labels
     train = read_split(train_path, label_set)

@@ -25,6 +25,7 @@ from .artifacts.labels import read_label_set
 from .artifacts.splits import read_split
 from .errors import DataError, LabeldistError
 from .gguf_source import convert_gguf
+from .hf import bnb_4bit_settings, count_parameters, set_threads
 from .io import atomic_dir, atomic_path, read_json, write_json
 from .prompts import (
     PromptSpec,
@@ -116,6 +117,11 @@ class ModelSource:
     revision: str | None = None
     is_hub: bool = False
 
+    def hub_kwargs(self) -> dict[str, Any]:
+        """The from_pretrained keyword arguments this source needs: `revision` and `local_files_only`
+        (HF_HUB_OFFLINE, `hub_offline`) for a hub model, none for a local folder."""
+        return {"revision": self.revision, "local_files_only": hub_offline()} if self.is_hub else {}
+
 
 def resolve_model_source(path: str | os.PathLike) -> ModelSource:
     """Return the weights' location for a model folder: its `model_ref.json` target if it has one
@@ -158,10 +164,7 @@ def load_causal_lm(
 
     source = resolve_model_source(path)
     dev = resolve_device(device)
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, dev)}
-    if source.is_hub:
-        kwargs["revision"] = source.revision
-        kwargs["local_files_only"] = hub_offline()
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, dev), **source.hub_kwargs()}
     if load_in_4bit:
         if not torch.cuda.is_available() or dev.type != "cuda":
             raise LabeldistError(
@@ -169,17 +172,11 @@ def load_causal_lm(
             )
         from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_use_double_quant=True,
-        )
+        kwargs["quantization_config"] = BitsAndBytesConfig(**bnb_4bit_settings())
     if dev.type == "cuda":
         kwargs["device_map"] = {"": dev.index if dev.index is not None else 0}
-    tok_kwargs = {k: kwargs[k] for k in ("revision", "local_files_only") if k in kwargs}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source.location, **tok_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **source.hub_kwargs())
         model = AutoModelForCausalLM.from_pretrained(source.location, **kwargs)
     except OSError as err:
         if source.is_hub:
@@ -479,7 +476,7 @@ def build_builtin_model(
     # tokenization prepends BOS to every document.
     docs = [d[len(BOS):] if d.startswith(BOS) else d for d in docs]
     model = build_tiny_llama(tokenizer, builtin_cfg, seed)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = count_parameters(model)
     log.info("tiny model: %d parameters, vocab %d, %d documents", n_params, len(tokenizer), len(docs))
     rows = pretrain(model, tokenizer, docs, int(builtin_cfg["steps"]), int(builtin_cfg["batch_size"]),
                     float(builtin_cfg["lr"]), seed, log_every=log_every, token_weighted=True)
@@ -507,8 +504,7 @@ def make_base_model(
     """Create a base folder for one config model block: model_ref.json for hub/local sources, a
     save_pretrained folder converted from the GGUF for `gguf`, the pretrained tiny model for `builtin`
     (which needs the train split, labels.json and the prompt)."""
-    if threads:
-        torch.set_num_threads(int(threads))
+    set_threads(threads)
     if model_cfg["source"] == "gguf":
         convert_gguf(model_cfg["gguf"], folder, key=f"models.{name}.gguf", base_dir=base_dir)
         return

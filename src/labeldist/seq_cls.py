@@ -11,27 +11,24 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .finetune import (
+from .finetune import read_split, read_subsets, select_ids
+from .hf import (
     LoraSettings,
-    bitsandbytes_installed,
     bnb_4bit_settings,
     count_parameters,
     load_tokenizer,
     lora_config,
     prepare_quantized,
-    quantization_plan,
-    read_split,
-    read_subsets,
     resolve_device,
-    select_ids,
     set_threads,
     trainer_precision,
     training_log_frame,
+    training_quantized,
 )
 from .settings import FromConfig
 from .errors import DataError
@@ -46,15 +43,18 @@ HEAD_NAMES = ("score", "classifier")
 
 @dataclass(frozen=True)
 class SeqClsSettings(FromConfig):
-    """Config `finetune.seq_cls`; `seed` is added to the run's seed wildcard."""
+    """Config `finetune.seq_cls` (defaults: the config schema); `seed` is added to the run's seed wildcard.
+    `max_length` (tokens per text) is not a config key: its default here is the only one."""
 
-    lora_r: int = 64
-    lora_alpha: float = 16
-    lora_dropout: float = 0.1
-    lr: float = 2.0e-4
-    max_steps: int = 500
-    batch_size: int = 8
-    seed: int = 0
+    CONFIG_BLOCK: ClassVar[str] = "finetune.seq_cls"
+
+    lora_r: int
+    lora_alpha: float
+    lora_dropout: float
+    lr: float
+    max_steps: int
+    batch_size: int
+    seed: int
     max_length: int = 256
 
     @property
@@ -93,11 +93,10 @@ def load_seq_cls_model(base_path: str | Path, label_set: Sequence[str], device: 
     set in tokenizer and model config; in 4-bit on the GPU when `quantized` (see `seq_cls_load_kwargs`)."""
     from transformers import AutoModelForSequenceClassification
 
-    from .models import hub_offline, resolve_dtype, resolve_model_source
+    from .models import resolve_dtype, resolve_model_source
     from .models import resolve_device as torch_device
 
     source = resolve_model_source(base_path)
-    extra = {"revision": source.revision, "local_files_only": hub_offline()} if source.is_hub else {}
     tokenizer = load_tokenizer(base_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -109,7 +108,7 @@ def load_seq_cls_model(base_path: str | Path, label_set: Sequence[str], device: 
         label2id={l: i for i, l in enumerate(label_set)},
         pad_token_id=tokenizer.pad_token_id,
         dtype=resolve_dtype(dtype, torch_device(device)),
-        **extra,
+        **source.hub_kwargs(),
         **seq_cls_load_kwargs(device, quantized),
     )
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -147,7 +146,7 @@ def train_seq_cls_head(
     (BCE through `problem_type="multi_label_classification"`); return (trainer, tokenizer, training log).
 
     The run is seeded by `settings.seed + seed`. With `load_in_4bit` (and CUDA + bitsandbytes,
-    `quantization_plan`) the base is loaded in 4-bit and prepared for k-bit training (QLoRA), which a 70B
+    `labeldist.hf.quantization_plan`) the base is loaded in 4-bit and prepared for k-bit training (QLoRA), which a 70B
     base needs on one 80 GB GPU; otherwise it trains unquantized (a note in the log).
     """
     import transformers
@@ -155,9 +154,7 @@ def train_seq_cls_head(
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     device = resolve_device(device)
-    quantized = quantization_plan(load_in_4bit, device == "cuda", bitsandbytes_installed())
-    if load_in_4bit and not quantized:
-        log.warning("load_in_4bit requested but CUDA + bitsandbytes are not available: training unquantized")
+    quantized = training_quantized(load_in_4bit, device)
     run_seed = settings.seed + seed
     transformers.set_seed(run_seed)
     model, tokenizer = load_seq_cls_model(base_path, label_set, device, dtype, quantized=quantized)
