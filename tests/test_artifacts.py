@@ -249,6 +249,7 @@ def test_subsets_round_trip_selection_and_demo_pool(tmp_path):
     records = [split_record(i, []) for i in "abc"]
     assert [r["id"] for r in select_records(records, subsets["main"], path, "main")] == ["c", "a"]
     assert [r["id"] for r in demo_pool(records, subsets)] == ["a", "c"]
+    assert demo_pool(records[1:2], subsets) == []  # one meaning everywhere: no fallback to the whole split
     with pytest.raises(DataError, match="subsets.json, field 'dev'"):
         select_records(records, subsets["dev"], path, "dev")
     with pytest.raises(DataError, match="subsets.json, field 'extra'"):

@@ -30,7 +30,9 @@ def synthetic_records(n: int, seed: int, prefix: str) -> list[dict]:
         gold = [l for l in LABELS if l in rng.sample(LABELS, k)]
         words = rng.sample(FILLER, 3) + [rng.choice(CUES[l]) for l in gold]
         rng.shuffle(words)
-        out.append({"id": f"{prefix}-{i:04d}", "text": " ".join(words), "labels": gold})
+        p_ref = {l: float(l in gold) for l in LABELS} | {"none": float(not gold)}
+        out.append({"id": f"{prefix}-{i:04d}", "text": " ".join(words), "labels": gold, "annotations": None,
+                    "p_ref": p_ref})
     return out
 
 
@@ -182,28 +184,6 @@ def test_chat_prompts_end_at_the_assistant_turn():
     turn = tok.apply_chat_template([{"role": "assistant", "content": ex["completion"]}], tokenize=False)
     assert ex["completion"] + tok.eos_token in turn
     assert len(chat_messages(spec, LABELS, [], "x")) == 2
-
-
-def test_demo_pool_leaves_out_the_train_subset():
-    from labeldist.finetune import demo_pool
-
-    recs = synthetic_records(10, 0, "tr")
-    pool = demo_pool(recs, {"train": [recs[0]["id"], recs[1]["id"]]})
-    assert [r["id"] for r in pool] == [r["id"] for r in recs[2:]]
-    assert demo_pool(recs[:1], {"train": [recs[0]["id"]]}) == recs[:1]
-
-
-def test_read_split_names_file_line_and_field(tmp_path):
-    from labeldist.errors import DataError
-    from labeldist.finetune import read_split
-
-    path = tmp_path / "train.jsonl"
-    path.write_text('{"id": "a", "text": "x", "labels": ["joy"]}\n{"id": "b", "text": "y", "labels": ["zzz"]}\n')
-    with pytest.raises(DataError, match=r"train.jsonl, line 2, field 'labels'.*zzz"):
-        read_split(path, LABELS)
-    path.write_text('{"id": "a", "labels": []}\n')
-    with pytest.raises(DataError, match=r"line 1, field 'text'"):
-        read_split(path, LABELS)
 
 
 # ---- reward -------------------------------------------------------------------------------------

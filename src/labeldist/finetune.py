@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 from .artifacts.labels import read_label_set
-from .errors import ConfigError, DataError
+from .artifacts.splits import demo_pool, read_split, read_subsets
+from .errors import ConfigError
 from .hf import (
     TRAINING_LOG,
     LoraSettings,
@@ -53,12 +54,11 @@ from .hf import (
     training_quantized,
 )
 from .settings import FromConfig
-from .io import atomic_dir, iter_jsonl, read_json
+from .io import atomic_dir
 from .prompts import (
     NONE_LABEL,
     PromptSpec,
     ParsedLabels,
-    completion_text,
     example_block,
     format_labels,
     parse_labels,
@@ -126,52 +126,7 @@ class RLSettings(FromConfig):
             )
 
 
-# ---- data ---------------------------------------------------------------------------------------
-def read_split(path: str | Path, label_set: Sequence[str]) -> list[dict]:
-    """The records of a `{split}.jsonl` file as dicts with `id`, `text` and `labels` (gold, in file order).
-
-    Raises DataError naming the file, line and field for a missing or malformed field or a label outside
-    the label set.
-    """
-    known = set(label_set)
-    records = []
-    for lineno, obj in iter_jsonl(path):
-        for name in ("id", "text"):
-            if not isinstance(obj.get(name), str):
-                raise DataError(path, f"expected a string, got {type(obj.get(name)).__name__}",
-                                line=lineno, field=name)
-        labels = obj.get("labels")
-        if not isinstance(labels, list) or not all(isinstance(l, str) for l in labels):
-            raise DataError(path, "expected a list of label strings", line=lineno, field="labels")
-        unknown = [l for l in labels if l not in known]
-        if unknown:
-            raise DataError(path, f"labels {unknown} are not in labels.json", line=lineno, field="labels")
-        records.append({"id": obj["id"], "text": obj["text"], "labels": list(labels)})
-    if not records:
-        raise DataError(path, "no records")
-    return records
-
-
-def read_subsets(path: str | Path) -> dict[str, list[str]]:
-    """The id subsets of `subsets.json` (DataError when it is not a mapping of id lists)."""
-    subsets = read_json(path)
-    if not isinstance(subsets, dict):
-        raise DataError(path, "expected a mapping of subset name to id list")
-    for name, ids in subsets.items():
-        if not isinstance(ids, list):
-            raise DataError(path, "expected a list of ids", field=name)
-    return subsets
-
-
-def select_ids(records: Sequence[dict], ids: Sequence[str], path: str | Path, subset: str) -> list[dict]:
-    """The records whose id is in `ids`, in the order of `ids` (DataError naming an id not in `path`)."""
-    by_id = {r["id"]: r for r in records}
-    missing = [i for i in ids if i not in by_id]
-    if missing:
-        raise DataError(path, f"subset {subset!r} names ids not in this split, e.g. {missing[:3]}")
-    return [by_id[i] for i in ids]
-
-
+# ---- prompts and completions -------------------------------------------------------------------
 def completion_for(spec: PromptSpec, labels: Sequence[str], chat: bool) -> str:
     """The target text after a rendered prompt for gold `labels`.
 
@@ -221,14 +176,6 @@ def prompt_records(
             "gold": list(rec["labels"]),
         })
     return out
-
-
-def demo_pool(train: Sequence[dict], subsets: Mapping[str, Sequence[str]]) -> list[dict]:
-    """The demo pool of docs/formats.md: the train split minus the `train` subset (all of it when that
-    would leave nothing)."""
-    held = set(subsets.get("train", []))
-    pool = [r for r in train if r["id"] not in held]
-    return pool or list(train)
 
 
 # ---- reward -------------------------------------------------------------------------------------
@@ -486,10 +433,9 @@ def train_rl(
 
 # ---- file-level entry points (the workflow scripts call these) -------------------------------------
 def _load_stage_data(train_path: str | Path, labels_path: str | Path, subsets_path: str | Path):
-    label_set = read_label_set(labels_path).labels
-    train = read_split(train_path, label_set)
-    subsets = read_subsets(subsets_path)
-    return label_set, train, demo_pool(train, subsets)
+    labels = read_label_set(labels_path)
+    train = read_split(train_path, labels)
+    return labels.labels, train, demo_pool(train, read_subsets(subsets_path, required=("train",)))
 
 
 def sft_from_files(

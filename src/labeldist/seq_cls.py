@@ -16,7 +16,6 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .finetune import read_split, read_subsets, select_ids
 from .hf import (
     LoraSettings,
     bnb_4bit_settings,
@@ -31,9 +30,9 @@ from .hf import (
     training_quantized,
 )
 from .settings import FromConfig
-from .errors import DataError
 from .artifacts.estimates import estimate_frame, write_estimates
 from .artifacts.labels import read_label_set
+from .artifacts.splits import SUBSET_SPLIT, read_split, read_subsets, select_records
 
 log = logging.getLogger("labeldist.seq_cls")
 
@@ -217,16 +216,14 @@ def seq_cls_from_files(
     CUDA + bitsandbytes allow it). Returns the written frame."""
     set_threads(threads)
     settings = SeqClsSettings.from_config(seq_cls_cfg)
-    label_set = read_label_set(data_files["labels"]).labels
-    subset_ids = read_subsets(data_files["subsets"])
-    train = read_split(data_files["train"], label_set)
-    split_of = {"main": "test", "dev": "dev", "multi": "test", "train": "train"}
+    labels = read_label_set(data_files["labels"])
+    label_set = labels.labels
+    subset_ids = read_subsets(data_files["subsets"], required=subsets)
+    train = read_split(data_files["train"], labels)
     targets = {}
     for subset in subsets:
-        if subset not in subset_ids:
-            raise DataError(data_files["subsets"], "subset missing", field=subset)
-        split_path = data_files[split_of[subset]]
-        targets[subset] = select_ids(read_split(split_path, label_set), subset_ids[subset], split_path, subset)
+        split = read_split(data_files[SUBSET_SPLIT[subset]], labels)
+        targets[subset] = select_records(split, subset_ids[subset], data_files["subsets"], subset)
     parts = {}
     for seed in seeds:
         trainer, tokenizer, frame = train_seq_cls_head(base_path, train, label_set, settings, int(seed), device,

@@ -61,17 +61,6 @@ def model_cfg(model):
     return config["models"][model]
 
 
-def uses_gpu(model):
-    """1 when the model is configured to need a GPU (gpu_mem_gb > 0), else 0."""
-    return 1 if model_cfg(model)["gpu_mem_gb"] > 0 else 0
-
-
-def mem_mb_for(model, attempt=1, base_mb=4000):
-    """Host memory for a job that loads `model`: scaled from its size, growing with the attempt."""
-    size_b = model_cfg(model)["size_b"]
-    return int((base_mb + 2500 * size_b) * attempt)
-
-
 def base_model_mem_mb(model):
     """Host memory of the base-model rule: pretraining the tiny model, converting a GGUF (the float32
     weights twice over, ~8 bytes per parameter, plus the file), or writing a reference."""
@@ -312,7 +301,7 @@ def threads_for(model):
 
 def llm_mem_mb(model, attempt=1, stage="generate"):
     """Host memory (MB) of a job that loads `model`, from its size, dtype/4-bit and device, growing by
-    half per attempt; lighter than mem_mb_for for GPU jobs (the weights live on the GPU)."""
+    half per attempt; light for GPU jobs (the weights live on the GPU)."""
     return _cost.host_mem_mb(model_cfg(model), attempt, train=stage in TRAIN_STAGES)
 
 
