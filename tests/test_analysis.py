@@ -165,13 +165,17 @@ def test_read_generation_checks_the_contract(tmp_path):
     assert len(frame) == 3 and set(frame["regime"]) == {"sft"} and set(frame["seed"]) == {3}
 
 
-def test_read_training_log_keeps_what_is_present(tmp_path):
-    path = tmp_path / "training_log.csv"
-    pd.DataFrame({"step": [1, 2, 3], "loss": [2.0, None, 1.0], "reward": [None, 0.5, None],
-                  "epoch": [0, 0, 1]}).to_csv(path, index=False)
-    long = A.read_training_log(path)
+def test_training_log_long_keeps_what_is_present(tmp_path):
+    from labeldist.artifacts.tables import read_training_log, write_training_log
+
+    write_training_log(tmp_path, pd.DataFrame({"step": [1, 2, 3], "loss": [2.0, None, 1.0],
+                                               "reward": [None, 0.5, None], "epoch": [0, 0, 1]}))
+    long = A.training_log_long(read_training_log(tmp_path))
     assert long[["step", "metric", "value"]].values.tolist() == [[1, "loss", 2.0], [3, "loss", 1.0],
                                                                  [2, "reward", 0.5]]
-    pd.DataFrame({"step": [1], "epoch": [0]}).to_csv(path, index=False)
+    write_training_log(tmp_path, pd.DataFrame({"step": [1], "epoch": [0]}))
     with pytest.raises(DataError, match="none of the columns"):
-        A.read_training_log(path)
+        A.training_log_long(read_training_log(tmp_path), tmp_path / "training_log.csv")
+    write_training_log(tmp_path, pd.DataFrame({"loss": [1.0]}))
+    with pytest.raises(DataError, match="training_log.csv, field 'step'"):
+        read_training_log(tmp_path)

@@ -313,3 +313,20 @@ def test_malformed_generation_files_name_file_line_and_field(tmp_path, damage, f
     write_generation_records(path, [generation_record("a", [(0, "joy")]), bad])
     with pytest.raises(DataError, match=rf"seed1.jsonl, line 2, field '{re.escape(field)}'"):
         read_generations(path, LABELS)
+
+
+# ---- CSV tables and training logs ---------------------------------------------------------------------
+def test_csv_tables_round_trip_and_bad_files(tmp_path):
+    from labeldist.artifacts.tables import read_table_csv, write_table_csv
+
+    table = pd.DataFrame({"dataset": ["d", "d"], "estimator": ["a", "b"], "l1_mean": [0.25, float("nan")]})
+    path = tmp_path / "alignment.csv"
+    write_table_csv(path, table)
+    pd.testing.assert_frame_equal(read_table_csv(path, required=("dataset", "estimator")), table)
+    with pytest.raises(DataError, match="alignment.csv, field 'model'"):
+        read_table_csv(path, required=("dataset", "model"))
+    with pytest.raises(DataError, match="missing.csv: file not found"):
+        read_table_csv(tmp_path / "missing.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="empty.csv: not a readable CSV"):
+        read_table_csv(tmp_path / "empty.csv")

@@ -197,18 +197,11 @@ def multi_label_share(counts: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---- training logs ----------------------------------------------------------------------------------
-def read_training_log(path: str | Path) -> pd.DataFrame:
-    """Return a training_log.csv in long format: step, metric, value for each of loss, reward and
-    learning_rate that the log has (rows without a value are dropped, as trainers log them sparsely).
-    """
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(path, f"not a readable CSV file ({err})") from None
-    if "step" not in frame.columns:
-        raise DataError(path, "missing column", field="step")
+def training_log_long(frame: pd.DataFrame, source: str | Path = "training_log.csv") -> pd.DataFrame:
+    """Return a training log (labeldist.artifacts.tables.read_training_log) in long format: step, metric,
+    value for each of loss, reward and learning_rate that the log has (rows without a value are dropped,
+    as trainers log them sparsely); DataError names `source` when none of them holds a number."""
+    path = source
     present = [m for m in TRAINING_METRICS if m in frame.columns]
     if not present:
         raise DataError(path, f"none of the columns {TRAINING_METRICS} to plot", field="columns")

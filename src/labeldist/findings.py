@@ -42,6 +42,7 @@ from . import analysis
 from .artifacts.generations import Generation
 from .artifacts.labels import LabelSet
 from .artifacts.metrics import read_metric_files
+from .artifacts.tables import write_table_csv
 from .io import atomic_path
 from .settings import FromConfig
 from .tables import bootstrap_interval, markdown_table, to_html, to_markdown
@@ -591,8 +592,7 @@ def write_findings(*, generations: Sequence[str | Path], icl_generations: Sequen
     frame = evaluate(read_example_stats(generations, label_sets), read_icl_slopes(icl_generations, label_sets),
                      read_metric_files(metric_paths), ctx, settings)
     text, page = render_markdown(frame)
-    with atomic_path(csv) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_table_csv(csv, frame)
     with atomic_path(md) as tmp:
         tmp.write_text(text, encoding="utf-8")
     with atomic_path(html) as tmp:

@@ -38,9 +38,9 @@ import pandas as pd
 
 from .artifacts.labels import read_label_set
 from .artifacts.splits import demo_pool, read_split, read_subsets
+from .artifacts.tables import write_training_log
 from .errors import ConfigError
 from .hf import (
-    TRAINING_LOG,
     LoraSettings,
     count_parameters,
     load_model,
@@ -276,7 +276,7 @@ def save_folder(model: Any, tokenizer: Any, log_frame: pd.DataFrame, folder: Pat
     temp folder of atomic_dir)."""
     model.save_pretrained(folder, max_shard_size=MAX_SHARD_SIZE)
     tokenizer.save_pretrained(folder)
-    log_frame.to_csv(folder / TRAINING_LOG, index=False)
+    write_training_log(folder, log_frame)
 
 
 def merge_adapter_on_cpu(adapter_dir: str | Path, base_path: str | Path, dtype: str = "auto") -> Any:

@@ -6,8 +6,8 @@ labeldist.finetune, the classification head in labeldist.seq_cls) and by labeldi
   `bnb_4bit_settings` (the QLoRA BitsAndBytesConfig settings), `prepare_quantized`;
 - LoRA: `LoraSettings`, `lora_config`;
 - models: `load_model`, `load_tokenizer`, `count_parameters`;
-- training: `trainer_precision` (TrainingArguments per device), `training_log_frame` with `LOG_COLUMNS`,
-  and the log's file name `TRAINING_LOG`.
+- training: `trainer_precision` (TrainingArguments per device), `training_log_frame` with `LOG_COLUMNS`
+  (written as training_log.csv by labeldist.artifacts.tables).
 
 Model folders themselves (save_pretrained or model_ref.json) are resolved and loaded by labeldist.models;
 the functions here import it lazily, so labeldist.models can use this module.
@@ -25,7 +25,6 @@ import pandas as pd
 
 log = logging.getLogger("labeldist.hf")
 
-TRAINING_LOG = "training_log.csv"
 # Columns written first in training_log.csv when the trainer logged them; any other numeric key follows.
 LOG_COLUMNS = ("step", "epoch", "loss", "reward", "reward_std", "kl", "learning_rate", "grad_norm")
 

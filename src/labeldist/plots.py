@@ -26,10 +26,11 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from . import analysis  # noqa: E402
 from .artifacts.estimates import read_layer_estimates  # noqa: E402
-from .artifacts import paths  # noqa: E402
+from .artifacts import paths as layout  # noqa: E402
 from .artifacts.generations import read_generations  # noqa: E402
 from .artifacts.labels import LabelSet, read_label_set  # noqa: E402
 from .artifacts.metrics import read_metric_files  # noqa: E402
+from .artifacts.tables import TRAINING_LOG, read_table_csv, read_training_log  # noqa: E402
 from .errors import DataError  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .metrics import metrics_by_layer, read_reference  # noqa: E402
@@ -79,7 +80,7 @@ def _footnote(fig: Figure, lines: Sequence[str]) -> None:
 
 def _missing_runs(paths: Sequence[str], frame: pd.DataFrame, what: str) -> list[str]:
     """Notes for the dataset x model x regime runs among `paths` (generation files) with no row in `frame`."""
-    runs = list(dict.fromkeys(tuple(paths.parse_generation_path(p)[k] for k in ("dataset", "model", "regime"))
+    runs = list(dict.fromkeys(tuple(layout.parse_generation_path(p)[k] for k in ("dataset", "model", "regime"))
                               for p in paths))
     present = set() if frame.empty else set(map(tuple, frame[["dataset", "model", "regime"]].drop_duplicates().values))
     return [f"{d} · {m} · {r}: {what}" for d, m, r in runs if (d, m, r) not in present]
@@ -446,8 +447,7 @@ def plot_findings(frame: pd.DataFrame) -> Figure:
 
 
 def _figure_findings(inputs, params):
-    table = pd.read_csv(_as_list(inputs["table"])[0])
-    return plot_findings(table)
+    return plot_findings(read_table_csv(_as_list(inputs["table"])[0], required=("claim", "verdict")))
 
 
 # ---- reading inputs and drawing a named figure ------------------------------------------------------
@@ -511,7 +511,7 @@ def _figure_label_order_accuracy(inputs, params):
     gold = {d: analysis.read_gold_sets(p, label_sets[d]) for d, p in _by_dataset(_as_list(inputs["test"])).items()}
     frames = []
     for path in _as_list(inputs["generations"]):
-        meta = paths.parse_generation_path(path)
+        meta = layout.parse_generation_path(path)
         ls = label_sets[meta["dataset"]]
         recs = read_generations(path, ls.labels, ls.none_label)
         frames.append(analysis.label_order_rows(recs, gold[meta["dataset"]], ls.none_label,
@@ -534,13 +534,13 @@ def _figure_icl_sweep(inputs, params):
 
 
 def _figure_alignment_by_estimator(inputs, params):
-    table = pd.read_csv(_as_list(inputs["table"])[0])
+    table = read_table_csv(_as_list(inputs["table"])[0], required=("dataset", "model", "regime", "estimator"))
     return plot_by_estimator(table, ["l1", "mse", "bce"], params.get("estimators", ()),
                              params.get("regimes", REGIMES), "Alignment of q with p_ref (lower is better)")
 
 
 def _figure_f1_by_estimator(inputs, params):
-    table = pd.read_csv(_as_list(inputs["table"])[0])
+    table = read_table_csv(_as_list(inputs["table"])[0], required=("dataset", "model", "regime", "estimator"))
     return plot_by_estimator(table, ["f1_micro", "f1_macro", "f1_example", "f1_micro_tuned"],
                              params.get("estimators", ()), params.get("regimes", REGIMES),
                              "F1 after thresholding q (higher is better)")
@@ -558,7 +558,7 @@ def _figure_probe_layers(inputs, params):
     refs: dict[str, Any] = {}
     frames = []
     for path in _as_list(inputs["layers"]):
-        meta = paths.parse(paths.ESTIMATE, path, "probe layers estimate", estimator="linear_probe",
+        meta = layout.parse(layout.ESTIMATE, path, "probe layers estimate", estimator="linear_probe",
                            suffix=".layers.csv")
         ls = label_sets[meta["dataset"]]
         if meta["dataset"] not in refs:
@@ -574,8 +574,9 @@ def _figure_probe_layers(inputs, params):
 def _figure_training_curves(inputs, params):
     frames = []
     for folder in _as_list(inputs["models"]):
-        meta = paths.parse(paths.TUNED_MODEL, folder, "finetuned model folder")
-        frames.append(analysis.read_training_log(Path(folder) / "training_log.csv").assign(**meta))
+        meta = layout.parse(layout.TUNED_MODEL, folder, "finetuned model folder")
+        frames.append(analysis.training_log_long(read_training_log(folder), Path(folder) / TRAINING_LOG)
+                      .assign(**meta))
     return plot_training_curves(pd.concat(frames, ignore_index=True), params.get("regimes", REGIMES))
 
 

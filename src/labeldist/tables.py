@@ -21,6 +21,7 @@ import pandas as pd
 
 from .errors import DataError
 from .artifacts.metrics import KEYS, read_metric_files
+from .artifacts.tables import write_table_csv
 from .io import atomic_path
 from .metrics import ALIGNMENT_METRICS, CLASSIFICATION_METRICS, GENERATION_COUNTS
 
@@ -228,8 +229,7 @@ def write_table(metric_paths: Iterable[str | Path], kind: str, csv: str | Path, 
     table = summarise(read_metric_files(metric_paths), metrics, order, counts=(kind == "classification"))
     title, note = TITLES[kind]
     display = display_frame(table, metrics)
-    with atomic_path(csv) as tmp:
-        table.to_csv(tmp, index=False)
+    write_table_csv(csv, table)
     with atomic_path(md) as tmp:
         tmp.write_text(to_markdown(display, title, note), encoding="utf-8")
     with atomic_path(html_path) as tmp:

@@ -14,7 +14,7 @@ from labeldist.config import (
     pretrain_prompt,
     validate_config,
 )
-from labeldist.artifacts import paths
+from labeldist.artifacts import paths as layout
 from labeldist.batched import prompting_groups, rule_suffix, run_estimators
 from labeldist.errors import ConfigError
 
@@ -71,19 +71,19 @@ def base_model_mem_mb(model):
 
 
 def base_model_dir(model):
-    return paths.build(paths.BASE_MODEL, R, model=model)
+    return layout.build(layout.BASE_MODEL, R, model=model)
 
 
 def demux_model_dir(dataset, seed):
     """The folder Demux saves one seed's model in."""
-    return paths.build(paths.DEMUX_MODEL, R, dataset=dataset, model=ENCODER, seed=seed)
+    return layout.build(layout.DEMUX_MODEL, R, dataset=dataset, model=ENCODER, seed=seed)
 
 
 def model_dir(dataset, model, regime):
     """The save_pretrained folder a (dataset, model, regime) generation loads."""
     if regime == "base":
         return base_model_dir(model)
-    return paths.build(paths.TUNED_MODEL, R, dataset=dataset, model=model, regime=regime)
+    return layout.build(layout.TUNED_MODEL, R, dataset=dataset, model=model, regime=regime)
 
 
 def get_model_dir(wildcards):
@@ -125,7 +125,7 @@ def get_pretrain_inputs(wildcards):
 def data_files(dataset):
     """The data stage's outputs for one dataset."""
     names = {**{split: f"{split}.jsonl" for split in SPLITS}, "labels": "labels.json", "subsets": "subsets.json"}
-    return {key: paths.build(paths.DATA, R, dataset=dataset, name=name) for key, name in names.items()}
+    return {key: layout.build(layout.DATA, R, dataset=dataset, name=name) for key, name in names.items()}
 
 
 def get_dataset_inputs(wildcards):
@@ -168,13 +168,13 @@ def generation_subsets(prompting):
 
 
 def generation_file(dataset, model, regime, prompting, subset, seed):
-    return paths.build(
-        paths.GENERATION, R, dataset=dataset, model=model, regime=regime, prompting=prompting, subset=subset, seed=seed
+    return layout.build(
+        layout.GENERATION, R, dataset=dataset, model=model, regime=regime, prompting=prompting, subset=subset, seed=seed
     )
 
 
 def hidden_file(dataset, model, regime, subset, seed):
-    return paths.build(paths.HIDDEN, R, dataset=dataset, model=model, regime=regime, subset=subset, seed=seed)
+    return layout.build(layout.HIDDEN, R, dataset=dataset, model=model, regime=regime, subset=subset, seed=seed)
 
 
 def generation_files(prompting=None, subset=None, seed=None):
@@ -233,14 +233,14 @@ def estimate_combos():
 def estimate_file(dataset, model, regime, estimator, suffix=".parquet"):
     """The estimate file of one estimator of a run (every seed and subset), or with `suffix` a file the
     probe stage writes beside it (labeldist.artifacts.estimates)."""
-    return paths.build(
-        paths.ESTIMATE, R, dataset=dataset, model=model, regime=regime, estimator=estimator, suffix=suffix
+    return layout.build(
+        layout.ESTIMATE, R, dataset=dataset, model=model, regime=regime, estimator=estimator, suffix=suffix
     )
 
 
 def metric_file(dataset, model, regime):
     """The metrics file of one (dataset, model, regime): every estimator x seed of the run."""
-    return paths.build(paths.METRICS, R, dataset=dataset, model=model, regime=regime)
+    return layout.build(layout.METRICS, R, dataset=dataset, model=model, regime=regime)
 
 
 def metric_files():

@@ -10,6 +10,8 @@
   own-label CSVs (`write_estimates`/`read_estimates`, `write_layer_estimates`/`read_layer_estimates`,
   `write_own_labels`);
 - `metrics`: `metrics/{dataset}/{model}/{regime}.json` (`write_metrics`, `read_metric_files`);
+- `tables`: the CSV tables the figures read and a finetuned model's `training_log.csv`
+  (`write_table_csv`/`read_table_csv`, `write_training_log`/`read_training_log`);
 - `paths`: the results layout, one template per path (`build` for the workflow, `parse` for the readers).
 
 Model folders are `save_pretrained` folders: Hugging Face writes and reads them.
