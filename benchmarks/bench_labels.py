@@ -46,7 +46,8 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from labeldist.data.synthetic import load_synthetic, many_label_names  # noqa: E402
+from labeldist.data import load_labelled_data  # noqa: E402
+from labeldist.data.synthetic import many_label_names  # noqa: E402
 from labeldist.config import default_block  # noqa: E402
 from labeldist.extraction import ExtractionSettings, build_label_table, extract, greedy_generate  # noqa: E402
 from labeldist.generation import DEFAULT_PAIRWISE_OPPONENTS, pairwise_pairs  # noqa: E402
@@ -90,7 +91,7 @@ def label_set(n: int) -> list[str]:
 
 def records(n_labels: int) -> dict[str, list[dict]]:
     """Synthetic train and test records (data stage shape) over `label_set(n_labels)`."""
-    data = load_synthetic("bench", {"synthetic": {"labels": label_set(n_labels), "n_train": 400, "n_dev": 10,
+    data = load_labelled_data("bench", {"loader": "synthetic", "synthetic": {"labels": label_set(n_labels), "n_train": 400, "n_dev": 10,
                                                   "n_test": 64, "seed": n_labels}})
     return {s: [ex.to_record() for ex in data.splits[s]] for s in ("train", "test")}
 

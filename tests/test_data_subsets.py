@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from labeldist.data import make_subsets, prepare_data
-from labeldist.data.synthetic import load_synthetic
+from labeldist.data import load_labelled_data, make_subsets, prepare_data
+
 
 SIZES = {"main_size": 100, "multi_size": 30, "dev_size": 60, "train_size": 200, "seed": 0}
 SYN = {"loader": "synthetic", "synthetic": {"labels": ["joy", "optimism", "admiration", "surprise", "fear",
@@ -17,7 +17,7 @@ SYN = {"loader": "synthetic", "synthetic": {"labels": ["joy", "optimism", "admir
 
 @pytest.fixture(scope="module")
 def data():
-    return load_synthetic("synthetic", SYN)
+    return load_labelled_data("synthetic", SYN)
 
 
 def test_subsets_are_deterministic_and_seeded(data):

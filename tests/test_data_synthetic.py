@@ -4,8 +4,8 @@ import time
 
 import numpy as np
 
-from labeldist.data import prepare_data
-from labeldist.data.synthetic import CUES, cue_words, load_synthetic
+from labeldist.data import load_labelled_data, prepare_data
+from labeldist.data.synthetic import CUES, cue_words
 
 CFG = {"loader": "synthetic", "synthetic": {"labels": ["joy", "optimism", "admiration", "surprise", "fear",
                                                         "sadness", "anger"],
@@ -35,14 +35,14 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 def test_default_generation_is_fast():
     start = time.perf_counter()
-    data = load_synthetic("synthetic", CFG)
+    data = load_labelled_data("synthetic", CFG)
     assert time.perf_counter() - start < 2.0
     assert {s: len(v) for s, v in data.splits.items()} == {"train": 800, "dev": 120, "test": 160}
     assert data.splits["train"][12].id == "syn-train-00012"
 
 
 def test_p_ref_is_spread_and_follows_intensity():
-    data = load_synthetic("synthetic", CFG)
+    data = load_labelled_data("synthetic", CFG)
     labels = data.labels
     exs = data.splits["train"]
     p = np.array([[ex.p_ref[lab] for lab in labels] for ex in exs])
@@ -64,7 +64,7 @@ def test_p_ref_is_spread_and_follows_intensity():
 
 
 def test_texts_are_short_and_carry_cues_of_active_labels():
-    data = load_synthetic("synthetic", CFG)
+    data = load_labelled_data("synthetic", CFG)
     cues = cue_words(data.labels)
     for ex in data.splits["dev"]:
         words = ex.text.split()

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from labeldist.config import default_block, load_config
-from labeldist.data import prepare_data
-from labeldist.data.synthetic import load_synthetic, many_label_names, unseen_labels
+from labeldist.data import load_labelled_data, prepare_data
+from labeldist.data.synthetic import many_label_names, unseen_labels
 from labeldist.demux import DemuxSettings, input_length, predict_proba, train_demux
 from labeldist.artifacts.generations import parse_pairwise
 from labeldist.estimators import ESTIMATOR_NAMES, estimate, pairwise_bt
@@ -90,9 +90,9 @@ def test_many_label_names_are_distinct_multi_word_and_share_first_words():
 
 
 def test_unseen_labels_never_occur_in_train_but_do_in_test_and_generation_is_deterministic():
-    cfg = {"synthetic": {"labels": LABELS, "unseen_labels": N_UNSEEN, "n_train": 600, "n_dev": 50,
+    cfg = {"loader": "synthetic", "synthetic": {"labels": LABELS, "unseen_labels": N_UNSEEN, "n_train": 600, "n_dev": 50,
                          "n_test": 400, "seed": 3}}
-    data = load_synthetic("syn", cfg)
+    data = load_labelled_data("syn", cfg)
     assert unseen_labels(LABELS, N_UNSEEN) == UNSEEN
     for ex in data.splits["train"]:
         assert not set(ex.labels) & set(UNSEEN)
@@ -103,11 +103,11 @@ def test_unseen_labels_never_occur_in_train_but_do_in_test_and_generation_is_det
     voted_in_test = {l for ex in data.splits["test"] for a in ex.annotations for l in a}
     assert len(voted_in_test & set(UNSEEN)) >= 5, "dev/test keep the unseen labels"
     assert any("never occur in the train split" in n for n in data.notes)
-    again = load_synthetic("syn", cfg)
+    again = load_labelled_data("syn", cfg)
     for split in ("train", "dev", "test"):
         assert [e.to_record() for e in again.splits[split]] == [e.to_record() for e in data.splits[split]]
     # the same data without held-out labels differs only because those labels are active again in train
-    plain = load_synthetic("syn", {"synthetic": {**cfg["synthetic"], "unseen_labels": 0}})
+    plain = load_labelled_data("syn", {"loader": "synthetic", "synthetic": {**cfg["synthetic"], "unseen_labels": 0}})
     assert [e.to_record() for e in plain.splits["test"]] == [e.to_record() for e in data.splits["test"]]
     assert any(set(e.labels) & set(UNSEEN) for e in plain.splits["train"])
 
@@ -306,7 +306,7 @@ def test_probes_give_unseen_labels_their_training_prevalence_zero():
 
 
 def test_demux_scores_unseen_labels_through_their_label_tokens_at_120_labels():
-    data = load_synthetic("syn", SYN_CFG)
+    data = load_labelled_data("syn", SYN_CFG)
     train, dev = data.splits["train"], data.splits["dev"]
     settings = DemuxSettings.from_config({**default_block("demux"), "hidden_size": 32, "num_layers": 1,
                                           "num_heads": 2, "max_epochs": 1, "patience": 1, "batch_size": 32})

@@ -130,6 +130,25 @@ def validate_config(config: dict, base_dir: str | Path = ".", source: str = "con
     return cfg
 
 
+def validate_block(definition: str, block: Mapping[str, Any], key: str) -> dict:
+    """Return a validated copy of one config block against the schema's `definitions/<definition>`
+    (e.g. "dataset") with every default filled in; ConfigError names `key` (e.g. "datasets.mfrc") and the
+    key at fault. Library entry points that take one block call it, so that they read every key with a
+    default as `block[key]` whether the caller validated the whole config (idempotent) or not."""
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"{key}: expected a mapping of keys, got {type(block).__name__}")
+    cfg = copy.deepcopy(dict(block))
+    schema = load_schema()
+    sub = {**schema["definitions"][definition], "definitions": schema["definitions"]}
+    validator = _extend_with_default(jsonschema.Draft7Validator)(sub)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        lines = [f"  - {key}.{_key(e.absolute_path)}" if e.absolute_path else f"  - {key}" for e in errors[:10]]
+        lines = [f"{line}: {_schema_message(e)}" for line, e in zip(lines, errors)]
+        raise ConfigError(f"{key}: invalid configuration\n" + "\n".join(lines))
+    return cfg
+
+
 def _schema_message(err: jsonschema.ValidationError) -> str:
     if err.validator == "additionalProperties":
         return f"unknown key ({err.message})"

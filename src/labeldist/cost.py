@@ -110,7 +110,7 @@ def n_labels(ds_cfg: Mapping[str, Any]) -> int:
     if "labels" in ds_cfg:
         return len(ds_cfg["labels"])
     if loader in ("goemotions", "goemotions_raters"):
-        return GOEMOTIONS_LABELS[ds_cfg.get("pooling", "clusters")]
+        return GOEMOTIONS_LABELS[ds_cfg["pooling"]]
     return LOADER_LABELS.get(loader, DEFAULT_LABELS)
 
 
@@ -133,14 +133,14 @@ def prompt_tokens(prompt_cfg: Mapping[str, Any], n: int) -> int:
 
 def weight_bytes(model_cfg: Mapping[str, Any], four_bit: bool | None = None) -> float:
     """Return the bytes of a model's weights as loaded (0.5/param in 4-bit, 4 in float32, else 2)."""
-    four_bit = model_cfg.get("load_in_4bit", False) if four_bit is None else four_bit
-    per_param = 0.5 if four_bit else 4.0 if model_cfg.get("dtype") == "float32" else 2.0
+    four_bit = model_cfg["load_in_4bit"] if four_bit is None else four_bit
+    per_param = 0.5 if four_bit else 4.0 if model_cfg["dtype"] == "float32" else 2.0
     return model_cfg["size_b"] * 1e9 * per_param
 
 
 def uses_gpu(model_cfg: Mapping[str, Any]) -> bool:
     """Return True when the model is configured to run on a GPU (gpu_mem_gb > 0)."""
-    return model_cfg.get("gpu_mem_gb", 0) > 0
+    return model_cfg["gpu_mem_gb"] > 0
 
 
 def gpus_needed(gpu_mem_gb: float, hw: Hardware = Hardware()) -> int:
@@ -187,7 +187,7 @@ def generation_seconds(cfg: Mapping[str, Any], dataset: str, model: str, prompti
         n_prompts, new_tokens, plen = n_ex * n * (n + 1), 1, plen + 2 * LABEL_TOKENS + 8
     else:
         raise ValueError(f"unknown prompting mode {prompting!r}")
-    four_bit = bool(m.get("load_in_4bit", False))
+    four_bit = bool(m["load_in_4bit"])
     extra_tokens = extra_calls * (n + 1) * LABEL_TOKENS
     flops = 2 * m["size_b"] * 1e9 * n_prompts * (plen + new_tokens + extra_tokens)
     batches = math.ceil(n_prompts / gen["batch_size"])
@@ -202,7 +202,7 @@ def finetune_seconds(cfg: Mapping[str, Any], dataset: str, model: str, kind: str
     ft = cfg["finetune"]["seq_cls" if kind == "seq_cls_head" else kind]
     n = n_labels(ds)
     plen = prompt_tokens(cfg["prompts"][ds["prompt"]], n)
-    four_bit = bool(cfg["finetune"]["sft"].get("load_in_4bit", False) or m.get("load_in_4bit", False))
+    four_bit = bool(cfg["finetune"]["sft"]["load_in_4bit"] or m["load_in_4bit"])
     rate = _flops_rate(m, hw, four_bit)
     params = m["size_b"] * 1e9
     steps, batch = ft["max_steps"], ft["batch_size"]
@@ -258,13 +258,13 @@ def planned_jobs(cfg: Mapping[str, Any], hw: Hardware = Hardware()) -> Iterator[
             if d not in model_datasets(cfg, m):
                 continue
             regimes = model_regimes(cfg, m)
-            gpus = gpus_needed(mcfg.get("gpu_mem_gb", 0), hw)
+            gpus = gpus_needed(mcfg["gpu_mem_gb"], hw)
             for p in model_prompting(cfg, m):
                 for subset in generation_subsets(p, estimators):
                     sec = generation_seconds(cfg, d, m, p, subset, hw)
                     for _ in range(len(regimes) * len(cfg["seeds"])):
                         yield JobEstimate(p, d, m, sec, gpus)
-            train_gpus = gpus_needed(mcfg.get("gpu_mem_gb", 0) * TRAIN_MEM_FACTOR, hw)
+            train_gpus = gpus_needed(mcfg["gpu_mem_gb"] * TRAIN_MEM_FACTOR, hw)
             for kind in ("sft", "rl"):
                 if kind in regimes:
                     yield JobEstimate(kind, d, m, finetune_seconds(cfg, d, m, kind, hw), train_gpus)

@@ -125,10 +125,10 @@ def _seen_labels(part: Mapping[str, Any]) -> set[str]:
 def load_generic(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     """Return a dataset from generic JSONL/CSV files (see the module docstring); works with any
     number of labels."""
-    f = {"text": cfg.get("text_field", "text"), "id": cfg.get("id_field", "id"),
-         "labels": cfg.get("labels_field", "labels"), "annotations": cfg.get("annotations_field", "annotations"),
-         "distribution": cfg.get("distribution_field", "distribution"), "split": cfg.get("split_field", "split")}
-    task = cfg.get("task", "multilabel")
+    f = {"text": cfg["text_field"], "id": cfg["id_field"], "labels": cfg["labels_field"],
+         "annotations": cfg["annotations_field"], "distribution": cfg["distribution_field"],
+         "split": cfg["split_field"]}
+    task = cfg["task"]
     mode: str | None = None
     parts: list[tuple[str | None, dict[str, Any]]] = []
     for path, file_split in _files(Path(str(cfg["path"])), name):
@@ -154,7 +154,7 @@ def load_generic(name: str, cfg: Mapping[str, Any]) -> LabelledData:
         assign = [normalise_split(p["split"], p["origin"], f["split"]) for _, p in parts]
         note = f"splits from the '{f['split']}' field"
     else:
-        seed = int(cfg.get("split_seed", 0))
+        seed = int(cfg["split_seed"])
         by_id = seeded_split([str(p["id"]) for _, p in parts], seed, str(cfg["path"]))
         assign = [by_id[str(p["id"])] for _, p in parts]
         note = f"seeded 80/10/10 split by id (split_seed={seed})"

@@ -159,7 +159,7 @@ def load_goemotions(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     and emotion_clustering.json; or, legacy, a hub id). `p_ref_source: annotators` reads the per-rater
     annotations (hub config `raw`, split membership from the `simplified` config's ids; locally the
     goemotions_*.csv rater files beside the official TSVs), `gold` (default) the aggregated labels."""
-    pooling = cfg.get("pooling", "clusters")
+    pooling = cfg["pooling"]
     raters = cfg.get("p_ref_source", "gold") == "annotators"
     hub, field = cfg.get("hub"), f"datasets.{name}.hub"
     if hub is None and is_hub_id(str(cfg.get("path", ""))):
@@ -312,11 +312,11 @@ def load_goemotions_raters(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     column if present, else a seeded 80/10/10 split by id (config `split_seed`).
     """
     path = Path(str(cfg["path"]))
-    pooling = cfg.get("pooling", "clusters")
+    pooling = cfg["pooling"]
     folder = path if path.is_dir() else path.parent
     emotions, clusters = _emotions_and_clusters(folder)
     labels, to_label = label_space(pooling, clusters, emotions)
-    split_field = cfg.get("split_field", "split")
+    split_field = cfg["split_field"]
     raters = _Raters(emotions, to_label)
     for fpath in _rater_files(path, name):
         for lineno, row in iter_csv(fpath, required=RATER_COLUMNS + emotions):
@@ -324,7 +324,7 @@ def load_goemotions_raters(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     groups = raters.groups
     official = _official_splits(folder)
     if official is None and any(g["split"] in (None, "") for g in groups.values()):
-        assign = seeded_split(list(groups), int(cfg.get("split_seed", 0)), str(path))
+        assign = seeded_split(list(groups), int(cfg["split_seed"]), str(path))
         split_note = f"seeded 80/10/10 split by id (split_seed={cfg.get('split_seed', 0)})"
     elif official is None:
         assign = {cid: normalise_split(g["split"], g["origin"], split_field) for cid, g in groups.items()}
@@ -332,7 +332,7 @@ def load_goemotions_raters(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     else:
         assign = official
         split_note = "official splits from train/dev/test.tsv"
-    data = LabelledData(name, str(cfg.get("loader", "goemotions_raters")), labels, "multilabel", "annotators",
+    data = LabelledData(name, str(cfg["loader"]), labels, "multilabel", "annotators",
                         empty_splits(), notes=[RATERS_NOTE.format(pooling=pooling), split_note])
     return raters.to_data(data, assign)
 

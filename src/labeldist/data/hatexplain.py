@@ -75,7 +75,7 @@ def load_hatexplain(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     if not isinstance(raw, dict):
         raise DataError(data_path, "expected an object of post_id -> post", line=1)
     lines = object_key_lines(data_path.read_text(encoding="utf-8"))
-    seed = int(cfg.get("split_seed", 0))
+    seed = int(cfg["split_seed"])
     if div_path is not None:
         assign = read_divisions(div_path)
         missing = sorted(set(assign) - set(raw))

@@ -65,8 +65,8 @@ def load_mfrc(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     id (else by text) into annotations. Splits: `split_file` (the study's split file: id or text ->
     split; comments it does not list are left out and noted), else the split column if present, else
     a seeded 80/10/10 split by text."""
-    text_field = cfg.get("text_field", "text")
-    id_field, split_field = cfg.get("id_field", "id"), cfg.get("split_field", "split")
+    text_field = cfg["text_field"]
+    id_field, split_field = cfg["id_field"], cfg["split_field"]
     if cfg.get("hub"):
         hub = str(cfg["hub"])
         dd = load_hub(hub, None, data_files=HUB_FILE, revision=cfg.get("hub_revision"), field=f"datasets.{name}.hub")
@@ -100,7 +100,7 @@ def load_mfrc(name: str, cfg: Mapping[str, Any]) -> LabelledData:
             g["dropped"] += 1
         else:
             g["annotations"].append(ann)
-    seed = int(cfg.get("split_seed", 0))
+    seed = int(cfg["split_seed"])
     outside = 0
     if cfg.get("split_file"):
         split_path = str(cfg["split_file"])
@@ -149,8 +149,8 @@ def load_mfrc_fractions(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     """Return MFRC from mfrc_annotator_fractions.jsonl (`id, split, text, distribution`): p_ref = the
     shipped fractions ("none" = share choosing no foundation), gold = share >= 0.5."""
     path = require_file(Path(str(cfg["path"])), f"datasets.{name}.path")
-    text_field, id_field = cfg.get("text_field", "text"), cfg.get("id_field", "id")
-    dist_field, split_field = cfg.get("distribution_field", "distribution"), cfg.get("split_field", "split")
+    text_field, id_field = cfg["text_field"], cfg["id_field"]
+    dist_field, split_field = cfg["distribution_field"], cfg["split_field"]
     splits = empty_splits()
     for lineno, obj in iter_jsonl(path):
         origin = Origin(str(path), lineno)

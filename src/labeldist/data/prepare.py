@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 from ..artifacts.labels import write_label_set
 from ..artifacts.splits import write_split, write_subsets
+from ..config import validate_block
 from ..errors import ConfigError, DataError
 from .generic import EXTENSIONS, load_generic
 from .goemotions import TSV_SPLITS, is_hub_id, load_goemotions, load_goemotions_raters
@@ -64,9 +65,10 @@ def load_labelled_data(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     every split non-empty, ids unique within and across splits, the configured `p_ref_source` (when
     given) the one the data gives. A missing data file is a one-line DataError naming the config key
     and where to get the data."""
-    loader = cfg.get("loader")
+    loader = cfg.get("loader") if isinstance(cfg, Mapping) else None
     if loader not in LOADERS:
         raise ConfigError(f"datasets.{name}.loader: unknown loader {loader!r} (have {', '.join(LOADERS)})")
+    cfg = validate_block("dataset", cfg, f"datasets.{name}")  # every default filled: loaders read cfg[key]
     try:
         data = LOADERS[loader](name, cfg)
     except DataError as err:
@@ -125,7 +127,7 @@ def prepare_data(name: str, cfg: Mapping[str, Any], outputs: Mapping[str, str]) 
     """Load, check and write dataset `name` (its config block `cfg`) to `outputs`; return the data.
     Raises DataError (and writes nothing) on bad input."""
     data = load_labelled_data(name, cfg)
-    subsets = make_subsets(data, cfg.get("subsets", {}))
+    subsets = make_subsets(data, validate_block("dataset", cfg, f"datasets.{name}")["subsets"])
     write_prepared(data, subsets, outputs)
     info = data.labels_json()
     log.info("dataset %s (%s): %d labels, counts %s, skipped %s, skipped annotations %s; subsets %s",

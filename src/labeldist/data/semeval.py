@@ -63,7 +63,7 @@ def load_semeval2018_ec(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     folder = require_dir(Path(str(cfg["path"])), f"datasets.{name}.path")
     splits = {s: read_semeval_file(require_file(folder / f, f"datasets.{name}.path")) for s, f in FILES.items()}
     test_file = next((folder / f for f in TEST_FILES if (folder / f).is_file()), None)
-    seed = int(cfg.get("split_seed", 0))
+    seed = int(cfg["split_seed"])
     if test_file is not None:
         splits["test"] = read_semeval_file(test_file)
         note = f"test from {test_file.name}"

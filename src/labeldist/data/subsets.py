@@ -19,7 +19,7 @@ import numpy as np
 
 from ..artifacts.splits import SUBSET_NAMES
 from .records import Example, LabelledData
-DEFAULT_SIZES = {"main_size": 200, "multi_size": 200, "dev_size": 200, "train_size": 1000}
+SIZE_KEYS = ("main_size", "multi_size", "dev_size", "train_size")
 
 
 def seeded_sample(examples: Sequence[Example], size: int, seed: int, stream: int) -> list[str]:
@@ -33,8 +33,8 @@ def seeded_sample(examples: Sequence[Example], size: int, seed: int, stream: int
 
 def make_subsets(data: LabelledData, cfg: Mapping[str, Any]) -> dict[str, list[str]]:
     """Return {"main", "multi", "dev", "train": [ids]} for `data` from config `subsets` sizes and seed."""
-    sizes = {k: int(cfg.get(k, v)) for k, v in DEFAULT_SIZES.items()}
-    seed = int(cfg.get("seed", 0))
+    sizes = {k: int(cfg[k]) for k in SIZE_KEYS}
+    seed = int(cfg["seed"])
     test, dev, train = data.splits["test"], data.splits["dev"], data.splits["train"]
     multi = [ex for ex in test if len(ex.labels) >= 2]
     return {

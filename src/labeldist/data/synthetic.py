@@ -196,9 +196,9 @@ def unseen_labels(labels: Sequence[str], n_unseen: int) -> list[str]:
 def load_synthetic(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     """Return the synthetic dataset described by `cfg["synthetic"]` (labels, n_train, n_dev, n_test,
     annotators [min, max], seed, unseen_labels: how many of the last labels the train split lacks)."""
-    syn = cfg.get("synthetic", {})
-    labels = list(syn.get("labels", ["joy", "optimism", "admiration", "surprise", "fear", "sadness", "anger"]))
-    annotators = syn.get("annotators", [3, 5])
+    syn = cfg["synthetic"]
+    labels = list(syn["labels"])
+    annotators = syn["annotators"]
     if not 1 <= annotators[0] <= annotators[1]:
         raise DataError(f"datasets.{name}.synthetic", f"annotators must be [min, max] with 1 <= min <= max, "
                         f"got {annotators}", field="annotators")
@@ -207,8 +207,8 @@ def load_synthetic(name: str, cfg: Mapping[str, Any]) -> LabelledData:
         raise DataError(f"datasets.{name}.synthetic", f"unseen_labels must be in 0..{len(labels) - 1} "
                         f"(at least one label must occur in training), got {n_unseen}", field="unseen_labels")
     held_out = unseen_labels(labels, n_unseen)
-    seed = int(syn.get("seed", 0))
-    sizes = {"train": syn.get("n_train", 800), "dev": syn.get("n_dev", 120), "test": syn.get("n_test", 160)}
+    seed = int(syn["seed"])
+    sizes = {"train": syn["n_train"], "dev": syn["n_dev"], "test": syn["n_test"]}
     splits = {s: generate_split(labels, int(sizes[s]), annotators, seed, s,
                                 absent=held_out if s == "train" else ()) for s in SPLITS}
     notes = ["synthetic: `intensity` holds each label's latent vote probability"]
