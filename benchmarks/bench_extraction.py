@@ -68,11 +68,11 @@ from labeldist.scoring import choice_probabilities  # noqa: E402
 LABELS = ["joy", "optimism", "admiration", "surprise", "fear", "sadness", "anger"]
 WORDS = ("the day was long and I felt so happy then sad about my friend who left the town but we "
          "laughed at the old jokes and worried about tomorrow").split()
-SPEC = PromptSpec(
+SPEC = PromptSpec.from_config(dict(
     instruction="Classify the following inputs into none, one, or multiple the following emotions per "
                 "input: {labels}. Output exactly these emotions and no others.",
     k=4, label_format="comma",
-)
+))
 
 
 def synthetic_records(n: int, seed: int) -> list[dict]:

@@ -77,11 +77,11 @@ from labeldist.scoring import choice_probabilities  # noqa: E402
 
 SIZES = (7, 28, 120)
 EMOTIONS = ["joy", "optimism", "admiration", "surprise", "fear", "sadness", "anger"]
-SPEC = PromptSpec(
+SPEC = PromptSpec.from_config(dict(
     instruction="Classify the following inputs into none, one, or multiple the following emotions per "
                 "input: {labels}. Output exactly these emotions and no others.",
     k=4, label_format="comma",
-)
+))
 
 
 def label_set(n: int) -> list[str]:

@@ -46,11 +46,11 @@ from labeldist.models import load_causal_lm  # noqa: E402
 from labeldist.prompts import PromptSpec, render_prompt, sample_demos  # noqa: E402
 
 LABELS = ["Authority", "Care", "Equality", "Loyalty", "Proportionality", "Purity"]
-SPEC = PromptSpec(
+SPEC = PromptSpec.from_config(dict(
     instruction="Classify the following inputs into none, one, or multiple the following moral foundations "
                 "per input: {labels}. Output exactly these moral foundations and no others.",
     k=4, label_format="json",
-)
+))
 WORDS = ("we should protect the weak and share fairly but loyalty to the group and respect for the rules "
          "matter too while some things are simply disgusting and wrong").split()
 

@@ -38,7 +38,7 @@ L = 120
 N_UNSEEN = 10
 LABELS = many_label_names(L)
 UNSEEN = LABELS[-N_UNSEEN:]
-SPEC120 = PromptSpec(instruction=SPEC.instruction, k=2, label_format="comma")
+SPEC120 = PromptSpec.from_config(dict(instruction=SPEC.instruction, k=2, label_format="comma"))
 SYN_CFG = {"loader": "synthetic",
            "synthetic": {"labels": LABELS, "unseen_labels": N_UNSEEN, "n_train": 60, "n_dev": 12, "n_test": 12,
                          "annotators": [3, 5], "seed": 0},
@@ -131,7 +131,7 @@ def test_whole_label_scores_of_120_multi_token_labels_equal_scoring_each_label_s
     demos = [(" ".join(rng.choices(WORDS, k=6)), LABELS[i:i + 2]) for i in (0, 50)]
     # short prompts (the instruction does not list the labels) keep the 484 separate forwards fast; the
     # stage test below runs the full 120-label prompts
-    short = PromptSpec(instruction="Classify the input.", k=2, label_format="comma")
+    short = PromptSpec.from_config(dict(instruction="Classify the input.", k=2, label_format="comma"))
     prompts = [build_prompt(short, LABELS, demos, "my friend left"),
                build_prompt(short, LABELS, demos[:1], "the day was long and I felt so happy then sad")]
     enc = tok(prompts, return_tensors="pt", padding=True)

@@ -31,7 +31,8 @@ from labeldist.prompts import (
 )
 
 LABELS = ["joy", "fear", "anger", "sadness"]
-SPEC = PromptSpec(instruction="Classify into none, one or more of: {labels}.", k=4, label_format="comma")
+SPEC = PromptSpec.from_config(dict(instruction="Classify into none, one or more of: {labels}.", k=4,
+                                   label_format="comma"))
 
 
 # ---- formats and layout ------------------------------------------------------------------------------

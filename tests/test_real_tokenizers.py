@@ -21,7 +21,8 @@ from .conftest import extraction_settings
 
 # Shared first tokens on purpose: Care / Caring / Care work, Equal / Equality, Loyalty / Loyal.
 LABELS = ["Care", "Caring", "Care work", "Equality", "Equal", "Loyalty", "Loyal", "Purity"]
-SPEC = PromptSpec(instruction="Classify the inputs into none, one or several of: {labels}.", k=2)
+SPEC = PromptSpec.from_config(dict(instruction="Classify the inputs into none, one or several of: {labels}.",
+                                   k=2))
 DEMOS = [("We should help each other.", ["Care", "Loyalty"]), ("Nothing to see here.", [])]
 
 

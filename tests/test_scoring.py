@@ -26,11 +26,11 @@ from labeldist.scoring import (
 )
 
 LABELS = ["joy", "optimism", "admiration", "surprise", "fear", "sadness", "anger"]
-SPEC = PromptSpec(
+SPEC = PromptSpec.from_config(dict(
     instruction="Classify the following inputs into none, one, or multiple the following emotions per "
                 "input: {labels}. Output exactly these emotions and no others.",
     k=3, label_format="comma",
-)
+))
 WORDS = "the day was long and I felt so happy then sad about my friend who left the town".split()
 TINY_CFG = dict(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
                 max_position_embeddings=512)

@@ -32,11 +32,11 @@ from .conftest import REPO, extraction_settings
 from .test_extraction import _naive_marginal
 
 LABELS = ["Care", "Equality", "Proportionality", "Loyalty", "Authority", "Purity"]
-SPEC = PromptSpec(
+SPEC = PromptSpec.from_config(dict(
     instruction="Classify the following inputs into none, one, or multiple the following moral foundations per "
                 "input: {labels}. Output exactly these moral foundations and no others.",
     k=3, label_format="json",
-)
+))
 # query texts whose end merges with what follows in a real BPE (`\n\n` + `\n` -> `\n\n\n`, `  ` + `\n`)
 AWKWARD = ["It was her.\n\n", "  spaced out  ", "Really?!", "two\nlines\n \n"]
 

@@ -21,30 +21,35 @@ import json
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
-from .config import NONE_LABEL
+from .config import NONE_LABEL, validate_block
+from .settings import FromConfig
 LABEL_FORMATS = ("comma", "json")
 
 
 @dataclass(frozen=True)
-class PromptSpec:
-    """One prompt template from config `prompts.<name>`."""
+class PromptSpec(FromConfig):
+    """One prompt template from config `prompts.<name>` (`from_config`; defaults: the config schema's
+    `prompt` definition, labeldist.config.validate_block("prompt", ...) fills them in)."""
+
+    CONFIG_BLOCK: ClassVar[str] = "prompts.<name>"
 
     instruction: str
-    k: int = 10
-    label_format: str = "json"
-    demo_sampling: str = "multilabel"
-    multilabel_ratio: float = 0.5
-    input_prefix: str = "Input: "
-    output_prefix: str = "Labels: "
-    use_chat_template: bool = False
+    k: int
+    label_format: str
+    demo_sampling: str
+    multilabel_ratio: float
+    input_prefix: str
+    output_prefix: str
+    use_chat_template: bool
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "PromptSpec":
-        """Build from a validated config block (extra keys are ignored)."""
-        fields = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in cfg.items() if k in fields})
+    def from_config(cls, cfg: Mapping[str, Any], key: str = "prompts.<name>") -> "PromptSpec":
+        """Return the spec of a `prompts.<name>` block, validated against the schema's `prompt` definition
+        with its defaults filled in (labeldist.config.validate_block; idempotent on a validated block), so
+        a caller may pass the block as written; ConfigError names `key` and the key at fault."""
+        return super().from_config(validate_block("prompt", cfg, key))
 
     @property
     def stop_string(self) -> str:
