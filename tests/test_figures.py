@@ -203,7 +203,7 @@ def _inputs(root: Path, cfg: dict, name: str, tables_dir: Path | None = None) ->
                                   "label_order_accuracy", "icl_sweep", "probe_layers", "training_curves"])
 def test_generation_figures_render_with_data(tree, name, tmp_path):
     root, cfg = tree
-    fig = plots.render_figure(name, _inputs(root, cfg, name), {"regimes": cfg["regimes"]})
+    fig = plots.render_figure(name, _inputs(root, cfg, name), {"regimes": cfg["regimes"], "threshold": cfg["metrics"]["threshold"]})
     assert_every_axis_has_data(fig)
     plots.save_figure(fig, tmp_path / f"{name}.png", tmp_path / f"{name}.pdf")
     assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -213,7 +213,7 @@ def test_generation_figures_render_with_data(tree, name, tmp_path):
 def test_step_probabilities_annotates_same_share(tree):
     root, cfg = tree
     fig = plots.render_figure("step_probabilities", _inputs(root, cfg, "step_probabilities"),
-                              {"regimes": cfg["regimes"]})
+                              {"regimes": cfg["regimes"], "threshold": cfg["metrics"]["threshold"]})
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any(t.startswith("same: ") and "%" in t for t in texts), texts
     titles = [ax.get_title() for ax in fig.axes]
@@ -246,7 +246,7 @@ def test_runs_without_any_label_step_are_named_not_blank(tree, tmp_path):
                               for i in range(5)))
     inputs["generations"] = [p for p in inputs["generations"] if "/rl/" not in p] + [str(silent)]
     for name in ("step_probabilities", "step_entropy", "first_step_spikiness"):
-        fig = plots.render_figure(name, inputs, {"regimes": cfg["regimes"]})
+        fig = plots.render_figure(name, inputs, {"regimes": cfg["regimes"], "threshold": cfg["metrics"]["threshold"]})
         assert_every_axis_has_data(fig)
         notes = "\n".join(t.get_text() for t in fig.texts)
         assert "synthetic · tiny · rl: no label step in any output" in notes, (name, notes)

@@ -879,7 +879,7 @@ def test_output_edge_cases_are_counted_in_classification_table(tmp_path):
                         {(s, 0): est.estimate(name, gen[s], files["labels"]) for s in ("main", "dev")})
         result = run_metrics(estimates=tmp_path / f"{name}.parquet", seed=0,
                              test_data=files["test"], dev_data=files["dev"], labels=files["labels"],
-                             subsets=files["subsets"], generation=gen["main"], n_bootstrap=5,
+                             subsets=files["subsets"], generation=gen["main"], threshold=0.5, ece_bins=10, n_bootstrap=5,
                              meta={"dataset": "syn", "model": "tiny", "regime": "base", "estimator": name, "seed": 0})
         metric_paths.append(tmp_path / f"{name}.json")
         write_json(metric_paths[-1], [result])

@@ -238,7 +238,7 @@ def test_metrics_by_layer(tmp_path):
                 rows.append({"layer": layer, "id": r["id"], "label": l, "q": q})
     path = tmp_path / "linear_probe.layers.csv"
     write_layer_estimates(path, {("main", 0): pd.DataFrame(rows)})
-    out = M.metrics_by_layer(read_layer_estimates(path), ref, LABELS)
+    out = M.metrics_by_layer(read_layer_estimates(path), ref, LABELS, threshold=0.5)
     assert out["layer"].tolist() == [0, 1]
     assert out.loc[1, "l1"] == pytest.approx(0.0) and out.loc[1, "f1_micro"] == pytest.approx(1.0)
     assert out.loc[0, "l1"] == pytest.approx(np.abs(ref.p_ref - 0.5).mean())

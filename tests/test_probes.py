@@ -196,7 +196,7 @@ def test_listed_layers_only(tmp_path):
     out = tmp_path / "o"
     run_linear_probes(hidden=by_seed(files), generations=by_seed(gens), train_data=train, labels_json=labels,
                       seeds=[0], estimates=out / "e.parquet", layer_tables=out / "l.csv",
-                      own_labels=out / "own.csv", layers=[1, 3])
+                      own_labels=out / "own.csv", layers=[1, 3], max_svd_dim=512)
     assert sorted(pd.read_csv(out / "l.csv").layer.unique()) == [1, 3]
 
 
@@ -209,7 +209,7 @@ def test_hidden_ids_missing_from_the_train_split_name_the_file(tmp_path):
     with pytest.raises(DataError, match="train.jsonl"):
         run_linear_probes(hidden=by_seed(files), generations=by_seed(gens), train_data=train, labels_json=labels,
                           seeds=[0], estimates=out / "e.parquet", layer_tables=out / "l.csv",
-                          own_labels=out / "own.csv")
+                          own_labels=out / "own.csv", layers="all", max_svd_dim=512)
     assert not out.exists() or not any(out.iterdir())
 
 

@@ -293,8 +293,8 @@ def ids_digest(ids: Sequence[str]) -> str:
 
 def run_metrics(*, estimates: str | Path, seed: int, test_data: str | Path,
                 dev_data: str | Path, labels: str | Path, subsets: str | Path,
-                generation: str | Path | None, meta: Mapping[str, Any], threshold: float = 0.5,
-                ece_bins: int = 10, n_bootstrap: int = 200) -> dict[str, Any]:
+                generation: str | Path | None, meta: Mapping[str, Any], threshold: float,
+                ece_bins: int, n_bootstrap: int) -> dict[str, Any]:
     """Return the metrics JSON object of one run (docs/formats.md, Metrics).
 
     `estimates`: the estimator's estimate file, whose `main` and `dev` rows of `seed` are scored
@@ -348,7 +348,7 @@ def _json_float(value: float) -> float | None:
 
 # ---- per-layer probe estimates ------------------------------------------------------------------
 def metrics_by_layer(layers: pd.DataFrame, ref: Reference, labels: Sequence[str],
-                     threshold: float = 0.5, source: str = "layers") -> pd.DataFrame:
+                     threshold: float, source: str = "layers") -> pd.DataFrame:
     """Return one row per layer: micro F1 at `threshold`, L1 and BCE against p_ref, micro AUC.
 
     `ref` gives p_ref and gold for the ids of `layers` (each layer must cover the same ids).

@@ -565,7 +565,7 @@ def _figure_probe_layers(inputs, params):
             refs[meta["dataset"]] = read_reference(tests[meta["dataset"]], ls)
         table = read_layer_estimates(path)
         for seed, part in table[table["subset"] == "main"].groupby("seed", sort=True):
-            per_layer = metrics_by_layer(part, refs[meta["dataset"]], ls.labels, params.get("threshold", 0.5),
+            per_layer = metrics_by_layer(part, refs[meta["dataset"]], ls.labels, params["threshold"],
                                          source=f"{path} (seed {seed})")
             frames.append(per_layer.assign(**meta, seed=int(seed)))
     return plot_probe_layers(pd.concat(frames, ignore_index=True), params.get("regimes", REGIMES))

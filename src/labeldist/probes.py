@@ -195,7 +195,7 @@ def run_linear_probes(*, hidden: Mapping[tuple[str, int], str | os.PathLike],
                       generations: Mapping[tuple[str, int], str | os.PathLike], train_data: str | os.PathLike,
                       labels_json: str | os.PathLike, seeds: Sequence[int], estimates: str | os.PathLike,
                       layer_tables: str | os.PathLike, own_labels: str | os.PathLike,
-                      layers: str | Sequence[int] = "all", max_svd_dim: int = 512,
+                      layers: str | Sequence[int], max_svd_dim: int,
                       threads: int = 1) -> dict[int, dict[str, float]]:
     """Fit and apply every probe of one (dataset, model, regime) for each seed; write the three files of
     the probe stage once, every seed in them (labeldist.artifacts.estimates).
