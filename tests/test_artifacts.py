@@ -330,3 +330,53 @@ def test_csv_tables_round_trip_and_bad_files(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DataError, match="empty.csv: not a readable CSV"):
         read_table_csv(tmp_path / "empty.csv")
+
+
+# ---- one owner per file kind ----------------------------------------------------------------------------
+FILE_KINDS = {  # docs/formats.md file kind -> (module of labeldist.artifacts, writer, reader)
+    "{split}.jsonl": ("splits", "write_split", "read_split"),
+    "subsets.json": ("splits", "write_subsets", "read_subsets"),
+    "labels.json": ("labels", "write_label_set", "read_label_set"),
+    "generation records": ("generations", "write_generation_records", "read_generations"),
+    "hidden states": ("hidden", "write_hidden", "read_hidden_states"),
+    "estimates": ("estimates", "write_estimates", "read_estimates"),
+    "probe layer estimates": ("estimates", "write_layer_estimates", "read_layer_estimates"),
+    "metrics": ("metrics", "write_metrics", "read_metric_files"),
+    "CSV tables": ("tables", "write_table_csv", "read_table_csv"),
+    "training_log.csv": ("tables", "write_training_log", "read_training_log"),
+}
+READ_CALLS = re.compile(r"\b(iter_jsonl|read_jsonl|read_json|read_csv|read_parquet|safe_open|load_file|json\.load)\(")
+# Files a module writes and reads back itself (no other stage reads them): models' model_ref.json,
+# Demux's saved model (demux.json and its head). The data stage's loaders read the raw datasets.
+OWN_FILES = {"models.py": {"read_json"}, "demux.py": {"read_json", "load_file"}}
+
+
+def test_every_file_kind_has_its_writer_and_reader_in_artifacts_and_in_formats_md():
+    import importlib
+    from pathlib import Path
+
+    formats = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text(encoding="utf-8")
+    for kind, (module, writer, reader) in FILE_KINDS.items():
+        mod = importlib.import_module(f"labeldist.artifacts.{module}")
+        assert callable(getattr(mod, writer)) and callable(getattr(mod, reader)), kind
+        assert writer in formats and reader in formats, f"docs/formats.md does not name {writer}/{reader} ({kind})"
+
+
+def test_no_stage_module_parses_another_stages_file():
+    """Outside labeldist.artifacts (and io, the data stage's raw-data loaders), no module reads a file
+    format itself, except the files in OWN_FILES; a new private reader fails here."""
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "labeldist"
+    found = {}
+    for path in sorted(src.glob("*.py")):
+        if path.name == "io.py":  # the generic, atomic JSON/JSONL helpers the artifacts build on
+            continue
+        calls = set()
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.lstrip().startswith(("from ", "import ", "#")):
+                continue
+            calls |= {m.group(1) for m in READ_CALLS.finditer(line)}
+        if calls:
+            found[path.name] = calls
+    assert found == OWN_FILES
