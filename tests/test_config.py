@@ -156,3 +156,13 @@ def test_config_readme_documents_every_top_level_key():
     readme = (REPO / "config" / "README.md").read_text()
     rows = {line.split("|")[1].strip().strip("`") for line in readme.splitlines() if line.startswith("| `")}
     assert rows == set(schema["properties"])
+
+
+def test_regimes_and_prompting_modes_are_the_schema_enums():
+    """The workflow's wildcard constraints and the library use config.REGIMES / PROMPTING_MODES: one
+    source, equal to what the schema accepts."""
+    from labeldist.config import PROMPTING_MODES, REGIMES, load_schema
+
+    props = load_schema()["properties"]
+    assert list(REGIMES) == props["regimes"]["items"]["enum"]
+    assert list(PROMPTING_MODES) == props["prompting"]["items"]["enum"]

@@ -20,6 +20,10 @@ from .errors import ConfigError
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 # Which prompting mode each estimator reads (None: it needs no generation file).
+REGIMES = ("base", "sft", "rl")
+"""The finetuning regimes, in pipeline order (the schema's `regimes` enum; the `regime` wildcard)."""
+PROMPTING_MODES = ("baseline", "unary", "pairwise", "icl_sweep")
+"""The prompting modes (the schema's `prompting` enum; the `prompting` wildcard)."""
 ESTIMATOR_PROMPTING: dict[str, str | None] = {
     "first_step": "baseline",
     "compare_to_none": "baseline",

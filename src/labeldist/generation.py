@@ -45,7 +45,6 @@ from .scoring import choice_probabilities
 
 log = logging.getLogger(__name__)
 
-PROMPTING_MODES = ("baseline", "icl_sweep", "unary", "pairwise")
 
 
 # ---- data -----------------------------------------------------------------------------------------------

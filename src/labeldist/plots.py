@@ -31,12 +31,12 @@ from .artifacts.generations import read_generations  # noqa: E402
 from .artifacts.labels import LabelSet, read_label_set  # noqa: E402
 from .artifacts.metrics import read_metric_files  # noqa: E402
 from .artifacts.tables import TRAINING_LOG, read_table_csv, read_training_log  # noqa: E402
+from .config import REGIMES  # noqa: E402
 from .errors import DataError  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .metrics import metrics_by_layer, read_reference  # noqa: E402
 from .tables import metric_label  # noqa: E402
 
-REGIMES = ["base", "sft", "rl"]
 REGIME_PALETTE = dict(zip(REGIMES, sns.color_palette("colorblind", 3)))
 HEADLINE = ["first_step", "max_over_steps", "first_step_whole", "max_over_steps_whole"]
 SEED = 0  # seaborn's bootstrap error bars are seeded

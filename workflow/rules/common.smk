@@ -8,6 +8,8 @@ from snakemake.exceptions import WorkflowError
 
 from labeldist.config import (
     ESTIMATOR_PROMPTING,
+    PROMPTING_MODES,
+    REGIMES as REGIMES_ALL,
     model_prompting,
     model_runs,
     pretrain_dataset,
@@ -44,8 +46,8 @@ PROMPTING_GROUPS = prompting_groups(config)
 wildcard_constraints:
     dataset="|".join(DATASETS),
     model="|".join(MODELS + [ENCODER]),
-    regime="base|sft|rl",
-    prompting="baseline|unary|pairwise|icl_sweep",
+    regime="|".join(REGIMES_ALL),
+    prompting="|".join(PROMPTING_MODES),
 
 
 ENV = "../../envs/labeldist.yaml"
