@@ -26,6 +26,7 @@ import pandas as pd
 from scipy.special import softmax
 from scipy.stats import entropy
 
+from .config import NONE_LABEL
 from .errors import DataError
 from .artifacts.generations import Generation, Step, read_generations
 from .artifacts.labels import LabelSet
@@ -154,7 +155,7 @@ def first_step_ranks(records: Iterable[Generation], label_set: LabelSet,
 
 # ---- emitted labels -------------------------------------------------------------------------------
 def label_order_rows(records: Iterable[Generation], gold: Mapping[str, set[str]],
-                     none_label: str = "none", max_order: int = 2, source: str = "generation") \
+                     none_label: str = NONE_LABEL, max_order: int = 2, source: str = "generation") \
         -> pd.DataFrame:
     """Return one row per record and emitted position k <= max_order: id, order (1-based), label,
     correct (the label is in the gold set; `none` is correct only for an empty gold set).
@@ -176,7 +177,7 @@ def label_order_accuracy(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"accuracy": grouped.mean().astype(float), "n": grouped.size()}).reset_index()
 
 
-def output_label_counts(records: Iterable[Generation], none_label: str = "none") -> pd.DataFrame:
+def output_label_counts(records: Iterable[Generation], none_label: str = NONE_LABEL) -> pd.DataFrame:
     """Return one row per output: id, ratio (NaN outside icl_sweep), n_labels (distinct known labels,
     none excluded, from the record's `labels`) and multi (n_labels > 1).
     """

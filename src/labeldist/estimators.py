@@ -46,6 +46,7 @@ from .artifacts.estimates import estimate_frame
 from .artifacts.generations import Generation, PairwiseRecord, UnaryRecord, read_generations, read_pairwise, read_unary
 from .artifacts.labels import read_label_set
 from .artifacts.splits import p_ref_matrix, read_split
+from .config import NONE_LABEL
 from .errors import DataError
 
 log = logging.getLogger(__name__)
@@ -94,13 +95,13 @@ def _first_step(gens: Sequence[Generation], labels: Sequence[str], none_label: s
     return estimate_frame([g.id for g in gens], _names(labels, none_label, True), q)
 
 
-def first_step(gens: Sequence[Generation], labels: Sequence[str], none_label: str = "none") -> pd.DataFrame:
+def first_step(gens: Sequence[Generation], labels: Sequence[str], none_label: str = NONE_LABEL) -> pd.DataFrame:
     """Return q(l) = p_1(l), the first label step's first-token distribution (labels + none rows)."""
     return _first_step(gens, labels, none_label, "first_token")
 
 
 def first_step_whole(gens: Sequence[Generation], labels: Sequence[str],
-                     none_label: str = "none") -> pd.DataFrame:
+                     none_label: str = NONE_LABEL) -> pd.DataFrame:
     """Return q(l) = p_1(l) under the whole-label distribution of the first label step (labels + none rows)."""
     return _first_step(gens, labels, none_label, "whole_label")
 
@@ -126,13 +127,13 @@ def _max_over_steps(gens: Sequence[Generation], labels: Sequence[str], none_labe
 
 
 def max_over_steps(gens: Sequence[Generation], labels: Sequence[str],
-                   none_label: str = "none") -> pd.DataFrame:
+                   none_label: str = NONE_LABEL) -> pd.DataFrame:
     """Return q(l) = max(max over label steps t of p_t(l), EPS), first-token distributions; none: p_1(none)."""
     return _max_over_steps(gens, labels, none_label, "first_token")
 
 
 def max_over_steps_whole(gens: Sequence[Generation], labels: Sequence[str],
-                         none_label: str = "none") -> pd.DataFrame:
+                         none_label: str = NONE_LABEL) -> pd.DataFrame:
     """Return q(l) = max(max over label steps t of p_t(l), EPS), whole-label distributions; none: p_1(none)."""
     return _max_over_steps(gens, labels, none_label, "whole_label")
 
@@ -145,7 +146,7 @@ def compare_to_none_features(gen: Generation) -> np.ndarray | None:
     return z[:-1] - z[-1]
 
 
-def compare_to_none(gens: Sequence[Generation], labels: Sequence[str], none_label: str = "none",
+def compare_to_none(gens: Sequence[Generation], labels: Sequence[str], none_label: str = NONE_LABEL,
                     w: float = 1.0, b: float = 0.0) -> pd.DataFrame:
     """Return q(l) = sigmoid(w (z_l - z_none) + b) from the first step's logits (label rows only).
 
@@ -213,7 +214,7 @@ def compare_to_none_platt(gens: Sequence[Generation], labels: Sequence[str], non
     return compare_to_none(gens, labels, none_label, w=w, b=b)
 
 
-def output(gens: Sequence[Generation], labels: Sequence[str], none_label: str = "none") -> pd.DataFrame:
+def output(gens: Sequence[Generation], labels: Sequence[str], none_label: str = NONE_LABEL) -> pd.DataFrame:
     """Return q = 1 - EPS for the record's generated labels and EPS otherwise; none = 1 - EPS iff no label."""
     index = {l: i for i, l in enumerate(labels)}
     q = np.full((len(gens), len(labels) + 1), EPS)
@@ -264,7 +265,7 @@ def _token_level(gen: Generation, labels: Sequence[str], none_label: str) -> tup
     return np.clip(conditional, 0.0, 1.0), np.clip(joint, 0.0, 1.0)
 
 
-def conditional(gens: Sequence[Generation], labels: Sequence[str], none_label: str = "none") -> pd.DataFrame:
+def conditional(gens: Sequence[Generation], labels: Sequence[str], none_label: str = NONE_LABEL) -> pd.DataFrame:
     """Return q(l) = P(l's tokens | greedy prefix) where l was emitted, else exp(whole_label_logprobs_1[l]).
 
     Labels + none rows; see the module docstring for repeats and outputs without a label step.
@@ -273,7 +274,7 @@ def conditional(gens: Sequence[Generation], labels: Sequence[str], none_label: s
     return estimate_frame([g.id for g in gens], _names(labels, none_label, True), q)
 
 
-def joint(gens: Sequence[Generation], labels: Sequence[str], none_label: str = "none") -> pd.DataFrame:
+def joint(gens: Sequence[Generation], labels: Sequence[str], none_label: str = NONE_LABEL) -> pd.DataFrame:
     """Return q(l) = running product of the emitted labels' probabilities up to l (labels + none rows).
 
     Not emitted: conditional(l) times the product over all emitted labels (module docstring).
@@ -282,7 +283,7 @@ def joint(gens: Sequence[Generation], labels: Sequence[str], none_label: str = "
     return estimate_frame([g.id for g in gens], _names(labels, none_label, True), q)
 
 
-def marginal(gens: Sequence[Generation], labels: Sequence[str], none_label: str = "none") -> pd.DataFrame:
+def marginal(gens: Sequence[Generation], labels: Sequence[str], none_label: str = NONE_LABEL) -> pd.DataFrame:
     """Return q(l) = the record's `marginal` probability that l appears anywhere in the output (labels + none).
 
     DataError if a record has no `marginal` (config generation.marginal is off).

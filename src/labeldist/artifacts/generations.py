@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..config import NONE_LABEL
 from ..errors import DataError
 from ..io import iter_jsonl, write_jsonl
 
@@ -140,7 +141,7 @@ def _probabilities(vec: np.ndarray, source: str, line: int | None, field: str) -
     return np.clip(vec, 0.0, 1.0)
 
 
-def parse_generation(obj: Mapping, labels: Sequence[str], none_label: str = "none",
+def parse_generation(obj: Mapping, labels: Sequence[str], none_label: str = NONE_LABEL,
                      source: str = "<records>", line: int | None = None) -> Generation:
     """Return the validated Generation of one `baseline` or `icl_sweep` record (docs/formats.md); DataError
     if malformed."""
@@ -227,7 +228,7 @@ def parse_unary(obj: Mapping, labels: Sequence[str], source: str = "<records>",
                        source=source, line=line)
 
 
-def parse_pairwise(obj: Mapping, labels: Sequence[str], none_label: str = "none",
+def parse_pairwise(obj: Mapping, labels: Sequence[str], none_label: str = NONE_LABEL,
                    source: str = "<records>", line: int | None = None) -> PairwiseRecord:
     """Return the validated PairwiseRecord of one `pairwise` record (items: labels, then none)."""
     gen_id = _id(obj, source, line)
@@ -275,7 +276,7 @@ def _read_records(path: str | os.PathLike, parse: Callable[..., Any]) -> list:
 
 
 def read_generations(path: str | os.PathLike, labels: Sequence[str],
-                     none_label: str = "none") -> list[Generation]:
+                     none_label: str = NONE_LABEL) -> list[Generation]:
     """Return the parsed records of a `baseline` generation file (ids unique) or of an `icl_sweep` file
     (a record per example and ratio)."""
     return _read_records(path, lambda obj, source, line: parse_generation(obj, labels, none_label,
@@ -288,7 +289,7 @@ def read_unary(path: str | os.PathLike, labels: Sequence[str]) -> list[UnaryReco
 
 
 def read_pairwise(path: str | os.PathLike, labels: Sequence[str],
-                  none_label: str = "none") -> list[PairwiseRecord]:
+                  none_label: str = NONE_LABEL) -> list[PairwiseRecord]:
     """Return the parsed records of a `pairwise` generation file (ids unique)."""
     return _read_records(path, lambda obj, source, line: parse_pairwise(obj, labels, none_label,
                                                                         source, line))
