@@ -68,14 +68,12 @@ def generate_subsets(model_dir: str | os.PathLike, data_files: Mapping[str, str]
     """Load the model once and run `prompting` on each (subset, seed) of `outputs` ({(subset, seed):
     path}, seeds in ascending order), writing each generation file (and, for baseline, its hidden states
     to `hidden_outputs`) as `labeldist.generation.generate_file` does for one subset and seed."""
-    import torch
-
     from .generation import load_task_data, run_prompting, write_generation
+    from .hf import set_threads
     from .models import load_causal_lm
     from .prompts import PromptSpec
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    set_threads(threads)
     spec = PromptSpec.from_config(prompt_cfg)
     model, tokenizer = load_causal_lm(model_dir, device=device, dtype=model_cfg["dtype"],
                                       load_in_4bit=bool(model_cfg["load_in_4bit"]))

@@ -35,6 +35,7 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTo
 
 from .errors import DataError
 from .gguf_source import package_folder
+from .hf import count_parameters, set_threads
 from .io import atomic_dir, read_json
 from .models import resolve_device
 from .artifacts.estimates import estimate_frame, write_estimates
@@ -329,7 +330,7 @@ def train_demux(train_texts: Sequence[str], train_y: np.ndarray, dev_texts: Sequ
         tokenizer, encoder = build_encoder(settings, train_texts, labels)
     positions = label_token_positions(tokenizer, labels)
     model = DemuxModel(encoder, positions, settings.dropout).to(device)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = count_parameters(model)
     log.info("Demux: encoder %s (%d parameters), %d labels, label-token positions %s",
              settings.encoder, n_params, len(labels), dict(zip(labels, positions)))
     train_enc = _Encoded(tokenizer, labels, train_texts, settings.max_length)
@@ -431,7 +432,7 @@ def run_demux(*, data: Mapping[str, str | os.PathLike], estimates: str | os.Path
     20 examples remain, else the whole dev split. `main` ids come from the test split, `dev` ids from the
     dev split. The torch seed is `settings.seed + seed`. Returns the trained results per seed.
     """
-    torch.set_num_threads(max(1, int(threads)))
+    set_threads(max(1, int(threads)))
     device = str(resolve_device(device))
     label_set = read_label_set(data["labels"])
     labels = label_set.labels

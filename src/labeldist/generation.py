@@ -290,10 +290,10 @@ def generate_file(
 ) -> GenerationOutput:
     """The generation rule: load the model folder and data, run `prompting` on `subset` with `seed`,
     write the generation file (and the hidden-state file for baseline); return what was written."""
+    from .hf import set_threads
     from .models import load_causal_lm
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    set_threads(threads)
     data = load_task_data(data_files, subset)
     spec = PromptSpec.from_config(prompt_cfg)
     model, tokenizer = load_causal_lm(model_dir, device=device, dtype=model_cfg["dtype"],

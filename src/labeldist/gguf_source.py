@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import LabeldistError
+from .hf import count_parameters
 from .io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ def convert_gguf(
             "sha256": location.sha256 or sha256_of(location.chunks),
             "sha256_checked": bool(location.sha256),
             "architecture": type(model).__name__,
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "parameters": count_parameters(model),
             "seconds": round(time.perf_counter() - start, 1),
         }
         write_json(tmp / GGUF_SOURCE, provenance)
