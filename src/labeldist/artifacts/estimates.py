@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..io import atomic_path, write_parquet
+from ..io import write_parquet
+from .tables import read_table_csv, write_table_csv
 
 ESTIMATE_COLUMNS = ["seed", "subset", "id", "label", "q"]
 LAYER_COLUMNS = ["seed", "subset", "layer", "id", "label", "q"]
@@ -143,23 +144,14 @@ def write_layer_estimates(path: str | os.PathLike, parts: Mapping[tuple[str, int
     """Write the per-layer probe estimates `path` (CSV, LAYER_COLUMNS) from `parts` ({(subset, seed):
     layer/id/label/q frame}), atomically; return the written frame."""
     frame = _stack(parts, LAYER_COLUMNS)
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_table_csv(path, frame)
     return frame
 
 
 def read_layer_estimates(path: str | os.PathLike) -> pd.DataFrame:
     """Return a per-layer probe estimates file (LAYER_COLUMNS); DataError names the file, line and field of
     an unreadable file, a missing column or a layer that is not an integer."""
-    try:
-        frame = pd.read_csv(path, dtype={"id": str, "label": str, "subset": str})
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(path, f"not a readable CSV file ({err})") from None
-    for column in LAYER_COLUMNS:
-        if column not in frame.columns:
-            raise DataError(path, "missing column", field=column)
+    frame = read_table_csv(path, required=LAYER_COLUMNS, dtype={"id": str, "label": str, "subset": str})
     for column in ("seed", "layer"):
         value = pd.to_numeric(frame[column], errors="coerce")
         bad = value.isna() | (value % 1 != 0)
@@ -174,8 +166,7 @@ def write_own_labels(path: str | os.PathLike, parts: Mapping[int, pd.DataFrame])
     atomically; return the written frame."""
     frame = pd.concat([f.assign(seed=int(seed)) for seed, f in sorted(parts.items())], ignore_index=True)
     frame = frame[OWN_LABEL_COLUMNS]
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+    write_table_csv(path, frame)
     return frame
 
 

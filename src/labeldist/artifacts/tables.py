@@ -7,7 +7,7 @@ reader of each.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -23,11 +23,12 @@ def write_table_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def read_table_csv(path: str | os.PathLike, required: Sequence[str] = ()) -> pd.DataFrame:
-    """Return a CSV file written by `write_table_csv`; DataError names the file when it is missing or not
-    readable, and the first of the `required` columns it lacks."""
+def read_table_csv(path: str | os.PathLike, required: Sequence[str] = (),
+                   dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Return a CSV file written by `write_table_csv` (columns typed by `dtype` where given); DataError names
+    the file when it is missing or not readable, and the first of the `required` columns it lacks."""
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, dtype=dtype)
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
