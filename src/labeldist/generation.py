@@ -46,7 +46,6 @@ from .scoring import choice_probabilities
 log = logging.getLogger(__name__)
 
 
-
 # ---- data -----------------------------------------------------------------------------------------------
 @dataclass
 class TaskData:
