@@ -104,10 +104,16 @@ def _non_finite(value: Any, path: tuple = ()) -> Iterator[str]:
         yield _key(path)
 
 
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
-    """Return the workflow's config schema."""
+@functools.lru_cache(maxsize=4)
+def _parsed_schema(path: str) -> dict:
     with open(path, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """Return (a fresh copy of) the workflow's config schema; the file is parsed once per process (YAML
+    parsing takes ~50 ms, and every validate_block call needs the schema)."""
+    return copy.deepcopy(_parsed_schema(str(path)))
 
 
 def validate_config(config: dict, base_dir: str | Path = ".", source: str = "config") -> dict:
