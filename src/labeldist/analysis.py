@@ -202,13 +202,12 @@ def training_log_long(frame: pd.DataFrame, source: str | Path = "training_log.cs
     """Return a training log (labeldist.artifacts.tables.read_training_log) in long format: step, metric,
     value for each of loss, reward and learning_rate that the log has (rows without a value are dropped,
     as trainers log them sparsely); DataError names `source` when none of them holds a number."""
-    path = source
     present = [m for m in TRAINING_METRICS if m in frame.columns]
     if not present:
-        raise DataError(path, f"none of the columns {TRAINING_METRICS} to plot", field="columns")
+        raise DataError(source, f"none of the columns {TRAINING_METRICS} to plot", field="columns")
     long = frame.melt(id_vars="step", value_vars=present, var_name="metric", value_name="value")
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
     long = long.dropna(subset=["value"])
     if long.empty:
-        raise DataError(path, f"columns {present} hold no numbers", field=present[0])
+        raise DataError(source, f"columns {present} hold no numbers", field=present[0])
     return long.reset_index(drop=True)
