@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-from .config import load_config, model_datasets, model_prompting, model_regimes
+from .config import finetune_block, load_config, model_datasets, model_prompting, model_regimes
 
 # Prompt-length heuristics (tokens): short social-media posts with their label lists.
 INSTRUCTION_TOKENS = 60
@@ -199,10 +199,13 @@ def finetune_seconds(cfg: Mapping[str, Any], dataset: str, model: str, kind: str
                      hw: Hardware = Hardware()) -> float:
     """Return the estimated seconds of one training job: kind `sft`, `rl` (GRPO) or `seq_cls_head`."""
     ds, m = cfg["datasets"][dataset], cfg["models"][model]
-    ft = cfg["finetune"]["seq_cls" if kind == "seq_cls_head" else kind]
+    ft = finetune_block(cfg, model, "seq_cls" if kind == "seq_cls_head" else kind)
     n = n_labels(ds)
-    plen = prompt_tokens(cfg["prompts"][ds["prompt"]], n)
-    four_bit = bool(cfg["finetune"]["sft"]["load_in_4bit"] or m["load_in_4bit"])
+    prompt = cfg["prompts"][ds["prompt"]]
+    if ft.get("k") is not None:  # sft and rl prompts with their own demo count (finetune.training_spec)
+        prompt = {**prompt, "k": ft["k"]}
+    plen = prompt_tokens(prompt, n)
+    four_bit = bool(finetune_block(cfg, model, "sft")["load_in_4bit"] or m["load_in_4bit"])
     rate = _flops_rate(m, hw, four_bit)
     params = m["size_b"] * 1e9
     steps, batch = ft["max_steps"], ft["batch_size"]
@@ -259,11 +262,12 @@ def planned_jobs(cfg: Mapping[str, Any], hw: Hardware = Hardware()) -> Iterator[
                 continue
             regimes = model_regimes(cfg, m)
             gpus = gpus_needed(mcfg["gpu_mem_gb"], hw)
-            for p in model_prompting(cfg, m):
-                for subset in generation_subsets(p, estimators):
-                    sec = generation_seconds(cfg, d, m, p, subset, hw)
-                    for _ in range(len(regimes) * len(cfg["seeds"])):
-                        yield JobEstimate(p, d, m, sec, gpus)
+            for r in regimes:
+                for p in model_prompting(cfg, m, r):
+                    for subset in generation_subsets(p, estimators):
+                        sec = generation_seconds(cfg, d, m, p, subset, hw)
+                        for _ in cfg["seeds"]:
+                            yield JobEstimate(p, d, m, sec, gpus)
             train_gpus = gpus_needed(mcfg["gpu_mem_gb"] * TRAIN_MEM_FACTOR, hw)
             for kind in ("sft", "rl"):
                 if kind in regimes:
