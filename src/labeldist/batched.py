@@ -118,20 +118,22 @@ def evaluate_run(estimators: Sequence[str], metric_estimators: Sequence[str],
                  generations: Mapping[tuple[str, str, int], str], outputs: Mapping[str, str],
                  supervised: Mapping[str, str], metrics_out: str, *, data: Mapping[str, str],
                  meta: Mapping[str, Any], seeds: Sequence[int], threshold: float, ece_bins: int,
-                 n_bootstrap: int, threads: int = 1) -> list[dict[str, Any]]:
+                 n_bootstrap: int, estimation: Mapping[str, Any], threads: int = 1) -> list[dict[str, Any]]:
     """Write the estimate file of each generation-reading estimator in `estimators` (`outputs`:
     {estimator: path}; every seed, subsets main and dev, read from `generations`: {(prompting mode,
     subset, seed): path}), then the metrics file `metrics_out` of the run: a JSON list with the metrics
     of each estimator in `metric_estimators` and seed (labeldist.metrics.run_metrics), seeds in order.
     `supervised` ({estimator: path}) holds the estimate files other rules wrote (linear_probe,
     seq_cls_head, demux); `data` the run's test, dev, labels and subsets files; `meta` its dataset,
-    model and regime. Returns the metrics objects."""
+    model and regime; `estimation` the config `estimation` block (labeldist.estimators.EstimationSettings).
+    Returns the metrics objects."""
     from .artifacts.estimates import SUBSET_ORDER, write_estimates
     from .config import ESTIMATOR_PROMPTING
-    from .estimators import estimate
+    from .estimators import EstimationSettings, estimate
     from .artifacts.metrics import write_metrics
     from .metrics import run_metrics
 
+    settings = EstimationSettings.from_config(estimation)
     for est, out in outputs.items():
         if est not in estimators:
             raise ValueError(f"evaluate_run: output for {est!r}, which is not among {list(estimators)}")
@@ -142,7 +144,7 @@ def evaluate_run(estimators: Sequence[str], metric_estimators: Sequence[str],
                 parts[(subset, seed)] = estimate(
                     est, generations[(prompting, subset, seed)], data["labels"], seed=seed,
                     dev_generations=generations[("baseline", "dev", seed)] if platt else None,
-                    dev_data=data["dev"] if platt else None, threads=threads)
+                    dev_data=data["dev"] if platt else None, threads=threads, settings=settings)
         frame = write_estimates(out, parts)
         log.info("%s: %d rows (%d seeds) written to %s", est, len(frame), len(seeds), out)
     files = {**supervised, **outputs}

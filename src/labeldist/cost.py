@@ -12,8 +12,8 @@ job cost from a workflow config):
 - 4-bit (bitsandbytes NF4) weights take half a byte per parameter, but dequantisation slows compute by
   `quant_slowdown`;
 - prompts are the instruction plus k demonstrations of about TOKENS_PER_DEMO tokens each; unary
-  prompts are one per (example, label), pairwise prompts one per ordered label pair including `none`,
-  the ICL sweep one per (example, ratio);
+  prompts are one per (example, label), pairwise prompts one per ordered label pair including `none`
+  (half as many with config `generation.pairwise_orders: one`), the ICL sweep one per (example, ratio);
 - loading a checkpoint reads its bf16 weights at `disk_gbps`.
 Jobs of models without a GPU (`gpu_mem_gb: 0`, e.g. the built-in tiny model) count as CPU jobs and add
 no GPU-hours.
@@ -126,6 +126,14 @@ def subset_size(ds_cfg: Mapping[str, Any], subset: str) -> int:
     return int(ds_cfg["subsets"][f"{subset}_size"])
 
 
+def pairwise_prompts(n: int, orders: str) -> int:
+    """Return the pairwise prompts per example over n labels + `none`: (n + 1) n ordered pairs with
+    config `generation.pairwise_orders` `both`, (n + 1) n / 2 with `one` (each unordered pair once)."""
+    if orders not in ("both", "one"):
+        raise ValueError(f"pairwise_orders must be 'both' or 'one', got {orders!r}")
+    return (n + 1) * n // (2 if orders == "one" else 1)
+
+
 def prompt_tokens(prompt_cfg: Mapping[str, Any], n: int) -> int:
     """Return the estimated token length of one few-shot classification prompt over n labels."""
     return INSTRUCTION_TOKENS + n * LABEL_TOKENS + prompt_cfg["k"] * TOKENS_PER_DEMO + QUERY_TOKENS
@@ -184,7 +192,8 @@ def generation_seconds(cfg: Mapping[str, Any], dataset: str, model: str, prompti
     elif prompting == "unary":
         n_prompts, new_tokens, plen = n_ex * n, 1, plen + LABEL_TOKENS + 8
     elif prompting == "pairwise":
-        n_prompts, new_tokens, plen = n_ex * n * (n + 1), 1, plen + 2 * LABEL_TOKENS + 8
+        n_prompts = n_ex * pairwise_prompts(n, gen["pairwise_orders"])
+        new_tokens, plen = 1, plen + 2 * LABEL_TOKENS + 8
     else:
         raise ValueError(f"unknown prompting mode {prompting!r}")
     four_bit = bool(m["load_in_4bit"])

@@ -13,6 +13,8 @@
 # compare_to_none_platt also reads the dev subset's baseline generation and the dev split's p_ref:
 # (w, b) is fitted there and applied to the requested subset. For subset dev itself that means fitting
 # and applying on dev (there is no other held-out split): in-sample, only used for thresholds.
+# Config `estimation` (which slots are label steps, what a record without one gets; ours by default, the
+# study's in config/study.yaml) goes to the estimators through the rule's params.
 # Input and target functions are lambdas: `snakemake --lint` flags files that mix functions and rules.
 from labeldist.batched import evaluate_inputs, metric_estimators
 
@@ -58,6 +60,7 @@ for _group in EVAL_GROUPS:
             ),
             seeds=SEEDS,
             metrics=config["metrics"],
+            estimation=config["estimation"],
             meta=lambda wildcards: {k: wildcards[k] for k in ("dataset", "model", "regime")},
         script:
             "../scripts/evaluate.py"
@@ -82,6 +85,7 @@ rule evaluate_demux:
         metric_estimators=["demux"],
         seeds=SEEDS,
         metrics=config["metrics"],
+        estimation=config["estimation"],
         meta=lambda wildcards: {"dataset": wildcards.dataset, "model": ENCODER, "regime": "base"},
     script:
         "../scripts/evaluate.py"
