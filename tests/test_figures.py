@@ -291,13 +291,15 @@ def test_by_estimator_drops_undefined_metric_panels():
 
 
 def test_calibration_figure_from_metric_files(tmp_path):
+    """One panel per run x estimator family, each bin a dot whose area grows with its pair count."""
     from labeldist.metrics import reliability_bins
 
     rng = np.random.default_rng(1)
     objs = []
+    estimators = ("first_step", "max_over_steps", "unary")
     for seed in (0, 1):
-        for est in ("first_step", "max_over_steps"):
-            q = rng.random((30, 4))
+        for est in estimators:
+            q = rng.random((30, 4)) ** (3 if est == "unary" else 1)  # unary: most pairs in the low bins
             y = (rng.random((30, 4)) < q).astype(int)
             objs.append({"dataset": "syn", "model": "tiny", "regime": "base", "estimator": est, "seed": seed,
                          "alignment": {}, "classification": {}, "reliability": reliability_bins(q, y, 5)})
@@ -305,21 +307,40 @@ def test_calibration_figure_from_metric_files(tmp_path):
     Path(paths[0]).write_text(json.dumps(objs))
     bins = plots.reliability_frame(objs)
     # pooled over two seeds: counts add up to 2 x 30 x 4 per estimator
-    assert bins.groupby("estimator")["count"].sum().tolist() == [240, 240]
-    fig = plots.render_figure("calibration", {"metrics": paths}, {"estimators": ["first_step", "max_over_steps"]})
+    assert bins.groupby("estimator")["count"].sum().tolist() == [240, 240, 240]
+    fig = plots.render_figure("calibration", {"metrics": paths}, {"estimators": list(estimators)})
     assert_every_axis_has_data(fig)
-    ax = fig.axes[0]
-    assert len(ax.lines) >= 3  # two estimators + the diagonal
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["syn · tiny · base\nlabel steps", "syn · tiny · base\nunary and pairwise prompts"]
+    steps_ax, unary_ax = fig.axes
+    drawn = lambda ax: [ln for ln in ax.lines if len(ln.get_xdata())]  # noqa: E731 (legend proxies are empty)
+    assert len(drawn(steps_ax)) == 3 and len(drawn(unary_ax)) == 2  # estimators + the diagonal
+    # dot areas follow the bins' pair counts: the fullest unary bin has the largest dot
+    dots = unary_ax.collections[0]
+    unary_bins = bins[bins["estimator"] == "unary"].sort_values("mean_q")
+    offsets = dots.get_offsets()
+    largest = offsets[int(np.argmax(dots.get_sizes()))]
+    fullest = unary_bins.loc[unary_bins["count"].idxmax()]
+    assert largest[0] == pytest.approx(fullest["mean_q"])
+    assert unary_bins["count"].nunique() > 1 and len(set(dots.get_sizes())) > 1
 
 
 def test_training_curves_plot_what_is_present(tmp_path):
+    """A panel per run and logged quantity; the dev F1 before (step 0) and after training is drawn."""
     folder = tmp_path / "models" / "syn" / "tiny" / "sft"
     folder.mkdir(parents=True)
-    pd.DataFrame({"step": [1, 2, 3], "loss": [3.0, 2.0, None], "grad_norm": [1, 1, 1]}).to_csv(
-        folder / "training_log.csv", index=False)
-    fig = plots.render_figure("training_curves", {"models": [str(folder)]}, {})
-    assert [ax.get_title() for ax in fig.axes] == ["syn · tiny · loss"]
+    pd.DataFrame({"step": [0, 1, 2, 3], "loss": [None, 3.0, 2.0, None], "grad_norm": [None, 1, 1, 1],
+                  "dev_f1": [0.2, None, None, 0.6]}).to_csv(folder / "training_log.csv", index=False)
+    rl = tmp_path / "models" / "syn" / "tiny" / "rl"
+    rl.mkdir(parents=True)
+    pd.DataFrame({"step": [0, 1, 2], "reward": [None, 0.1, 0.3], "dev_f1": [0.6, None, 0.7]}).to_csv(
+        rl / "training_log.csv", index=False)
+    fig = plots.render_figure("training_curves", {"models": [str(folder), str(rl)]}, {})
+    assert [ax.get_title() for ax in fig.axes] == [
+        "syn · tiny · sft\nloss", "syn · tiny · sft\ndev_f1", "syn · tiny · rl\nreward", "syn · tiny · rl\ndev_f1"]
     assert_every_axis_has_data(fig)
+    sft_f1 = [ln for ln in fig.axes[1].lines if len(ln.get_xdata())][0]
+    assert list(sft_f1.get_xdata()) == [0, 3] and list(sft_f1.get_ydata()) == [0.2, 0.6]
 
 
 # ---- the workflow targets every configured figure --------------------------------------------------

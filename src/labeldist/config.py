@@ -43,6 +43,21 @@ ESTIMATOR_PROMPTING: dict[str, str | None] = {
     "seq_cls_head": None,
 }
 
+# The estimator families the calibration figure draws in separate panels (each family's estimators read
+# the same kind of evidence: label steps of the generated list, the whole output, prompts of their own,
+# trained probes or heads). Every estimator of ESTIMATOR_PROMPTING has one.
+ESTIMATOR_FAMILY: dict[str, str] = {
+    "first_step": "label steps", "compare_to_none": "label steps", "compare_to_none_platt": "label steps",
+    "max_over_steps": "label steps", "first_step_whole": "label steps", "max_over_steps_whole": "label steps",
+    "output": "output and token-level", "conditional": "output and token-level",
+    "joint": "output and token-level", "marginal": "output and token-level",
+    "unary": "unary and pairwise prompts", "pairwise_bt": "unary and pairwise prompts",
+    "pairwise_outcome": "unary and pairwise prompts",
+    "linear_probe": "supervised", "demux": "supervised", "seq_cls_head": "supervised",
+}
+ESTIMATOR_FAMILIES = tuple(dict.fromkeys(ESTIMATOR_FAMILY.values()))
+"""The families in figure order."""
+
 # What each figure needs in the config, as (config key, value) pairs.
 FIGURE_NEEDS: dict[str, list[tuple[str, str]]] = {
     "step_probabilities": [("prompting", "baseline")],

@@ -70,6 +70,9 @@ log = logging.getLogger("labeldist.finetune")
 
 # RL uses LoRA instead of full finetuning above this many parameters (see the module docstring).
 LORA_MIN_PARAMS = 50_000_000
+# Activation checkpointing above this many parameters: it trades ~30% more compute for activation memory,
+# which billion-parameter models need on a GPU and a 135M model on a CPU does not.
+CHECKPOINTING_MIN_PARAMS = 1_000_000_000
 # save_pretrained's shard size for merged models (transformers 5 defaults to 50GB; smaller shards keep
 # the written files and any per-shard buffers small).
 MAX_SHARD_SIZE = "5GB"
@@ -328,7 +331,8 @@ def _common_args(
     lr: float, max_steps: int, batch_size: int, seed: int, device: str, scratch: str, n_params: int
 ) -> dict:
     """TrainingArguments shared by every regime: no checkpoints, no hub, no reporting, dense logging,
-    activation checkpointing only on big models (it slows small ones down for no memory gain)."""
+    activation checkpointing only above CHECKPOINTING_MIN_PARAMS (it slows small models down for no
+    memory they need)."""
     return {
         "output_dir": scratch,
         "learning_rate": lr,
@@ -340,7 +344,7 @@ def _common_args(
         "seed": seed,
         "data_seed": seed,
         "disable_tqdm": False,
-        "activation_checkpointing": n_params > LORA_MIN_PARAMS,
+        "activation_checkpointing": n_params > CHECKPOINTING_MIN_PARAMS,
         **trainer_precision(device),
     }
 
@@ -395,6 +399,25 @@ def finish_model(trained: Any, start_path: str | Path, plan: str, dtype: str = "
 
 
 # ---- SFT ----------------------------------------------------------------------------------------
+def sft_trainer(model: Any, tokenizer: Any, examples: Sequence[dict], settings: SFTSettings, device: str,
+                scratch: str | Path, callbacks: Sequence[Any] = ()) -> Any:
+    """TRL's SFTTrainer for `model` (loaded, on `device`) on `examples` ({"prompt", "completion"}) with a
+    LoRA adapter on every linear layer: loss on the completion tokens only (TRL's prompt-completion
+    datasets; TRL appends the tokenizer's EOS to each completion), checkpoints nowhere but `scratch`."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
+    args = SFTConfig(
+        **_common_args(settings.lr, settings.max_steps, settings.batch_size, settings.seed, device, str(scratch),
+                       count_parameters(model)),
+        completion_only_loss=True,
+        max_length=None,
+    )
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=lora_config(settings.lora), callbacks=list(callbacks))
+
+
 def train_sft(
     base_path: str | Path,
     out_dir: str | Path,
@@ -415,8 +438,6 @@ def train_sft(
     An exception during training leaves no `out_dir`.
     """
     import transformers
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
 
     device = resolve_device(device)
     quantized = training_quantized(settings.load_in_4bit, device)
@@ -425,21 +446,11 @@ def train_sft(
     before = _dev_f1(evaluate, model, tokenizer, "before")
     if quantized:
         model = prepare_quantized(model)
-    dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
-    log.info("SFT: %d examples, %d steps, batch %d, lr %g, LoRA r=%d on %s (%s params)%s", len(dataset),
+    log.info("SFT: %d examples, %d steps, batch %d, lr %g, LoRA r=%d on %s (%s params)%s", len(examples),
              settings.max_steps, settings.batch_size, settings.lr, settings.lora_r, device,
              f"{count_parameters(model):,}", ", 4-bit" if quantized else "")
     with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory() as scratch:
-        args = SFTConfig(
-            **_common_args(settings.lr, settings.max_steps, settings.batch_size, settings.seed, device, scratch,
-                           count_parameters(model)),
-            completion_only_loss=True,
-            max_length=None,
-        )
-        trainer = SFTTrainer(
-            model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-            peft_config=lora_config(settings.lora), callbacks=list(callbacks),
-        )
+        trainer = sft_trainer(model, tokenizer, examples, settings, device, scratch, callbacks)
         trainer.train()
         merged = finish_model(trainer.model, base_path, merge_plan(True, quantized), dtype)
         frame = with_dev_f1(training_log_frame(trainer.state.log_history), before,

@@ -31,7 +31,7 @@ from .artifacts.generations import read_generations  # noqa: E402
 from .artifacts.labels import LabelSet, read_label_set  # noqa: E402
 from .artifacts.metrics import read_metric_files  # noqa: E402
 from .artifacts.tables import TRAINING_LOG, read_table_csv, read_training_log  # noqa: E402
-from .config import REGIMES  # noqa: E402
+from .config import ESTIMATOR_FAMILIES, ESTIMATOR_FAMILY, REGIMES  # noqa: E402
 from .errors import DataError  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .metrics import metrics_by_layer, read_reference  # noqa: E402
@@ -334,21 +334,36 @@ def reliability_frame(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def plot_calibration(bins: pd.DataFrame, estimators: Sequence[str] = (),
                      regimes: Sequence[str] = REGIMES, models: Sequence[str] = ()) -> Figure:
-    """Reliability curves (share of gold-positive labels vs mean q per bin, pooled over seeds), one
-    line per estimator; one panel per dataset x model x regime; the diagonal is perfect calibration.
+    """Reliability curves (share of gold-positive labels vs mean q per bin, pooled over seeds), one line per
+    estimator, each bin a dot whose area is its number of (example, label) pairs, so that a bin holding
+    one pair reads as the noise it is; one panel per dataset x model x regime x estimator family
+    (labeldist.config.ESTIMATOR_FAMILY: at most six lines a panel); the diagonal is perfect calibration.
     """
     _require(bins, "calibration")
-    frame = bins.assign(panel=bins["dataset"] + " · " + bins["model"] + " · " + bins["regime"])
-    panels = _panel_order(frame, ["dataset", "model", "regime"], {"model": list(models), "regime": list(regimes)})
+    frame = bins.assign(family=bins["estimator"].map(ESTIMATOR_FAMILY).fillna("other"))
+    frame["run"] = frame["dataset"] + " · " + frame["model"] + " · " + frame["regime"]
+    frame["panel"] = frame["run"] + "\n" + frame["family"]
+    families = [f for f in (*ESTIMATOR_FAMILIES, "other") if f in set(frame["family"])]
+    frame["family"] = pd.Categorical(frame["family"], families, ordered=True)
+    runs = _panel_order(frame.assign(panel=frame["run"]), ["dataset", "model", "regime"],
+                        {"model": list(models), "regime": list(regimes)})
+    present = set(frame["panel"])
+    panels = [f"{r}\n{f}" for r in runs for f in families if f"{r}\n{f}" in present]
     hue_order = ordered_estimators(frame["estimator"].unique(), estimators)
-    g = sns.relplot(data=frame, kind="line", x="mean_q", y="frac_pos", hue="estimator", hue_order=hue_order,
-                    palette=_estimator_palette(hue_order), marker="o", markersize=4, sort=True,
-                    errorbar=None, col="panel", col_order=panels, col_wrap=min(3, len(panels)),
-                    height=3.2, aspect=1.0)
-    for ax in g.axes.flat:
+    palette = _estimator_palette(hue_order)
+    g = sns.relplot(data=frame, kind="scatter", x="mean_q", y="frac_pos", hue="estimator", hue_order=hue_order,
+                    palette=palette, size="count", sizes=(8, 160), size_norm=(1, max(1, frame["count"].max())),
+                    alpha=0.85, col="panel", col_order=panels, col_wrap=min(len(families), len(panels)),
+                    height=2.6, aspect=1.0, facet_kws={"sharex": True, "sharey": True})
+    for panel, ax in g.axes_dict.items():
         ax.plot([0, 1], [0, 1], ls="--", c="0.6", lw=1, zorder=0)
-    g.set_titles("{col_name}")
+        for est, curve in frame[frame["panel"] == panel].groupby("estimator", observed=True):
+            curve = curve.sort_values("mean_q")
+            ax.plot(curve["mean_q"], curve["frac_pos"], c=palette[est], lw=1, alpha=0.8, zorder=1)
+    g.set_titles("{col_name}", size=8)
     g.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="mean q in bin", ylabel="share of gold labels")
+    if g.legend is not None:
+        g.legend.set_title("estimator · pairs per bin")
     return g.figure
 
 
@@ -374,18 +389,23 @@ def plot_probe_layers(layers: pd.DataFrame, regimes: Sequence[str] = REGIMES) ->
 
 
 def plot_training_curves(logs: pd.DataFrame, regimes: Sequence[str] = REGIMES) -> Figure:
-    """Training curves (loss, reward, learning rate: whatever the logs hold) against step, per regime;
-    one panel per dataset x model x logged quantity.
+    """Training curves against step (loss, reward, the dev F1 of the model's own outputs before (step 0)
+    and after training, learning rate: whatever the logs hold), one panel per dataset x model x regime x
+    logged quantity, so that each finetuned run of each model shows on its own; lines coloured by regime.
     """
     _require(logs, "training_curves")
-    frame = logs.assign(panel=logs["dataset"] + " · " + logs["model"] + " · " + logs["metric"])
-    panels = _panel_order(frame, ["dataset", "model", "metric"], {"metric": analysis.TRAINING_METRICS})
+    frame = logs.assign(run=logs["dataset"] + " · " + logs["model"] + " · " + logs["regime"])
+    frame["panel"] = frame["run"] + "\n" + frame["metric"]
+    runs = _panel_order(frame.assign(panel=frame["run"]), ["dataset", "model", "regime"], {"regime": list(regimes)})
+    metrics = [m for m in analysis.TRAINING_METRICS if m in set(frame["metric"])]
+    present = set(frame["panel"])
+    panels = [f"{r}\n{m}" for r in runs for m in metrics if f"{r}\n{m}" in present]
     order = _present(regimes, frame["regime"])
     g = sns.relplot(data=frame, kind="line", x="step", y="value", hue="regime", hue_order=order,
-                    palette=_regime_palette(order), errorbar=None, col="panel", col_order=panels,
-                    col_wrap=min(frame["metric"].nunique(), 3), facet_kws={"sharey": False, "sharex": False},
-                    height=2.8, aspect=1.3)
-    g.set_titles("{col_name}")
+                    palette=_regime_palette(order), errorbar=None, marker="o", markersize=3, col="panel",
+                    col_order=panels, col_wrap=min(len(metrics), 4), facet_kws={"sharey": False, "sharex": False},
+                    height=2.4, aspect=1.3)
+    g.set_titles("{col_name}", size=8)
     g.set(ylabel="")
     return g.figure
 
