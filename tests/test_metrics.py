@@ -309,7 +309,8 @@ def test_write_table_renders_csv_markdown_html(tmp_path):
 
 def test_headline_table_and_readme_block(tmp_path):
     """The headline: per dataset, estimators ordered by best L1, one L1/BCE/F1/AUC group per model, base
-    regime only; gold-only datasets show F1 and AUC only. update_readme swaps the marked block."""
+    regime only, then per model with several regimes their side-by-side comparison; gold-only datasets show
+    F1 and AUC only. update_readme swaps the marked block."""
     results = [fake_result("first_step", 0, 0.30, [0.3]), fake_result("max_over_steps", 0, 0.10, [0.1]),
                fake_result("max_over_steps", 0, 0.99, [0.99], regime="sft"),
                fake_result("first_step", 0, 0.20, [0.2]) | {"model": "big"},
@@ -324,7 +325,14 @@ def test_headline_table_and_readme_block(tmp_path):
                         "| big: soft BCE ↓ | big: F1 ↑ | big: AUC ↑ |")
     assert lines[1].startswith("| max_over_steps | 0.100 | 0.100 | 0.500 |  |")  # AUC undefined: empty
     assert lines[2].startswith("| first_step | 0.300 |") and "| 0.200 |" in lines[2]
-    assert "0.990" not in md  # sft rows are not in the headline
+    base_block, regime_block = syn.split("**syn · tiny by regime**")
+    assert "0.990" not in base_block  # sft rows are not in the base table...
+    regime_lines = [line for line in regime_block.splitlines() if line.startswith("| ")]
+    # ...but in the model's regime comparison: the estimators both regimes ran, base and sft side by side
+    assert regime_lines[0].startswith("| estimator | base: L1 ↓ | base: soft BCE ↓ | base: F1 ↑ | base: AUC ↑ | "
+                                      "sft: L1 ↓ |")
+    assert len(regime_lines) == 2 and regime_lines[1].startswith("| max_over_steps | 0.100 | 0.100 | 0.500 |  | 0.990 |")
+    assert "big by regime" not in md  # big ran base only
     assert "L1" not in gold and "gold labels only" in gold
     path = tmp_path / "headline.md"
     T.write_headline(align, cls, path)

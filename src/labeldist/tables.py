@@ -241,6 +241,18 @@ def write_table(metric_paths: Iterable[str | Path], kind: str, csv: str | Path, 
 HEADLINE_METRICS = [("l1", "L1 ↓"), ("bce", "soft BCE ↓"), ("f1_micro_tuned", "F1 ↑"), ("auc_micro", "AUC ↑")]
 
 
+def _metric_cells(row: pd.DataFrame, metrics: Sequence[tuple[str, str]]) -> list[str]:
+    """The formatted means of `metrics` of a one-row frame (empty cells for a missing row or value)."""
+    values = [row[f"{m}_mean"].iloc[0] if len(row) else math.nan for m, _ in metrics]
+    return ["" if pd.isna(v) else f"{v:.3f}" for v in values]
+
+
+def _markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table: the first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
 def headline_markdown(alignment: pd.DataFrame, classification: pd.DataFrame, regime: str = "base") -> str:
     """Return the headline table as Markdown: per dataset, one row per estimator and, per model, L1 and
     soft BCE to p_ref, micro F1 at the dev-tuned threshold and micro ROC-AUC (means over seeds) in
@@ -256,21 +268,39 @@ def headline_markdown(alignment: pd.DataFrame, classification: pd.DataFrame, reg
         columns = ["estimator"] + [f"{model}: {label}" for model in models for _, label in metrics]
         best = frame.groupby("estimator", sort=False)[f"{metrics[0][0]}_mean"]
         best = best.min() if metrics[0][0] in ("l1", "bce") else -best.max()
-        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|"]
-        for estimator in best.sort_values(kind="stable").index:
-            cells = [estimator]
-            for model in models:
-                row = frame[(frame["model"] == model) & (frame["estimator"] == estimator)]
-                for metric, _ in metrics:
-                    value = row[f"{metric}_mean"].iloc[0] if len(row) else math.nan
-                    cells.append("" if pd.isna(value) else f"{value:.3f}")
-            lines.append("| " + " | ".join(cells) + " |")
+        rows = [[estimator] + [cell for model in models for cell in _metric_cells(
+                    frame[(frame["model"] == model) & (frame["estimator"] == estimator)], metrics)]
+                for estimator in best.sort_values(kind="stable").index]
         n = int(frame["n_examples"].max())
         seeds = int(frame["n_seeds"].max())
         source = "gold labels only (no annotator data)" if gold else f"p_ref from {frame['p_ref_source'].iloc[0]}"
         blocks.append(f"**{dataset}** ({source}; {n} test examples, {seeds} seed(s), {regime} regime)\n\n"
-                      + "\n".join(lines))
+                      + _markdown_table(columns, rows))
+        blocks += regime_blocks(alignment.merge(classification, on=KEYS, suffixes=("", "_c")), dataset, metrics)
     return "\n\n".join(blocks) + "\n"
+
+
+def regime_blocks(merged: pd.DataFrame, dataset: str, metrics: Sequence[tuple[str, str]]) -> list[str]:
+    """Markdown blocks comparing the regimes of each model of `dataset` that ran more than one (base, sft,
+    rl side by side: one group of `metrics` per regime, one row per estimator the finetuned runs share
+    with base, in the order of base's first metric)."""
+    blocks = []
+    frame = merged[merged["dataset"] == dataset]
+    for model, runs in frame.groupby("model", sort=False):
+        regimes = list(dict.fromkeys(runs["regime"]))
+        if len(regimes) < 2:
+            continue
+        shared = set.intersection(*(set(runs.loc[runs["regime"] == r, "estimator"]) for r in regimes))
+        key = f"{metrics[0][0]}_mean"
+        first = runs[(runs["regime"] == regimes[0]) & runs["estimator"].isin(shared)]
+        order = first.sort_values(key, ascending=metrics[0][0] in ("l1", "bce"), kind="stable")["estimator"]
+        columns = ["estimator"] + [f"{r}: {label}" for r in regimes for _, label in metrics]
+        rows = [[estimator] + [cell for r in regimes for cell in _metric_cells(
+                    runs[(runs["regime"] == r) & (runs["estimator"] == estimator)], metrics)]
+                for estimator in order]
+        blocks.append(f"**{dataset} · {model} by regime** ({', '.join(regimes)}; the estimators every regime "
+                      "ran)\n\n" + _markdown_table(columns, rows))
+    return blocks
 
 
 def write_headline(alignment: pd.DataFrame, classification: pd.DataFrame, path: str | Path) -> None:
