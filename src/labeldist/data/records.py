@@ -12,7 +12,8 @@ below, so gold labels, annotations and p_ref follow one set of rules whatever th
 
 Bad input is a DataError naming file, line and field, never a silent fix. Beyond malformed records
 this covers: texts longer than MAX_TEXT_CHARS (a corrupt record, e.g. a missing closing quote that
-swallowed the rest of a CSV file; the prompt of any model would be truncated anyway); label names that
+swallowed the rest of a CSV file; a shorter text that is still longer than a model's context is cut at
+generation, labeldist.context); label names that
 are empty or contain a comma, a double quote, a tab or a line break (they would break the comma and
 JSON label formats of the prompts); a label set holding two names that differ only in case or edge
 spaces, or `none` in any case (the output parsers match names case-insensitively); a label set of fewer than MIN_LABELS labels; single-label shares
