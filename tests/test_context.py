@@ -13,12 +13,12 @@ import pytest
 from transformers import LlamaConfig
 
 from labeldist.artifacts.generations import parse_generation
+from labeldist.config import default_block
 from labeldist.context import context_window, count_tokens, fit_query, prompt_budget
 from labeldist.errors import ContextError
 from labeldist.metrics import generation_counts
 from labeldist.prompts import PromptSpec, render_prompt
 
-from .conftest import extraction_settings
 from .test_scoring import LABELS, SPEC, WORDS, tiny_tokenizer
 
 DEMOS = [("the day was long", ["joy"]), ("my friend left the town", ["sadness", "fear"])]
@@ -124,8 +124,8 @@ def test_smollm2_generates_on_a_truncated_prompt_and_marks_the_record(smollm2, m
                     examples=[{"id": "short", "text": "the day was long", "labels": []},
                               {"id": "long", "text": long_text(3000, seed=3), "labels": []}])
     spec = PromptSpec(**{**SPEC.__dict__, "k": 2, "use_chat_template": True})
-    settings = extraction_settings(max_new_tokens=8, batch_size=2)
-    gen_cfg = {**settings.__dict__, "hidden_layers": [0]}
+    gen_cfg = {**default_block("generation"), "max_new_tokens": 8, "batch_size": 2, "marginal": False,
+               "hidden_layers": [0]}
     with caplog.at_level(logging.INFO, logger="labeldist"):
         out = run_prompting(model, tok, data, "baseline", spec, gen_cfg, seed=0, progress=False)
     assert [r["truncated"] for r in out.records] == [False, True]

@@ -35,9 +35,15 @@ def test_generation_follows_flop_arithmetic(study):
     expected = 2 * m["size_b"] * 1e9 * n_ex * n * (plen + cost.LABEL_TOKENS + 8 + 1) / rate
     got = cost.generation_seconds(cfg, "goemotions", "llama31_8b", "unary", "main", COMPUTE_ONLY)
     assert got == pytest.approx(expected)
-    # pairwise prompts grow as L(L+1), unary as L
+    # pairwise prompts grow as L(L+1) with both presentation orders (the default), unary as L; the study's
+    # one order (config/study.yaml) asks half of them
+    assert cfg["generation"]["pairwise_orders"] == "one"
     pair = cost.generation_seconds(cfg, "goemotions", "llama31_8b", "pairwise", "main", COMPUTE_ONLY)
-    assert pair / got == pytest.approx((n + 1) * (plen + 2 * cost.LABEL_TOKENS + 9) / (plen + cost.LABEL_TOKENS + 9))
+    ratio = (plen + 2 * cost.LABEL_TOKENS + 9) / (plen + cost.LABEL_TOKENS + 9)
+    assert pair / got == pytest.approx((n + 1) / 2 * ratio)
+    cfg["generation"]["pairwise_orders"] = "both"
+    pair = cost.generation_seconds(cfg, "goemotions", "llama31_8b", "pairwise", "main", COMPUTE_ONLY)
+    assert pair / got == pytest.approx((n + 1) * ratio)
     # twice the parameters, twice the compute; 4-bit is slower by quant_slowdown
     m["size_b"] *= 2
     assert cost.generation_seconds(cfg, "goemotions", "llama31_8b", "unary", "main", COMPUTE_ONLY) \
@@ -92,3 +98,23 @@ def test_resource_requests_grow_with_attempt(study):
 def test_readme_shows_the_current_estimate(study):
     """README's "Expected cost" table is the one `python -m labeldist.cost config/study.yaml` prints."""
     assert cost.cost_table(cost.stage_costs(study)) in (REPO / "README.md").read_text()
+
+
+def test_pairwise_prompts_halve_with_one_presentation_order(study):
+    """generation.pairwise_orders: one asks each unordered pair once: (L + 1) L / 2 prompts per example."""
+    assert cost.pairwise_prompts(3, "both") == 12 and cost.pairwise_prompts(3, "one") == 6
+    assert cost.pairwise_prompts(11, "both") == 132 and cost.pairwise_prompts(11, "one") == 66
+    with pytest.raises(ValueError, match="pairwise_orders"):
+        cost.pairwise_prompts(3, "all")
+    cfg = copy.deepcopy(study)
+    seconds = {}
+    for orders in ("both", "one"):
+        cfg["generation"]["pairwise_orders"] = orders
+        seconds[orders] = cost.generation_seconds(cfg, "goemotions", "llama31_8b", "pairwise", "main", COMPUTE_ONLY)
+    assert seconds["one"] == pytest.approx(seconds["both"] / 2)  # compute only: proportional to the prompts
+    jobs = {orders: {c.stage: c for c in cost.stage_costs({**cfg, "generation": {**cfg["generation"],
+                                                                                 "pairwise_orders": orders}})}
+            for orders in ("both", "one")}
+    assert jobs["one"]["pairwise"].jobs == jobs["both"]["pairwise"].jobs
+    assert jobs["one"]["pairwise"].gpu_hours < 0.55 * jobs["both"]["pairwise"].gpu_hours
+    assert jobs["one"]["unary"].gpu_hours == jobs["both"]["unary"].gpu_hours

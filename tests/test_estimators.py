@@ -414,3 +414,168 @@ def test_pairwise_fits_are_seeded_and_reproducible(files):
     a = est.estimate("pairwise_bt", files / "pairwise.jsonl", files / "labels.json", seed=3)
     b = est.estimate("pairwise_bt", files / "pairwise.jsonl", files / "labels.json", seed=3)
     pd.testing.assert_frame_equal(a, b)
+
+
+# ---- issue 22: the study's code's choices as options (config `estimation`, `generation.pairwise_orders`) ----
+OURS = est.EstimationSettings.default()
+STUDY_STEPS = est.EstimationSettings(label_steps="first_known", no_label_step="empty_set")
+STUDY_NO_LABEL = est.EstimationSettings(label_steps="every_slot", no_label_step="study")
+STEP_FUNCTIONS = (est.first_step, est.first_step_whole, est.max_over_steps, est.max_over_steps_whole)
+
+
+def test_estimation_defaults_are_ours_and_unknown_rules_are_refused():
+    assert (OURS.label_steps, OURS.no_label_step) == ("every_slot", "empty_set")
+    assert est.EstimationSettings.from_config({"no_label_step": "study"}).label_steps == "every_slot"
+    with pytest.raises(ValueError, match="label_steps"):
+        est.EstimationSettings(label_steps="all", no_label_step="empty_set")
+    with pytest.raises(ValueError, match="no_label_step"):
+        est.EstimationSettings(label_steps="every_slot", no_label_step="uniform")
+
+
+def test_a_record_without_a_label_step_gets_eps_by_default_and_the_studys_one_over_l_as_an_option():
+    for fn in STEP_FUNCTIONS:
+        assert [table(fn(gens(REC_C), LABELS))["c"][n] for n in NAMES] == [EPS] * 4 + [1 - EPS]
+        assert [table(fn(gens(REC_C), LABELS, settings=OURS))["c"][n] for n in NAMES] == [EPS] * 4 + [1 - EPS]
+        # the study: a softmax of 4 zero logits, 1/4 per label; the none row (the study has none) stays ours
+        assert [table(fn(gens(REC_C), LABELS, settings=STUDY_NO_LABEL))["c"][n] for n in NAMES] \
+            == pytest.approx([0.25] * 4 + [1 - EPS], abs=1e-15)
+    # records with a label step are untouched by the option
+    for fn in STEP_FUNCTIONS:
+        pd.testing.assert_frame_equal(fn(gens(REC_B, REC_A), LABELS, settings=STUDY_NO_LABEL),
+                                      fn(gens(REC_B, REC_A), LABELS))
+    # compare_to_none (no study value is defined there) keeps EPS under both rules
+    assert all(q == EPS for q in est.compare_to_none(gens(REC_C), LABELS, settings=STUDY_NO_LABEL)["q"])
+
+
+def test_the_studys_max_over_steps_falls_back_to_one_over_l_only_up_to_nine_labels():
+    """Its maxima start at EPS for the L labels and none; it falls back to the first step's 1/L scores
+    only while those L + 1 floors sum below 10 EPS: 10 floors do (9.999...e-08), 11 do not (1.1e-07)."""
+    def q_of(fn, n_labels):
+        labels = [f"l{i}" for i in range(n_labels)]
+        rec = gen_files.parse_generation({"id": "c", "labels": [], "no_label": True, "steps": []}, labels,
+                                          "none", source="gen.jsonl", line=1)
+        return list(fn([rec], labels, settings=STUDY_NO_LABEL)["q"])
+
+    assert q_of(est.max_over_steps, 9) == pytest.approx([1 / 9] * 9 + [1 - EPS], abs=1e-15)
+    assert q_of(est.max_over_steps, 10) == [EPS] * 10 + [1 - EPS]
+    assert q_of(est.max_over_steps_whole, 11) == [EPS] * 11 + [1 - EPS]
+    assert q_of(est.first_step, 10) == pytest.approx([0.1] * 10 + [1 - EPS], abs=1e-15)
+    assert q_of(est.first_step, 11) == pytest.approx([1 / 11] * 11 + [1 - EPS], abs=1e-15)
+
+
+# Record "r": an unknown string first, then joy, anger, and joy again (a repeat).
+Z_R = [[0.0, 3.0, 3.0, 0.0, 0.0],  # unknown slot: sad and sadness lead
+       [2.0, 0.0, 0.0, 1.0, 1.0],  # joy
+       [0.0, 0.0, 0.0, 2.0, 0.5],  # anger
+       [4.0, 0.0, 0.0, 0.0, 0.0]]  # joy repeated: joy's best step
+REC_R = {"id": "r", "labels": ["joy", "anger"], "unknown": ["xyz"], "repeated": ["joy"],
+         "steps": [step(None, Z_R[0], [0.1] * 5), step("joy", Z_R[1], [0.4, 0.1, 0.1, 0.1, 0.1], 0.4),
+                   step("anger", Z_R[2], [0.1, 0.1, 0.1, 0.5, 0.1], 0.5),
+                   step("joy", Z_R[3], [0.6, 0.1, 0.1, 0.1, 0.1], 0.6)]}
+
+
+def test_every_slot_is_a_step_by_default_and_only_first_known_slots_as_an_option():
+    e = math.e
+    d0, d1, d2, d3 = 2 * e**3 + 3, e**2 + 2 + 2 * e, 3 + e**2 + e**0.5, e**4 + 4  # softmax denominators
+    # first_step: the unknown first slot (ours) or the first known slot, joy's (the study's)
+    q = table(est.first_step(gens(REC_R), LABELS))["r"]
+    assert [q[n] for n in NAMES] == pytest.approx([1 / d0, e**3 / d0, e**3 / d0, 1 / d0, 1 / d0])
+    q = table(est.first_step(gens(REC_R), LABELS, settings=STUDY_STEPS))["r"]
+    assert [q[n] for n in NAMES] == pytest.approx([e**2 / d1, 1 / d1, 1 / d1, e / d1, e / d1])
+    # max_over_steps: every slot, joy's best at its repeat and sad's at the unknown slot (ours) ...
+    q = table(est.max_over_steps(gens(REC_R), LABELS))["r"]
+    assert [q[n] for n in NAMES] == pytest.approx([e**4 / d3, e**3 / d0, e**3 / d0, e**2 / d2, 1 / d0])
+    # ... or the first joy and the anger slot only (the study's); none is p_1(none) of the first known slot
+    q = table(est.max_over_steps(gens(REC_R), LABELS, settings=STUDY_STEPS))["r"]
+    assert [q[n] for n in NAMES] == pytest.approx([e**2 / d1, 1 / d2, 1 / d2, e**2 / d2, e / d1])
+    # compare_to_none reads the same first step: sigmoid(z_l - z_none)
+    q = table(est.compare_to_none(gens(REC_R), LABELS))["r"]
+    assert [q[n] for n in LABELS] == pytest.approx([0.5, sigmoid(3.0), sigmoid(3.0), 0.5])
+    q = table(est.compare_to_none(gens(REC_R), LABELS, settings=STUDY_STEPS))["r"]
+    assert [q[n] for n in LABELS] == pytest.approx([sigmoid(1.0), sigmoid(-1.0), sigmoid(-1.0), 0.5])
+    # a record with unknown slots only has no known step: the no-label rule applies
+    assert [table(est.max_over_steps(gens(REC_D), LABELS, settings=STUDY_STEPS))["d"][n] for n in NAMES] \
+        == [EPS] * 4 + [1 - EPS]
+    both = est.EstimationSettings(label_steps="first_known", no_label_step="study")
+    assert [table(est.first_step(gens(REC_D), LABELS, settings=both))["d"][n] for n in NAMES] \
+        == pytest.approx([0.25] * 4 + [1 - EPS], abs=1e-15)
+    rec = gens(REC_R)[0]
+    kept = est.label_steps(rec, "first_known")
+    assert len(kept) == 2 and kept[0] is rec.steps[1] and kept[1] is rec.steps[2]
+    assert est.label_steps(rec, "every_slot") == rec.steps
+
+
+def test_the_platt_fit_takes_its_features_from_the_first_known_slot_under_first_known():
+    rng = np.random.default_rng(2)
+    xs = rng.normal(0.0, 2.0, size=(30, 4))
+    # each dev record: an unknown slot with flat logits first, then the informative slot
+    dev = gens(*[{**r, "steps": [step(None, [0.0] * 5, [0.2] * 5)] + r["steps"]}
+                 for r in platt_records(xs, "dev")])
+    p_ref = {f"dev{i}": 1 / (1 + np.exp(-(2.0 * x - 1.0))) for i, x in enumerate(xs)}
+    w, b = est.fit_platt(dev, p_ref, include_none=False, settings=STUDY_STEPS)
+    assert (w, b) == pytest.approx((2.0, -1.0), abs=1e-3)
+    # every slot: the first step is the flat unknown slot, every feature 0, so w is undetermined and
+    # sigmoid(b) is the mean target
+    _, b0 = est.fit_platt(dev, p_ref, include_none=False)
+    assert sigmoid(b0) == pytest.approx(np.mean(list(p_ref.values())), abs=1e-4)
+
+
+LABELS3 = ["x", "y", "z"]
+U = {"x": 1.0, "y": -0.5, "z": 0.5, "none": 0.0}  # strengths behind the first order's answers
+T = {"x": 0.5, "y": 0.0, "z": -0.5, "none": 0.0}  # strengths behind the mean of both orders' answers
+
+
+def test_one_order_pairs_give_the_studys_fit_and_both_orders_average_the_two_presentations():
+    """Items x < y < z < none. The first order (the study's itertools.combinations) answers p(a, b) =
+    sigmoid(U_a - U_b); the reverse order answers so that the mean of p(a, b) and 1 - p(b, a) is
+    sigmoid(T_a - T_b). The pair losses are linear in the target, so without the penalty the one-order
+    fit gives back U and the both-order fit T exactly: q(l) = sigmoid(s_l - s_none)."""
+    items = LABELS3 + ["none"]
+    first = [(a, b) for i, a in enumerate(items) for b in items[i + 1:]]
+    p_first = {(a, b): sigmoid(U[a] - U[b]) for a, b in first}
+    p_reverse = {(b, a): 1 + p_first[(a, b)] - 2 * sigmoid(T[a] - T[b]) for a, b in first}
+    assert all(0 < p < 1 for p in p_reverse.values())
+    one = gen_files.parse_pairwise({"id": "o", "pairs": [{"a": a, "b": b, "p_a": p} for (a, b), p in
+                                                          p_first.items()]}, LABELS3)
+    both = gen_files.parse_pairwise({"id": "o", "pairs": [{"a": a, "b": b, "p_a": p} for (a, b), p in
+                                                           {**p_first, **p_reverse}.items()]}, LABELS3)
+    assert len(one.a) == 6 and len(both.a) == 12
+    q_one = est.pairwise_bt([one], LABELS3, l2=0.0)["q"].to_numpy()
+    q_both = est.pairwise_bt([both], LABELS3, l2=0.0)["q"].to_numpy()
+    assert q_one == pytest.approx([sigmoid(1.0), sigmoid(-0.5), sigmoid(0.5)], abs=1e-5)
+    assert q_both == pytest.approx([sigmoid(0.5), 0.5, sigmoid(-0.5)], abs=1e-5)
+
+
+def test_one_order_pairs_with_the_penalty_reach_the_studys_objective():
+    """The study's objective on its 6 one-order pairs (sum of BCE + 0.01 ||s||^2), minimised by scipy."""
+    from scipy.optimize import minimize
+    from scipy.special import log_expit
+
+    items = LABELS3 + ["none"]
+    rng = np.random.default_rng(7)
+    record = gen_files.parse_pairwise({"id": "r", "pairs": [
+        {"a": a, "b": b, "p_a": float(rng.uniform(0.05, 0.95))} for i, a in enumerate(items) for b in items[i + 1:]]},
+        LABELS3)
+
+    def loss(s):
+        d = s[record.a] - s[record.b]
+        return -(record.p_a * log_expit(d) + (1 - record.p_a) * log_expit(-d)).sum() + 0.01 * (s**2).sum()
+
+    s = minimize(loss, np.zeros(4), method="BFGS", options={"gtol": 1e-10}).x
+    assert est.pairwise_bt([record], LABELS3)["q"].to_numpy() == pytest.approx(1 / (1 + np.exp(-(s[:3] - s[3]))),
+                                                                              abs=1e-5)
+
+
+@pytest.mark.parametrize("estimator", ["first_step", "max_over_steps", "compare_to_none", "compare_to_none_platt"])
+def test_the_file_level_estimate_passes_the_settings_on(files, estimator):
+    default = est.estimate(estimator, files / "main.jsonl", files / "labels.json",
+                           dev_generations=files / "dev.jsonl", dev_data=files / "dev_data.jsonl")
+    study = est.estimate(estimator, files / "main.jsonl", files / "labels.json",
+                         dev_generations=files / "dev.jsonl", dev_data=files / "dev_data.jsonl",
+                         settings=est.EstimationSettings(label_steps="first_known", no_label_step="study"))
+    # the fixture's records d (an unknown slot only) and c (no slot) differ; a, b (known first slots) do not
+    changed = set(default[default["q"] != study["q"]]["id"])
+    assert changed == ({"c", "d"} if estimator in ("first_step", "max_over_steps") else {"d"})
+    pd.testing.assert_frame_equal(default, est.estimate(estimator, files / "main.jsonl", files / "labels.json",
+                                                        dev_generations=files / "dev.jsonl",
+                                                        dev_data=files / "dev_data.jsonl", settings=OURS))

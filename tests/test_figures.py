@@ -366,7 +366,7 @@ def test_metrics_and_figure_rules_plan_every_configured_figure(tree, tmp_path):
     for est in cfg["estimators"]:
         runs |= {(d, m, r) for d, m, r in model_runs(cfg)
                  if est != "demux" and not (est == "seq_cls_head" and r != "base")
-                 and ESTIMATOR_PROMPTING[est] in (None, *model_prompting(cfg, m))}
+                 and ESTIMATOR_PROMPTING[est] in (None, *model_prompting(cfg, m, r))}
     metric_paths = [p for rule, paths in by_rule.items() if rule.startswith("evaluate") for p in paths
                     if "/metrics/" in p]
     assert sorted(metric_paths) == sorted(str(root / "metrics" / d / m / f"{r}.json") for d, m, r in runs)

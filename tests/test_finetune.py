@@ -134,7 +134,7 @@ def sft_folder(toy):
 
     out = toy["root"] / "sft"
     settings = SFTSettings(lora_r=16, lora_alpha=32, lora_dropout=0.0, lr=1e-2, max_steps=60, batch_size=8,
-                           load_in_4bit=True, seed=0)
+                           load_in_4bit=True, seed=0, k=None)
     start = time.perf_counter()
     frame = train_sft(toy["base"], out, toy["train_ex"], settings, device="cpu")
     print(f"\nSFT: 60 steps in {time.perf_counter() - start:.1f} s")
@@ -282,7 +282,7 @@ def test_rl_raises_the_reward(toy, sft_folder):
 
     out = toy["root"] / "rl"
     settings = RLSettings(start_from="sft", max_steps=28, num_generations=8, batch_size=16, beta=0.0, lr=2e-3,
-                          max_completion_length=8, format_reward=0.5, seed=0)
+                          max_completion_length=8, format_reward=0.5, seed=0, k=None)
     start = time.perf_counter()
     frame = train_rl(sft_folder[0], out, toy["train_ex"], LABELS, "comma", settings, default_lora(), device="cpu")
     seconds = time.perf_counter() - start
@@ -326,28 +326,76 @@ def test_interrupted_training_leaves_no_output_folder(toy):
     assert list(root.iterdir()) == [], "no output folder and no temporary leftovers"
 
 
-def test_sft_and_rl_from_stage_files(toy, tmp_path):
-    """The rules' entry points on data-stage files; the folders load with labeldist.models.load_causal_lm."""
+def test_sft_and_rl_from_stage_files(toy, tmp_path, caplog):
+    """The rules' entry points on data-stage files: the folders load with labeldist.models.load_causal_lm,
+    the training prompts carry finetune.*.k demos, and each log holds the dev F1 before and after training,
+    equal to the F1 of the saved model's greedy outputs on the generation stage's dev prompts."""
+    import logging
+
     import pandas as pd
 
-    from labeldist.finetune import rl_from_files, sft_from_files
+    from labeldist.config import default_block
+    from labeldist.finetune import dev_evaluator, rl_from_files, sft_from_files
     from labeldist.models import load_causal_lm
+    from labeldist.prompts import PromptSpec
 
     files = write_stage_data(tmp_path / "data", toy["train"][:60], toy["test"][:10], toy["test"][10:])
-    common = {"train_path": files["train"], "labels_path": files["labels"], "subsets_path": files["subsets"],
-              "prompt_cfg": SPEC_CFG, "device": "cpu", "threads": 1}
+    gen_cfg = {**default_block("generation"), "max_new_tokens": 8}
+    common = {"data_files": files, "prompt_cfg": SPEC_CFG, "gen_cfg": gen_cfg, "device": "cpu", "threads": 1}
     sft_cfg = {"lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "lr": 1e-3, "max_steps": 3, "batch_size": 4,
-               "load_in_4bit": False, "seed": 0}
-    sft_from_files(toy["base"], out_dir=tmp_path / "sft", sft_cfg=sft_cfg, **common)
+               "load_in_4bit": False, "seed": 0, "k": 0}
+    with caplog.at_level(logging.INFO, logger="labeldist.finetune"):
+        sft_from_files(toy["base"], out_dir=tmp_path / "sft", sft_cfg=sft_cfg, **common)
+    assert "60 training prompts with 0 demos each" in caplog.text
     rl_cfg = {"start_from": "sft", "max_steps": 2, "num_generations": 2, "batch_size": 4, "beta": 0.1,
-              "lr": 1e-4, "max_completion_length": 4, "format_reward": 0.5, "seed": 0}
+              "lr": 1e-4, "max_completion_length": 4, "format_reward": 0.5, "seed": 0, "k": None}
     rl_from_files(tmp_path / "sft", out_dir=tmp_path / "rl", rl_cfg=rl_cfg, sft_cfg=sft_cfg, **common)
+    evaluate = dev_evaluator(files, PromptSpec.from_config(SPEC_CFG), gen_cfg, seed=0)
+    f1 = {}
     for regime in ("sft", "rl"):
         model, tok = load_causal_lm(tmp_path / regime, device="cpu")
         assert model.config.vocab_size == len(tok)
+        f1[regime] = evaluate(model, tok)
+        log = pd.read_csv(tmp_path / regime / "training_log.csv")
+        dev = log.dropna(subset=["dev_f1"])
+        assert dev["step"].tolist() == [0, log["step"].max()], "dev F1 before (step 0) and after (last step)"
+        assert dev["dev_f1"].iloc[-1] == pytest.approx(f1[regime], abs=1e-9)
+    base_model, base_tok = load_causal_lm(toy["base"], device="cpu")
+    sft_log = pd.read_csv(tmp_path / "sft" / "training_log.csv").dropna(subset=["dev_f1"])
+    assert sft_log["dev_f1"].iloc[0] == pytest.approx(evaluate(base_model, base_tok), abs=1e-9)
     rl_log = pd.read_csv(tmp_path / "rl" / "training_log.csv")
+    assert rl_log.dropna(subset=["dev_f1"])["dev_f1"].iloc[0] == pytest.approx(f1["sft"], abs=1e-9)
     assert "kl" in rl_log.columns  # beta > 0 logs the KL term
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "rl", "sft"]
+
+
+def test_training_needs_labelled_train_examples(toy, tmp_path):
+    """An empty train split, or one whose examples are all 'none', is one error naming the file."""
+    from labeldist.errors import DataError
+    from labeldist.finetune import sft_from_files
+
+    sft_cfg = {**default_block("finetune.sft"), "max_steps": 1}
+    unlabelled = [{**r, "labels": [], "p_ref": {**{l: 0.0 for l in LABELS}, "none": 1.0}} for r in toy["train"][:20]]
+    for name, train in (("empty", []), ("unlabelled", unlabelled)):
+        files = write_stage_data(tmp_path / name, train, toy["test"][:10], toy["test"][10:])
+        with pytest.raises(DataError, match=r"train\.jsonl.*(no records|no train example has a gold label)"):
+            sft_from_files(toy["base"], files, tmp_path / name / "sft", SPEC_CFG, sft_cfg, device="cpu")
+        assert not (tmp_path / name / "sft").exists()
+
+
+def test_with_dev_f1_puts_before_at_step_0_and_after_on_the_last_step():
+    import pandas as pd
+
+    from labeldist.finetune import with_dev_f1
+
+    frame = pd.DataFrame({"step": [1, 2, 3], "loss": [3.0, 2.0, 1.0]})
+    out = with_dev_f1(frame, 0.25, 0.5)
+    assert out["step"].tolist() == [0, 1, 2, 3]
+    assert out["dev_f1"].tolist()[0] == 0.25 and out["dev_f1"].tolist()[-1] == 0.5
+    assert out["dev_f1"].isna().tolist() == [False, True, True, False]
+    assert with_dev_f1(frame, None, None).equals(frame)
+    empty = with_dev_f1(pd.DataFrame({"step": pd.Series(dtype="int64")}), 0.1, 0.2)
+    assert empty["dev_f1"].tolist() == [0.1, 0.2]
 
 
 # ---- study scale: 4-bit loading and where adapters are merged -----------------------------------

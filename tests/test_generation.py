@@ -200,6 +200,33 @@ def test_bad_split_record_names_file_line_and_field(workspace, tmp_path):
         load_task_data(files, "main")
 
 
+def test_one_order_asks_each_pair_once_in_the_studys_order_with_the_same_answers(workspace):
+    """generation.pairwise_orders: one asks the study's pairs (itertools.combinations over labels + none,
+    written out here), half the prompts, and each answer is the both-order run's answer to that prompt."""
+    from labeldist.generation import one_order, pairwise_keys, pairwise_pairs
+
+    study = [("joy", "fear"), ("joy", "anger"), ("joy", "none"), ("fear", "anger"), ("fear", "none"),
+             ("anger", "none")]
+    assert pairwise_keys(LABELS3, {"pairwise_orders": "one"}, 0) == study
+    assert len(pairwise_keys(LABELS3, {"pairwise_orders": "both"}, 0)) == 12
+    # with a pair budget (many labels) each chosen unordered pair is kept once
+    many = [f"l{i}" for i in range(30)]
+    pairs = pairwise_pairs(many, 3, random.Random(0))
+    kept = one_order(pairs, many)
+    assert 2 * len(kept) == len(pairs) and {frozenset(p) for p in kept} == {frozenset(p) for p in pairs}
+    assert all(b == "none" for a, b in kept if "none" in (a, b))
+
+    both, _ = _run(workspace, "pairwise", 0, "pairwise_both")
+    one = workspace["root"] / "pairwise_one.jsonl"
+    generate_file(workspace["model"], workspace["files"], "pairwise", "main", 0,
+                  {**GEN_CFG, "pairwise_orders": "one"}, PROMPT_CFG, MODEL_CFG, one, device="cpu")
+    for rec_one, rec_both in zip(read_jsonl(one), read_jsonl(both)):
+        assert rec_one["id"] == rec_both["id"] and rec_one["demo_ids"] == rec_both["demo_ids"]
+        assert [(p["a"], p["b"]) for p in rec_one["pairs"]] == study
+        answers = {(p["a"], p["b"]): p["p_a"] for p in rec_both["pairs"]}
+        assert [p["p_a"] for p in rec_one["pairs"]] == pytest.approx([answers[ab] for ab in study], abs=1e-5)
+
+
 # ---- prompts against the model's context (labeldist.context; the tiny model has 512 positions) ----------
 def test_a_text_longer_than_the_context_is_cut_marked_and_logged_in_every_mode(workspace, tmp_path, caplog):
     """The stage end to end on a 3,000-word text: every mode's record of that example says `truncated`,

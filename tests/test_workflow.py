@@ -45,7 +45,7 @@ def expected_counts(cfg: dict) -> dict[str, int]:
     from labeldist.config import model_prompting, model_runs
 
     runs, est = model_runs(cfg), cfg["estimators"]
-    runs_with = lambda mode: sum(mode in model_prompting(cfg, m) for _, m, _ in runs)  # noqa: E731
+    runs_with = lambda mode: sum(mode in model_prompting(cfg, m, r) for _, m, r in runs)  # noqa: E731
     base_pairs = {(d, m) for d, m, r in runs if r == "base"}
     return {
         "generate_baseline": runs_with("baseline"),
@@ -62,7 +62,8 @@ def expected_counts(cfg: dict) -> dict[str, int]:
 
 
 def family(counts: dict[str, int], rule: str) -> int:
-    """Jobs of a rule and of its per-prompting-group copies (evaluate_<modes>, labeldist.batched.rule_suffix)."""
+    """Jobs of a rule and of its per-prompting-group copies (evaluate_<modes>[_<model>],
+    labeldist.batched.evaluation_groups)."""
     return sum(n for r, n in counts.items()
                if r == rule or (rule == "evaluate" and r.startswith("evaluate_") and r != "evaluate_demux"))
 

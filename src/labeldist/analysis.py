@@ -34,7 +34,7 @@ from .artifacts.paths import parse_generation_path
 from .artifacts.splits import read_split
 
 STEP_KINDS = {"first_token": "first_token_logits", "whole_label": "whole_label_logprobs"}
-TRAINING_METRICS = ["loss", "reward", "learning_rate"]
+TRAINING_METRICS = ["loss", "reward", "dev_f1", "learning_rate"]
 
 
 # ---- reading generation files ---------------------------------------------------------------------

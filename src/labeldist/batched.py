@@ -10,14 +10,15 @@ them instead, each job writing the files of docs/formats.md for several subsets,
   reads generation files (subsets main and dev), and the run's metrics file (`evaluate_run`).
 
 A job's outputs are all rewritten when any of its inputs changes; a job whose inputs are unchanged is
-not rerun. `prompting_groups` and `run_estimators` say which files a grouped job writes (per-model
-prompting modes, models.<key>.prompting, give models different sets).
+not rerun. `evaluation_groups` and `run_estimators` say which files a grouped job writes (per-model
+and per-regime prompting modes, models.<key>.prompting, give runs different sets).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 log = logging.getLogger(__name__)
@@ -27,14 +28,42 @@ SUPERVISED = ("linear_probe", "demux", "seq_cls_head")
 
 
 # ---- which files a grouped job writes -----------------------------------------------------------------
-def prompting_groups(cfg: Mapping[str, Any]) -> dict[tuple[str, ...], list[str]]:
-    """Return {prompting modes: [model keys]}: models grouped by the prompting modes they run, in config
-    order (one grouped estimate rule and one grouped metrics rule per group)."""
-    from .config import model_prompting
+@dataclass(frozen=True)
+class EvalGroup:
+    """The runs one grouped estimate-and-metrics rule serves: every planned (dataset, model, regime) with a
+    model in `models` and a regime in `regimes` runs the prompting modes `prompting`; `rule` is its name."""
 
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for model in cfg["models"]:
-        groups.setdefault(tuple(model_prompting(cfg, model)), []).append(model)
+    prompting: tuple[str, ...]
+    models: tuple[str, ...]
+    regimes: tuple[str, ...]
+    rule: str
+
+
+def evaluation_groups(cfg: Mapping[str, Any]) -> list[EvalGroup]:
+    """Return the grouped evaluate rules of a config, in config order: one per set of prompting modes that
+    some (model, regime) runs (models.<key>.prompting), named `evaluate` when there is one set, else
+    `evaluate_<modes>`. Each rule's wildcards are constrained to its models and regimes; where that
+    product would take in a planned (model, regime) that runs other modes (prompting given per regime),
+    the set gets one rule per model, `evaluate_<modes>_<model>`."""
+    from .config import model_prompting, model_regimes
+
+    planned = {(m, r): tuple(model_prompting(cfg, m, r)) for m in cfg["models"] for r in model_regimes(cfg, m)}
+    by_prompting: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+    for pair, prompting in planned.items():
+        by_prompting.setdefault(prompting, []).append(pair)
+    single = len(by_prompting) == 1
+    groups = []
+    for prompting, pairs in by_prompting.items():
+        name = "evaluate" if single else "evaluate_" + ("_".join(prompting) or "none")
+        models = tuple(dict.fromkeys(m for m, _ in pairs))
+        regimes = tuple(r for r in cfg["regimes"] if any(r == x for _, x in pairs))
+        clash = any(planned.get((m, r), prompting) != prompting for m in models for r in regimes)
+        if not clash:
+            groups.append(EvalGroup(prompting, models, regimes, name))
+            continue
+        for m in models:
+            own = tuple(r for r in cfg["regimes"] if (m, r) in pairs)
+            groups.append(EvalGroup(prompting, (m,), own, f"{name}_{m}"))
     return groups
 
 
@@ -52,11 +81,6 @@ def run_estimators(cfg: Mapping[str, Any], prompting: Sequence[str], *, supervis
         if ESTIMATOR_PROMPTING[est] in prompting:
             out.append(est)
     return out
-
-
-def rule_suffix(prompting: Sequence[str], groups: Mapping[tuple[str, ...], list[str]]) -> str:
-    """A rule-name suffix for one prompting group: '' when the config has one group, else the modes."""
-    return "" if len(groups) == 1 else "_" + ("_".join(prompting) or "none")
 
 
 # ---- generation ---------------------------------------------------------------------------------------
@@ -94,20 +118,22 @@ def evaluate_run(estimators: Sequence[str], metric_estimators: Sequence[str],
                  generations: Mapping[tuple[str, str, int], str], outputs: Mapping[str, str],
                  supervised: Mapping[str, str], metrics_out: str, *, data: Mapping[str, str],
                  meta: Mapping[str, Any], seeds: Sequence[int], threshold: float, ece_bins: int,
-                 n_bootstrap: int, threads: int = 1) -> list[dict[str, Any]]:
+                 n_bootstrap: int, estimation: Mapping[str, Any], threads: int = 1) -> list[dict[str, Any]]:
     """Write the estimate file of each generation-reading estimator in `estimators` (`outputs`:
     {estimator: path}; every seed, subsets main and dev, read from `generations`: {(prompting mode,
     subset, seed): path}), then the metrics file `metrics_out` of the run: a JSON list with the metrics
     of each estimator in `metric_estimators` and seed (labeldist.metrics.run_metrics), seeds in order.
     `supervised` ({estimator: path}) holds the estimate files other rules wrote (linear_probe,
     seq_cls_head, demux); `data` the run's test, dev, labels and subsets files; `meta` its dataset,
-    model and regime. Returns the metrics objects."""
+    model and regime; `estimation` the config `estimation` block (labeldist.estimators.EstimationSettings).
+    Returns the metrics objects."""
     from .artifacts.estimates import SUBSET_ORDER, write_estimates
     from .config import ESTIMATOR_PROMPTING
-    from .estimators import estimate
+    from .estimators import EstimationSettings, estimate
     from .artifacts.metrics import write_metrics
     from .metrics import run_metrics
 
+    settings = EstimationSettings.from_config(estimation)
     for est, out in outputs.items():
         if est not in estimators:
             raise ValueError(f"evaluate_run: output for {est!r}, which is not among {list(estimators)}")
@@ -118,7 +144,7 @@ def evaluate_run(estimators: Sequence[str], metric_estimators: Sequence[str],
                 parts[(subset, seed)] = estimate(
                     est, generations[(prompting, subset, seed)], data["labels"], seed=seed,
                     dev_generations=generations[("baseline", "dev", seed)] if platt else None,
-                    dev_data=data["dev"] if platt else None, threads=threads)
+                    dev_data=data["dev"] if platt else None, threads=threads, settings=settings)
         frame = write_estimates(out, parts)
         log.info("%s: %d rows (%d seeds) written to %s", est, len(frame), len(seeds), out)
     files = {**supervised, **outputs}

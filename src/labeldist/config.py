@@ -237,17 +237,29 @@ def _check_references(cfg: dict, base: Path, source: str) -> None:
         if model["source"] == "gguf" and "path" in model.get("gguf", {}) \
                 and not (base / model["gguf"]["path"]).is_file():
             problems.append(f"{key}.gguf.path: GGUF file not found: {base / model['gguf']['path']}")
-        for sub, known in (("datasets", cfg["datasets"]), ("regimes", cfg["regimes"]),
-                           ("prompting", cfg["prompting"])):
-            chosen = model[sub]
+        choices = [("datasets", model["datasets"], cfg["datasets"]), ("regimes", model["regimes"], cfg["regimes"])]
+        if isinstance(model["prompting"], Mapping):
+            choices += [(f"prompting.{r}", chosen, cfg["prompting"]) for r, chosen in model["prompting"].items()]
+        else:
+            choices.append(("prompting", model["prompting"], cfg["prompting"]))
+        for sub, chosen, known in choices:
             if chosen != "all":
                 unknown = [x for x in chosen if x not in known]
                 if unknown:
-                    problems.append(f"{key}.{sub}: {unknown} not in the top-level '{sub}' "
+                    top = sub.split(".")[0]
+                    problems.append(f"{key}.{sub}: {unknown} not in the top-level '{top}' "
                                     f"(have: {', '.join(known)})")
+        problems += _check_finetune_overrides(cfg, name)
         regimes = model_regimes(cfg, name)
-        if "rl" in regimes and cfg["finetune"].get("rl", {}).get("start_from") == "sft" and "sft" not in regimes:
-            problems.append(f"{key}.regimes: 'rl' starts from 'sft' (finetune.rl.start_from) but 'sft' is not listed")
+        if "rl" in regimes and "rl" in cfg["finetune"]:
+            rl = finetune_block(cfg, name, "rl")
+            rl_key = _finetune_key(cfg, name, "rl", "start_from")
+            if rl["start_from"] == "sft" and "sft" not in regimes:
+                problems.append(f"{key}.regimes: 'rl' starts from 'sft' ({rl_key}) but 'sft' is not listed")
+            if rl["batch_size"] % rl["num_generations"]:
+                problems.append(f"{_finetune_key(cfg, name, 'rl', 'batch_size')}: {rl['batch_size']} is not a "
+                                f"multiple of {_finetune_key(cfg, name, 'rl', 'num_generations')} "
+                                f"({rl['num_generations']}), as GRPO requires")
         if model["source"] == "builtin":
             pre = model["builtin"].get("pretrain_dataset")
             if pre is None:
@@ -267,16 +279,46 @@ def _check_references(cfg: dict, base: Path, source: str) -> None:
     if cfg["finetune"].get("rl", {}).get("start_from") == "sft" and "rl" in cfg["regimes"] \
             and "sft" not in cfg["regimes"]:
         problems.append("finetune.rl.start_from: 'sft' but regime 'sft' is not in 'regimes'")
-    rl = cfg["finetune"].get("rl", {})
-    if "rl" in cfg["regimes"] and rl and rl["batch_size"] % rl["num_generations"]:
-        problems.append(f"finetune.rl.batch_size: {rl['batch_size']} is not a multiple of "
-                        f"finetune.rl.num_generations ({rl['num_generations']}), as GRPO requires")
     if problems:
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def _model_subset(cfg: Mapping, model: str, key: str) -> list[str]:
+FINETUNE_DEFINITIONS = {"sft": "finetune_sft", "rl": "finetune_rl", "seq_cls": "finetune_seq_cls"}
+"""The schema definition of each `finetune` block (the top-level block and models.<key>.finetune)."""
+
+
+def finetune_block(cfg: Mapping, model: str, kind: str) -> dict:
+    """The `finetune.<kind>` settings (kind: sft, rl or seq_cls) that `model` trains with: the validated
+    top-level block with the model's own keys (models.<key>.finetune.<kind>) laid over it."""
+    own = cfg["models"][model].get("finetune", {}).get(kind, {})
+    return {**cfg["finetune"][kind], **own}
+
+
+def _finetune_key(cfg: Mapping, model: str, kind: str, key: str) -> str:
+    """The dotted config key a model's `finetune.<kind>.<key>` setting comes from (its override or the
+    top-level block), for error messages."""
+    if key in cfg["models"][model].get("finetune", {}).get(kind, {}):
+        return f"models.{model}.finetune.{kind}.{key}"
+    return f"finetune.{kind}.{key}"
+
+
+def _check_finetune_overrides(cfg: Mapping, model: str) -> list[str]:
+    """Problems with models.<model>.finetune: each block laid over the top-level one must satisfy the
+    same schema definition (unknown keys, types and ranges are named under the model's key)."""
+    problems = []
+    for kind, own in cfg["models"][model].get("finetune", {}).items():
+        try:
+            validate_block(FINETUNE_DEFINITIONS[kind], {**cfg["finetune"][kind], **own},
+                           f"models.{model}.finetune.{kind}")
+        except ConfigError as err:
+            problems += [line.strip().removeprefix("- ") for line in str(err).splitlines()[1:]]
+    return problems
+
+
+def _model_subset(cfg: Mapping, model: str, key: str, regime: str | None = None) -> list[str]:
     chosen = cfg["models"][model].get(key, "all")
+    if isinstance(chosen, Mapping):  # prompting per regime; a regime left out runs all
+        chosen = chosen.get(regime, "all")
     return [x for x in cfg[key] if chosen == "all" or x in chosen]
 
 
@@ -290,9 +332,10 @@ def model_regimes(cfg: Mapping, model: str) -> list[str]:
     return _model_subset(cfg, model, "regimes")
 
 
-def model_prompting(cfg: Mapping, model: str) -> list[str]:
-    """The prompting modes `model` runs, in the order of the top-level `prompting` (models.<key>.prompting)."""
-    return _model_subset(cfg, model, "prompting")
+def model_prompting(cfg: Mapping, model: str, regime: str) -> list[str]:
+    """The prompting modes `model` runs in `regime`, in the order of the top-level `prompting`
+    (models.<key>.prompting: all, a list, or a list per regime)."""
+    return _model_subset(cfg, model, "prompting", regime)
 
 
 def model_runs(cfg: Mapping) -> list[tuple[str, str, str]]:

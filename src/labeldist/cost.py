@@ -12,8 +12,8 @@ job cost from a workflow config):
 - 4-bit (bitsandbytes NF4) weights take half a byte per parameter, but dequantisation slows compute by
   `quant_slowdown`;
 - prompts are the instruction plus k demonstrations of about TOKENS_PER_DEMO tokens each; unary
-  prompts are one per (example, label), pairwise prompts one per ordered label pair including `none`,
-  the ICL sweep one per (example, ratio);
+  prompts are one per (example, label), pairwise prompts one per ordered label pair including `none`
+  (half as many with config `generation.pairwise_orders: one`), the ICL sweep one per (example, ratio);
 - loading a checkpoint reads its bf16 weights at `disk_gbps`.
 Jobs of models without a GPU (`gpu_mem_gb: 0`, e.g. the built-in tiny model) count as CPU jobs and add
 no GPU-hours.
@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
-from .config import load_config, model_datasets, model_prompting, model_regimes
+from .config import finetune_block, load_config, model_datasets, model_prompting, model_regimes
 
 # Prompt-length heuristics (tokens): short social-media posts with their label lists.
 INSTRUCTION_TOKENS = 60
@@ -126,6 +126,14 @@ def subset_size(ds_cfg: Mapping[str, Any], subset: str) -> int:
     return int(ds_cfg["subsets"][f"{subset}_size"])
 
 
+def pairwise_prompts(n: int, orders: str) -> int:
+    """Return the pairwise prompts per example over n labels + `none`: (n + 1) n ordered pairs with
+    config `generation.pairwise_orders` `both`, (n + 1) n / 2 with `one` (each unordered pair once)."""
+    if orders not in ("both", "one"):
+        raise ValueError(f"pairwise_orders must be 'both' or 'one', got {orders!r}")
+    return (n + 1) * n // (2 if orders == "one" else 1)
+
+
 def prompt_tokens(prompt_cfg: Mapping[str, Any], n: int) -> int:
     """Return the estimated token length of one few-shot classification prompt over n labels."""
     return INSTRUCTION_TOKENS + n * LABEL_TOKENS + prompt_cfg["k"] * TOKENS_PER_DEMO + QUERY_TOKENS
@@ -184,7 +192,8 @@ def generation_seconds(cfg: Mapping[str, Any], dataset: str, model: str, prompti
     elif prompting == "unary":
         n_prompts, new_tokens, plen = n_ex * n, 1, plen + LABEL_TOKENS + 8
     elif prompting == "pairwise":
-        n_prompts, new_tokens, plen = n_ex * n * (n + 1), 1, plen + 2 * LABEL_TOKENS + 8
+        n_prompts = n_ex * pairwise_prompts(n, gen["pairwise_orders"])
+        new_tokens, plen = 1, plen + 2 * LABEL_TOKENS + 8
     else:
         raise ValueError(f"unknown prompting mode {prompting!r}")
     four_bit = bool(m["load_in_4bit"])
@@ -199,10 +208,13 @@ def finetune_seconds(cfg: Mapping[str, Any], dataset: str, model: str, kind: str
                      hw: Hardware = Hardware()) -> float:
     """Return the estimated seconds of one training job: kind `sft`, `rl` (GRPO) or `seq_cls_head`."""
     ds, m = cfg["datasets"][dataset], cfg["models"][model]
-    ft = cfg["finetune"]["seq_cls" if kind == "seq_cls_head" else kind]
+    ft = finetune_block(cfg, model, "seq_cls" if kind == "seq_cls_head" else kind)
     n = n_labels(ds)
-    plen = prompt_tokens(cfg["prompts"][ds["prompt"]], n)
-    four_bit = bool(cfg["finetune"]["sft"]["load_in_4bit"] or m["load_in_4bit"])
+    prompt = cfg["prompts"][ds["prompt"]]
+    if ft.get("k") is not None:  # sft and rl prompts with their own demo count (finetune.training_spec)
+        prompt = {**prompt, "k": ft["k"]}
+    plen = prompt_tokens(prompt, n)
+    four_bit = bool(finetune_block(cfg, model, "sft")["load_in_4bit"] or m["load_in_4bit"])
     rate = _flops_rate(m, hw, four_bit)
     params = m["size_b"] * 1e9
     steps, batch = ft["max_steps"], ft["batch_size"]
@@ -259,11 +271,12 @@ def planned_jobs(cfg: Mapping[str, Any], hw: Hardware = Hardware()) -> Iterator[
                 continue
             regimes = model_regimes(cfg, m)
             gpus = gpus_needed(mcfg["gpu_mem_gb"], hw)
-            for p in model_prompting(cfg, m):
-                for subset in generation_subsets(p, estimators):
-                    sec = generation_seconds(cfg, d, m, p, subset, hw)
-                    for _ in range(len(regimes) * len(cfg["seeds"])):
-                        yield JobEstimate(p, d, m, sec, gpus)
+            for r in regimes:
+                for p in model_prompting(cfg, m, r):
+                    for subset in generation_subsets(p, estimators):
+                        sec = generation_seconds(cfg, d, m, p, subset, hw)
+                        for _ in cfg["seeds"]:
+                            yield JobEstimate(p, d, m, sec, gpus)
             train_gpus = gpus_needed(mcfg["gpu_mem_gb"] * TRAIN_MEM_FACTOR, hw)
             for kind in ("sft", "rl"):
                 if kind in regimes:

@@ -274,9 +274,10 @@ class Context:
     model_sizes: Mapping[str, float] | None = None
     p_ref_sources: Mapping[str, str] | None = None
     # the (dataset, model, regime) runs the config plans (models.<key>.datasets/regimes; None: the full
-    # grid) and each model's prompting modes (models.<key>.prompting; None or absent: `prompting`)
+    # grid) and each model's prompting modes (models.<key>.prompting; None or absent: `prompting`), as a
+    # list or as {regime: list}
     runs: Sequence[Sequence[str]] | None = None
-    model_prompting: Mapping[str, Sequence[str]] | None = None
+    model_prompting: Mapping[str, Sequence[str] | Mapping[str, Sequence[str]]] | None = None
 
 
 def _runs(ctx: Context) -> list[tuple[str, str, str]]:
@@ -286,9 +287,10 @@ def _runs(ctx: Context) -> list[tuple[str, str, str]]:
     return [(d, m, r) for d in ctx.datasets for m in ctx.models for r in ctx.regimes]
 
 
-def _prompting(ctx: Context, model: str) -> Sequence[str]:
-    """The prompting modes `model` runs."""
-    return (ctx.model_prompting or {}).get(model, ctx.prompting)
+def _prompting(ctx: Context, model: str, regime: str) -> Sequence[str]:
+    """The prompting modes `model` runs in `regime`."""
+    modes = (ctx.model_prompting or {}).get(model, ctx.prompting)
+    return modes.get(regime, ctx.prompting) if isinstance(modes, Mapping) else modes
 
 
 def _models_on(ctx: Context, dataset: str, regime: str) -> list[str]:
@@ -314,7 +316,7 @@ def claims_from_steps(stats: pd.DataFrame, ctx: Context, settings: Settings) -> 
     """Rows of claims spiky, suppression and runner_up: one-sample statistics per run."""
     rows = []
     for d, m, r in _runs(ctx):
-        no_baseline = None if "baseline" in _prompting(ctx, m) else "no baseline generations (config prompting)"
+        no_baseline = None if "baseline" in _prompting(ctx, m, r) else "no baseline generations (config prompting)"
         sub = _select(stats, d, m, r)
         missing = no_baseline or (None if len(sub) else "no output with a label step")
         one = lambda *a: rows.append(_one_sample(*a, settings, missing))  # noqa: E731
@@ -348,7 +350,7 @@ def claim_finetuning(stats: pd.DataFrame, ctx: Context, settings: Settings) -> l
         for r in FINETUNED:
             setting = f"{r} vs base"
             missing = None
-            if "baseline" not in _prompting(ctx, m):
+            if not all("baseline" in _prompting(ctx, m, x) for x in (r, "base")):
                 missing = "no baseline generations (config prompting)"
             elif (d, m, r) not in planned or (d, m, "base") not in planned:
                 absent = r if (d, m, r) not in planned else "base"
@@ -393,7 +395,7 @@ def claim_scale(stats: pd.DataFrame, metrics: Mapping, ctx: Context, settings: S
                 continue
             for small, large in pairs:
                 setting = f"{small} -> {large}"
-                both = all("baseline" in _prompting(ctx, x) for x in (small, large))
+                both = all("baseline" in _prompting(ctx, x, r) for x in (small, large))
                 missing = None if both else "no baseline generations (config prompting)"
                 diff = pd.Series(dtype=float) if missing else _paired_examples(
                     _select(stats, d, large, r), _select(stats, d, small, r), "entropy_bits")
@@ -417,7 +419,7 @@ def claim_icl(slopes: pd.DataFrame, ctx: Context, settings: Settings) -> list[di
     rows = []
     for d, m, r in _runs(ctx):
         sub = _select(slopes, d, m, r)
-        missing = None if "icl_sweep" in _prompting(ctx, m) else "no icl_sweep generations (config prompting)"
+        missing = None if "icl_sweep" in _prompting(ctx, m, r) else "no icl_sweep generations (config prompting)"
         if not missing and sub.empty:
             missing = "no example seen at two or more sweep ratios"
         rows.append(_one_sample("icl_sweep", d, m, r, "ICL sweep", "slope", "share of multi-label outputs per "

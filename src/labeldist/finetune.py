@@ -39,7 +39,7 @@ import pandas as pd
 from .artifacts.labels import read_label_set
 from .artifacts.splits import demo_pool, read_split, read_subsets
 from .artifacts.tables import write_training_log
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .hf import (
     LoraSettings,
     count_parameters,
@@ -94,6 +94,7 @@ class SFTSettings(FromConfig):
     batch_size: int
     load_in_4bit: bool
     seed: int
+    k: int | None
 
     @property
     def lora(self) -> LoraSettings:
@@ -116,6 +117,7 @@ class RLSettings(FromConfig):
     max_completion_length: int
     format_reward: float
     seed: int
+    k: int | None
 
     def __post_init__(self) -> None:
         # GRPO scores each prompt's group of completions together, so a batch must hold whole groups.
@@ -176,6 +178,83 @@ def prompt_records(
             "gold": list(rec["labels"]),
         })
     return out
+
+
+def training_spec(spec: PromptSpec, k: int | None) -> PromptSpec:
+    """The prompt spec training prompts are rendered with: the evaluation spec with `k` demos (None: the
+    spec's own k). Everything else (instruction, label list, format, chat template) stays as evaluated."""
+    return spec if k is None else replace(spec, k=k)
+
+
+# ---- did training work: dev F1 of the model's own outputs before and after ----------------------
+Evaluator = Callable[[Any, Any], float]
+"""(model, tokenizer) -> dev F1: `dev_evaluator`'s result, called before and after training."""
+
+
+def dev_evaluator(data_files: Mapping[str, str | Path], spec: PromptSpec, gen_cfg: Mapping[str, Any],
+                  seed: int) -> Evaluator:
+    """A function that returns a model's mean label-set F1 (`mean_f1`) on the dev subset: greedy outputs
+    for the generation stage's own dev prompts (the baseline demo set of `seed`, labeldist.generation),
+    decoded by labeldist.extraction.extract with config `generation`'s max_new_tokens and batch size (no
+    marginal, no hidden states): the number the generation stage's dev records give for that model.
+
+    `data_files` maps the data stage keys train, dev, labels and subsets to their paths."""
+    from .context import fit_queries
+    from .extraction import ExtractionSettings, extract
+    from .generation import choose_demos, demo_rng, describe_run, load_task_data
+
+    data = load_task_data(data_files, "dev")
+    settings = ExtractionSettings.from_config(gen_cfg, marginal=False)
+    demos = [data.pool[i] for i in choose_demos(data, spec, demo_rng("baseline", seed))]
+    golds = [ex["labels"] for ex in data.examples]
+
+    def evaluate(model: Any, tokenizer: Any) -> float:
+        chat = uses_chat(spec, tokenizer)
+        # fitted to the model's context as the generation stage fits them (labeldist.context)
+        render = lambda text: render_prompt(spec, data.label_set, demos, text, tokenizer)  # noqa: E731
+        prompts = [f.prompt for f in fit_queries([ex["text"] for ex in data.examples], render, tokenizer,
+                                                 model.config, settings.max_new_tokens,
+                                                 add_special_tokens=not chat, where=describe_run(data, model))]
+        side, tokenizer.padding_side = tokenizer.padding_side, "left"  # batched greedy generation
+        was_training = model.training
+        model.eval()
+        try:
+            results = extract(model, tokenizer, prompts, spec, data.label_set, settings,
+                              add_special_tokens=not chat, progress=False)
+        finally:
+            tokenizer.padding_side = side
+            model.train(was_training)
+        return mean_f1([r.record["output_text"] for r in results], golds, data.label_set, spec.label_format)
+
+    return evaluate
+
+
+def with_dev_f1(frame: pd.DataFrame, before: float | None, after: float | None) -> pd.DataFrame:
+    """The training log with the dev F1 before training (a row at step 0) and after it (on the last step's
+    row, or a new row at step 0 when nothing was logged) in column `dev_f1`; unchanged when both are None."""
+    if before is None and after is None:
+        return frame
+    out = frame.copy()
+    out["dev_f1"] = np.nan
+    last = int(out["step"].max()) if len(out) else 0
+    if after is not None:
+        if len(out):
+            out.loc[out["step"] == last, "dev_f1"] = after
+        else:
+            out = pd.DataFrame({"step": [last], "dev_f1": [after]})
+    if before is not None:
+        out = pd.concat([pd.DataFrame({"step": [0], "dev_f1": [before]}), out], ignore_index=True)
+    cols = ["step"] + [c for c in out.columns if c != "step"]
+    return out[cols]
+
+
+def _dev_f1(evaluate: Evaluator | None, model: Any, tokenizer: Any, when: str) -> float | None:
+    """`evaluate(model, tokenizer)` logged as the dev F1 `when` ("before"/"after" training); None without one."""
+    if evaluate is None:
+        return None
+    score = evaluate(model, tokenizer)
+    log.info("dev F1 of the model's own outputs %s training: %.3f", when, score)
+    return score
 
 
 # ---- reward -------------------------------------------------------------------------------------
@@ -329,14 +408,16 @@ def train_sft(
     device: str = "auto",
     dtype: str = "auto",
     callbacks: Sequence[Any] = (),
+    evaluate: Evaluator | None = None,
 ) -> pd.DataFrame:
     """Finetune the model in `base_path` on `examples` ({"prompt", "completion"}, see `prompt_records`)
     with TRL's SFTTrainer and LoRA (QLoRA when `settings.load_in_4bit` and `quantization_plan` allow it),
     merge the adapter (`merge_plan`: in place, or on the CPU for a 4-bit base) and write the folder
     `out_dir` atomically.
 
-    Returns the training log (also written as `out_dir/training_log.csv`). An exception during training
-    leaves no `out_dir`.
+    With `evaluate` (`dev_evaluator`), the log also holds the dev F1 of the model's own outputs before and
+    after training (`with_dev_f1`). Returns the training log (also written as `out_dir/training_log.csv`).
+    An exception during training leaves no `out_dir`.
     """
     import transformers
     from datasets import Dataset
@@ -346,6 +427,7 @@ def train_sft(
     quantized = training_quantized(settings.load_in_4bit, device)
     transformers.set_seed(settings.seed)
     model, tokenizer = load_model(base_path, device=device, dtype=dtype, load_in_4bit=quantized)
+    before = _dev_f1(evaluate, model, tokenizer, "before")
     if quantized:
         model = prepare_quantized(model)
     dataset = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
@@ -364,8 +446,9 @@ def train_sft(
             peft_config=lora_config(settings.lora), callbacks=list(callbacks),
         )
         trainer.train()
-        frame = training_log_frame(trainer.state.log_history)
         merged = finish_model(trainer.model, base_path, merge_plan(True, quantized), dtype)
+        frame = with_dev_f1(training_log_frame(trainer.state.log_history), before,
+                            _dev_f1(evaluate, merged, tokenizer, "after"))
         save_folder(merged, tokenizer, frame, tmp)
     return frame
 
@@ -383,6 +466,7 @@ def train_rl(
     dtype: str = "auto",
     callbacks: Sequence[Any] = (),
     load_in_4bit: bool = False,
+    evaluate: Evaluator | None = None,
 ) -> pd.DataFrame:
     """GRPO-train the model in `start_path` on `examples` ({"prompt", "gold"}) with the label-F1 + format
     reward (`make_reward_func`), and write the merged folder `out_dir` atomically.
@@ -391,8 +475,8 @@ def train_rl(
     prepared for k-bit training and trained with LoRA (`lora`), and the adapter is merged on the CPU into an
     unquantized reload of `start_path` (`merge_plan`). Unquantized: full finetuning up to LORA_MIN_PARAMS
     parameters, LoRA above (`rl_uses_lora`). Returns the training log (also written as
-    `out_dir/training_log.csv`, with reward, loss, learning_rate and kl when beta > 0). An exception during
-    training leaves no `out_dir`.
+    `out_dir/training_log.csv`, with reward, loss, learning_rate and kl when beta > 0, and with `evaluate`
+    the dev F1 before and after training as for SFT). An exception during training leaves no `out_dir`.
     """
     import transformers
     from datasets import Dataset
@@ -404,6 +488,7 @@ def train_rl(
     model, tokenizer = load_model(start_path, device=device, dtype=dtype, load_in_4bit=quantized)
     tokenizer.padding_side = "left"  # GRPO generates batches of prompts
     use_lora = rl_uses_lora(count_parameters(model), quantized)
+    before = _dev_f1(evaluate, model, tokenizer, "before")
     if quantized:
         model = prepare_quantized(model)
     dataset = Dataset.from_list([{"prompt": e["prompt"], "gold": list(e["gold"])} for e in examples])
@@ -425,27 +510,50 @@ def train_rl(
             peft_config=lora_config(lora) if use_lora else None, callbacks=list(callbacks),
         )
         trainer.train()
-        frame = training_log_frame(trainer.state.log_history)
         trained = finish_model(trainer.model, start_path, merge_plan(use_lora, quantized), dtype)
+        frame = with_dev_f1(training_log_frame(trainer.state.log_history), before,
+                            _dev_f1(evaluate, trained, tokenizer, "after"))
         save_folder(trained, tokenizer, frame, tmp)
     return frame
 
 
 # ---- file-level entry points (the workflow scripts call these) -------------------------------------
-def _load_stage_data(train_path: str | Path, labels_path: str | Path, subsets_path: str | Path):
-    labels = read_label_set(labels_path)
-    train = read_split(train_path, labels)
-    return labels.labels, train, demo_pool(train, read_subsets(subsets_path, required=("train",)))
+def _load_stage_data(data_files: Mapping[str, str | Path]) -> tuple[list[str], list[dict], list[dict]]:
+    """(label names, train split records, demo pool) from the data stage's files; DataError names the train
+    split when it has no example with a gold label (nothing to finetune on; read_split rejects an empty one)."""
+    labels = read_label_set(data_files["labels"])
+    train = read_split(data_files["train"], labels)
+    if not any(r["labels"] for r in train):
+        raise DataError(data_files["train"], f"no train example has a gold label (all {len(train)} are "
+                        "'none'): the sft and rl regimes need labelled train examples", field="labels")
+    return labels.labels, train, demo_pool(train, read_subsets(data_files["subsets"], required=("train",)))
+
+
+def _training_inputs(
+    model_path: str | Path, data_files: Mapping[str, str | Path], prompt_cfg: Mapping[str, Any], k: int | None,
+    seed: int, gen_cfg: Mapping[str, Any] | None,
+) -> tuple[list[str], PromptSpec, list[dict], Evaluator | None]:
+    """(label names, evaluation prompt spec, training records (`prompt_records` with `training_spec`'s k),
+    the dev evaluator or None without `gen_cfg`) of one training job; logs the chat-template fallback."""
+    spec = PromptSpec.from_config(prompt_cfg)
+    label_set, train, pool = _load_stage_data(data_files)
+    tokenizer = load_tokenizer(model_path) if spec.use_chat_template else None
+    if spec.use_chat_template and not uses_chat(spec, tokenizer):
+        log.warning("the prompt asks for a chat template but %s has none: plain-text prompts, as at evaluation "
+                    "(the documented fallback)", model_path)
+    examples = prompt_records(train, pool, training_spec(spec, k), label_set, seed, tokenizer)
+    log.info("%d training prompts with %d demos each", len(examples), training_spec(spec, k).k)
+    evaluate = dev_evaluator(data_files, spec, gen_cfg, seed) if gen_cfg is not None else None
+    return label_set, spec, examples, evaluate
 
 
 def sft_from_files(
     base_path: str | Path,
-    train_path: str | Path,
-    labels_path: str | Path,
-    subsets_path: str | Path,
+    data_files: Mapping[str, str | Path],
     out_dir: str | Path,
     prompt_cfg: Mapping[str, Any],
     sft_cfg: Mapping[str, Any],
+    gen_cfg: Mapping[str, Any] | None = None,
     device: str = "auto",
     dtype: str = "auto",
     threads: int | None = None,
@@ -453,46 +561,45 @@ def sft_from_files(
 ) -> pd.DataFrame:
     """The `sft` rule: SFT on the train split's prompts (see `prompt_records`); returns the training log.
 
-    Trains in 4-bit when `finetune.sft.load_in_4bit` or the model's `load_in_4bit` (`model_load_in_4bit`)
-    asks for it and the machine allows it (`quantization_plan`)."""
+    `data_files` maps the data stage keys train, labels, subsets (and dev, read with `gen_cfg`, config
+    `generation`, to log the dev F1 before and after training: `dev_evaluator`). Trains in 4-bit when
+    `finetune.sft.load_in_4bit` or the model's `load_in_4bit` (`model_load_in_4bit`) asks for it and the
+    machine allows it (`quantization_plan`)."""
     set_threads(threads)
     settings = SFTSettings.from_config(sft_cfg)
     settings = replace(settings, load_in_4bit=settings.load_in_4bit or bool(model_load_in_4bit))
-    spec = PromptSpec.from_config(prompt_cfg)
-    label_set, train, pool = _load_stage_data(train_path, labels_path, subsets_path)
-    tokenizer = load_tokenizer(base_path) if spec.use_chat_template else None
-    examples = prompt_records(train, pool, spec, label_set, settings.seed, tokenizer)
-    return train_sft(base_path, out_dir, examples, settings, device=device, dtype=dtype)
+    _, _, examples, evaluate = _training_inputs(base_path, data_files, prompt_cfg, settings.k, settings.seed,
+                                                gen_cfg)
+    return train_sft(base_path, out_dir, examples, settings, device=device, dtype=dtype, evaluate=evaluate)
 
 
 def rl_from_files(
     start_path: str | Path,
-    train_path: str | Path,
-    labels_path: str | Path,
-    subsets_path: str | Path,
+    data_files: Mapping[str, str | Path],
     out_dir: str | Path,
     prompt_cfg: Mapping[str, Any],
     rl_cfg: Mapping[str, Any],
     sft_cfg: Mapping[str, Any],
+    gen_cfg: Mapping[str, Any] | None = None,
     device: str = "auto",
     dtype: str = "auto",
     threads: int | None = None,
     model_load_in_4bit: bool = False,
 ) -> pd.DataFrame:
     """The `rl` rule: GRPO from `start_path` (the SFT or base folder) on the train split's prompts, LoRA
-    settings from `finetune.sft` where LoRA is used; returns the training log.
+    settings from `finetune.sft` where LoRA is used; returns the training log (`data_files` and `gen_cfg`
+    as for `sft_from_files`).
 
     Like SFT, trains in 4-bit when `finetune.sft.load_in_4bit` (the QLoRA setting) or the model's
     `load_in_4bit` (`model_load_in_4bit`) asks for it and the machine allows it (`quantization_plan`)."""
     set_threads(threads)
     settings = RLSettings.from_config(rl_cfg)
     sft = SFTSettings.from_config(sft_cfg)
-    spec = PromptSpec.from_config(prompt_cfg)
-    label_set, train, pool = _load_stage_data(train_path, labels_path, subsets_path)
-    tokenizer = load_tokenizer(start_path) if spec.use_chat_template else None
-    examples = prompt_records(train, pool, spec, label_set, settings.seed, tokenizer)
+    label_set, spec, examples, evaluate = _training_inputs(start_path, data_files, prompt_cfg, settings.k,
+                                                           settings.seed, gen_cfg)
     return train_rl(start_path, out_dir, examples, label_set, spec.label_format, settings, sft.lora,
-                    device=device, dtype=dtype, load_in_4bit=sft.load_in_4bit or bool(model_load_in_4bit))
+                    device=device, dtype=dtype, load_in_4bit=sft.load_in_4bit or bool(model_load_in_4bit),
+                    evaluate=evaluate)
 
 
 def mean_f1(outputs: Sequence[str], golds: Sequence[Sequence[str]], label_set: Sequence[str], fmt: str) -> float:

@@ -6,7 +6,8 @@ Prompting modes: `baseline` (one generation per example: per-step label distribu
 optionally the marginal), `icl_sweep` (the same per share of multi-label demos, a record per example
 and ratio), `unary` (P(reasonable) per example and label) and `pairwise` (P(a) per ordered label pair,
 `none` included; all pairs up to config `generation.pairwise_opponents` labels, a seeded budget of
-pairs beyond, `pairwise_pairs`). Reproducible: the demos are drawn from `random.Random` seeded by the seed wildcard
+pairs beyond, `pairwise_pairs`; both presentation orders, or one with `generation.pairwise_orders: one`,
+`one_order`). Reproducible: the demos are drawn from `random.Random` seeded by the seed wildcard
 (one demo set per seed, and per ratio in the sweep), torch is seeded, and decoding is greedy. Every
 prompt is fitted to the model's context first (labeldist.context: a query text too long is shortened and
 its record marked `truncated`; a prompt too long without it stops the run with a ContextError).
@@ -27,6 +28,7 @@ from .artifacts.generations import write_generation_records
 from .artifacts.hidden import write_hidden
 from .artifacts.labels import read_label_set
 from .artifacts.splits import SUBSET_SPLIT, demo_pool, read_split, read_subsets, select_records
+from .config import validate_block
 from .context import count_tokens, fit_queries
 from .extraction import ExtractionSettings, extract
 from .prompts import (
@@ -104,7 +106,7 @@ def _is_chat(spec: PromptSpec, tokenizer: Any) -> bool:
     return bool(spec.use_chat_template and getattr(tokenizer, "chat_template", None))
 
 
-def _where(data: TaskData, model: Any) -> str:
+def describe_run(data: TaskData, model: Any) -> str:
     """`dataset 'x', model 'folder'`: what a message about a run's prompts names."""
     return f"dataset {data.dataset or '?'!r}, model {getattr(model, 'name_or_path', '') or type(model).__name__!r}"
 
@@ -117,7 +119,7 @@ def _extraction_records(
     fitted = fit_queries([ex["text"] for ex in data.examples],
                          lambda text: render_prompt(spec, data.label_set, demos, text, tokenizer), tokenizer,
                          model.config, settings.max_new_tokens, add_special_tokens=not _is_chat(spec, tokenizer),
-                         where=_where(data, model))
+                         where=describe_run(data, model))
     results = extract(model, tokenizer, [f.prompt for f in fitted], spec, data.label_set, settings,
                       add_special_tokens=not _is_chat(spec, tokenizer), progress=progress)
     records = [{"id": ex["id"], "demo_ids": list(demo_ids), **extra, "truncated": f.truncated, **res.record}
@@ -209,6 +211,24 @@ def pairwise_pairs(labels: Sequence[str], opponents: int | str = DEFAULT_PAIRWIS
             if i != j and frozenset((i, j)) in chosen]
 
 
+def one_order(pairs: Sequence[tuple[str, str]], labels: Sequence[str]) -> list[tuple[str, str]]:
+    """Return the pairs (a, b) of `pairs` whose a comes before b in the order of `labels` + `none`, in the
+    order of `pairs`: each unordered pair once, in the study's presentation order (the study asks
+    itertools.combinations over its labels + none, so `none` is always b). Config
+    `generation.pairwise_orders: one`; `pairs` holds both orders of every pair (`pairwise_pairs`)."""
+    rank = {item: i for i, item in enumerate(list(labels) + [NONE_LABEL])}
+    return [(a, b) for a, b in pairs if rank[a] < rank[b]]
+
+
+def pairwise_keys(labels: Sequence[str], gen_cfg: Mapping[str, Any], seed: int) -> list[tuple[str, str]]:
+    """Return the ordered pairs a pairwise run with `seed` asks, the same for every example: `pairwise_pairs`
+    under config `generation.pairwise_opponents`, each pair in both orders or (`pairwise_orders: one`)
+    once, `one_order`. `gen_cfg` is a validated `generation` block."""
+    pairs = pairwise_pairs(labels, gen_cfg.get("pairwise_opponents", DEFAULT_PAIRWISE_OPPONENTS),
+                           random.Random(f"pairwise_pairs:{seed}"))
+    return one_order(pairs, labels) if gen_cfg["pairwise_orders"] == "one" else pairs
+
+
 def _choice_run(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_cfg: Mapping[str, Any],
                 seed: int, kind: str, progress: bool) -> tuple[list[str], list[list[float]], list, list[bool]]:
     """Shared body of unary and pairwise: demos, one shared-prefix prompt per example (its query text
@@ -226,8 +246,7 @@ def _choice_run(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, ge
     else:
         marked = pairwise_demos(demos, data.label_set, rng)
         instruction = pairwise_instruction(spec, data.label_set)
-        keys = pairwise_pairs(data.label_set, gen_cfg.get("pairwise_opponents", DEFAULT_PAIRWISE_OPPONENTS),
-                              random.Random(f"pairwise_pairs:{seed}"))
+        keys = pairwise_keys(data.label_set, gen_cfg, seed)
         questions = [pairwise_question_parts(a, b) for a, b in keys]
         answers = PAIRWISE_ANSWERS
     longest = max(questions, key=lambda q: count_tokens(tokenizer, q if isinstance(q, str) else "".join(q), False))
@@ -238,7 +257,7 @@ def _choice_run(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, ge
 
     fitted = fit_queries([ex["text"] for ex in data.examples], whole, tokenizer, model.config,
                          int(gen_cfg["max_new_tokens"]), add_special_tokens=not _is_chat(spec, tokenizer),
-                         where=_where(data, model))
+                         where=describe_run(data, model))
     prompts = [choice_prompt(spec, instruction, marked, f.text, questions, answers, tokenizer) for f in fitted]
     bar = tqdm(total=len(prompts), desc=kind, unit="ex", disable=not progress)
     probs = choice_probabilities(
@@ -262,8 +281,8 @@ def unary(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_cfg:
 
 def pairwise(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_cfg: Mapping[str, Any],
              seed: int, progress: bool = True) -> GenerationOutput:
-    """P(a) per example and ordered label pair (`none` included, both presentation orders; the pairs of
-    `pairwise_pairs`, the same for every example of a run)."""
+    """P(a) per example and ordered label pair (`none` included; the pairs of `pairwise_keys`: both
+    presentation orders, or one under `generation.pairwise_orders: one`; the same for every example)."""
     demo_ids, probs, keys, cut = _choice_run(model, tokenizer, data, spec, gen_cfg, seed, "pairwise", progress)
     return GenerationOutput([
         {"id": ex["id"], "demo_ids": list(demo_ids), "truncated": t,
@@ -277,9 +296,12 @@ MODES = {"baseline": baseline, "icl_sweep": icl_sweep, "unary": unary, "pairwise
 
 def run_prompting(model: Any, tokenizer: Any, data: TaskData, prompting: str, spec: PromptSpec,
                   gen_cfg: Mapping[str, Any], seed: int, progress: bool = True) -> GenerationOutput:
-    """Seed torch and run one prompting mode on the subset; return its records (and hidden states)."""
+    """Seed torch and run one prompting mode on the subset; return its records (and hidden states).
+    `gen_cfg`: the config `generation` block, as written or validated (the schema's defaults are filled
+    in here; ConfigError names a bad key)."""
     if prompting not in MODES:
         raise ValueError(f"unknown prompting mode {prompting!r} (use one of {', '.join(MODES)})")
+    gen_cfg = validate_block("generation", gen_cfg, "generation")
     torch.manual_seed(seed)
     return MODES[prompting](model, tokenizer, data, spec, gen_cfg, seed, progress=progress)
 

@@ -26,7 +26,7 @@ import pandas as pd
 log = logging.getLogger("labeldist.hf")
 
 # Columns written first in training_log.csv when the trainer logged them; any other numeric key follows.
-LOG_COLUMNS = ("step", "epoch", "loss", "reward", "reward_std", "kl", "learning_rate", "grad_norm")
+LOG_COLUMNS = ("step", "epoch", "loss", "reward", "reward_std", "kl", "learning_rate", "grad_norm", "dev_f1")
 
 
 @dataclass(frozen=True)

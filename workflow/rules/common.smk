@@ -14,6 +14,7 @@ if isinstance(workflow.current_basedir, LocalSourceFile):
 from labeldist.config import (
     ESTIMATOR_PROMPTING,
     PROMPTING_MODES,
+    finetune_block,
     REGIMES as REGIMES_ALL,
     model_prompting,
     model_runs,
@@ -22,7 +23,7 @@ from labeldist.config import (
     validate_config,
 )
 from labeldist.artifacts import paths as layout
-from labeldist.batched import prompting_groups, rule_suffix, run_estimators
+from labeldist.batched import evaluation_groups, run_estimators
 from labeldist.errors import ConfigError
 
 try:
@@ -43,9 +44,9 @@ ENCODER = "encoder"  # the pseudo model key of Demux estimates (docs/formats.md)
 SPLITS = ["train", "dev", "test"]
 # Every (dataset, model, regime) planned: models.<key>.datasets/regimes narrow the full grid.
 RUNS = model_runs(config)
-# Models that run the same prompting modes (models.<key>.prompting) share the estimate and metrics
-# jobs of one group (labeldist.batched.prompting_groups); both stages loop over these groups.
-PROMPTING_GROUPS = prompting_groups(config)
+# Runs that run the same prompting modes (models.<key>.prompting) share one grouped estimate-and-metrics
+# rule (labeldist.batched.evaluation_groups).
+EVAL_GROUPS = evaluation_groups(config)
 
 
 wildcard_constraints:
@@ -101,9 +102,19 @@ def get_base_model_dir(wildcards):
     return base_model_dir(wildcards.model)
 
 
+def get_finetune_cfg(kind):
+    """An input function returning the finetune.<kind> block (sft, rl, seq_cls) of the job's model: the
+    top-level block with the model's own keys laid over it (labeldist.config.finetune_block)."""
+
+    def settings(wildcards):
+        return finetune_block(config, wildcards.model, kind)
+
+    return settings
+
+
 def get_rl_start(wildcards):
-    """finetune.rl.start_from: the SFT folder of the same dataset and model, or the base model."""
-    if config["finetune"]["rl"]["start_from"] == "sft":
+    """finetune.rl.start_from of the model: the SFT folder of the same dataset and model, or the base model."""
+    if finetune_block(config, wildcards.model, "rl")["start_from"] == "sft":
         return model_dir(wildcards.dataset, wildcards.model, "sft")
     return base_model_dir(wildcards.model)
 
@@ -194,7 +205,7 @@ def generation_files(prompting=None, subset=None, seed=None):
             if subset is not None and s != subset:
                 continue
             for d, m, r in RUNS:
-                if p in model_prompting(config, m):
+                if p in model_prompting(config, m, r):
                     out += [generation_file(d, m, r, p, s, x) for x in SEEDS if seed is None or x == seed]
     return out
 
@@ -232,7 +243,7 @@ def estimate_combos():
                 if d2 != d or (est == "seq_cls_head" and r != "base"):
                     continue
                 needs = ESTIMATOR_PROMPTING[est]
-                if needs is None or needs in model_prompting(config, m):
+                if needs is None or needs in model_prompting(config, m, r):
                     combos.append((d, m, r, est))
     return combos
 

@@ -13,7 +13,7 @@ FINDINGS_CONTEXT = {
     "estimators": ESTIMATORS,
     "model_sizes": {m: config["models"][m]["size_b"] for m in MODELS},
     "runs": [list(run) for run in RUNS],
-    "model_prompting": {m: model_prompting(config, m) for m in MODELS},
+    "model_prompting": {m: {r: model_prompting(config, m, r) for r in REGIMES} for m in MODELS},
 }
 
 

@@ -12,7 +12,7 @@ from labeldist.batched import gpu_resource
 
 rule sft:
     input:
-        unpack(data_inputs("train", "labels", "subsets")),
+        unpack(data_inputs("train", "dev", "labels", "subsets")),
         base=get_base_model_dir,
     output:
         directory(model_dir("{dataset}", "{model}", "sft")),
@@ -29,7 +29,8 @@ rule sft:
         runtime=lambda wildcards, attempt: runtime_for("sft", wildcards, attempt),
     params:
         prompt=get_prompt_cfg,
-        sft=config["finetune"]["sft"],
+        sft=get_finetune_cfg("sft"),
+        generation=config["generation"],
         device=config["device"],
         dtype=get_model_dtype,
         load_in_4bit=get_model_4bit,
@@ -39,7 +40,7 @@ rule sft:
 
 rule rl:
     input:
-        unpack(data_inputs("train", "labels", "subsets")),
+        unpack(data_inputs("train", "dev", "labels", "subsets")),
         start=get_rl_start,
     output:
         directory(model_dir("{dataset}", "{model}", "rl")),
@@ -56,8 +57,9 @@ rule rl:
         runtime=lambda wildcards, attempt: runtime_for("rl", wildcards, attempt),
     params:
         prompt=get_prompt_cfg,
-        rl=config["finetune"]["rl"],
-        sft=config["finetune"]["sft"],
+        rl=get_finetune_cfg("rl"),
+        sft=get_finetune_cfg("sft"),
+        generation=config["generation"],
         device=config["device"],
         dtype=get_model_dtype,
         load_in_4bit=get_model_4bit,
@@ -83,7 +85,7 @@ rule seq_cls_head:
         mem_mb=lambda wildcards, attempt: llm_mem_mb(wildcards.model, attempt, "seq_cls_head"),
         runtime=lambda wildcards, attempt: runtime_for("seq_cls_head", wildcards, attempt) * len(SEEDS),
     params:
-        seq_cls=config["finetune"]["seq_cls"],
+        seq_cls=get_finetune_cfg("seq_cls"),
         seeds=SEEDS,
         device=config["device"],
         dtype=get_model_dtype,

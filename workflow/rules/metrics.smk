@@ -5,13 +5,16 @@
 # metrics/{dataset}/{model}/{regime}.json (docs/formats.md); the tables aggregate them over seeds.
 # One CPU job per (dataset, model, regime) writes both for every seed (labeldist.batched.evaluate_run;
 # docs/study_grid.md): the estimators that read generation files (subsets main and dev), then the metrics
-# of those and of the supervised estimates other rules wrote (linear_probe; seq_cls_head on base). Models
-# that run different prompting modes (models.<key>.prompting) write different estimator sets: one rule
-# per such group, `evaluate` when all models run the same modes (labeldist.batched.prompting_groups).
+# of those and of the supervised estimates other rules wrote (linear_probe; seq_cls_head on base). Runs
+# that run different prompting modes (models.<key>.prompting, per model or per regime) write different
+# estimator sets: one rule per such group, `evaluate` when all runs run the same modes
+# (labeldist.batched.evaluation_groups).
 # Demux, which has no LLM, gets its own metrics file per dataset (model `encoder`, regime base).
 # compare_to_none_platt also reads the dev subset's baseline generation and the dev split's p_ref:
 # (w, b) is fitted there and applied to the requested subset. For subset dev itself that means fitting
 # and applying on dev (there is no other held-out split): in-sample, only used for thresholds.
+# Config `estimation` (which slots are label steps, what a record without one gets; ours by default, the
+# study's in config/study.yaml) goes to the estimators through the rule's params.
 # Input and target functions are lambdas: `snakemake --lint` flags files that mix functions and rules.
 from labeldist.batched import evaluate_inputs, metric_estimators
 
@@ -23,14 +26,15 @@ TABLE_ORDER = {
 }
 
 
-for _prompting, _models in PROMPTING_GROUPS.items():
-    if not any(metric_estimators(config, _prompting, r) for r in REGIMES):
+for _group in EVAL_GROUPS:
+    _prompting = _group.prompting
+    if not any(metric_estimators(config, _prompting, r) for r in _group.regimes):
         continue
     _estimators = run_estimators(config, _prompting)
 
     rule:
         name:
-            f"evaluate{rule_suffix(_prompting, PROMPTING_GROUPS)}"
+            _group.rule
         input:
             unpack(evaluate_inputs(config, _prompting, generation_file, estimate_file, data_files)),
         output:
@@ -41,7 +45,8 @@ for _prompting, _models in PROMPTING_GROUPS.items():
         benchmark:
             f"{R}/benchmarks/evaluate/{{dataset}}/{{model}}/{{regime}}.tsv"
         wildcard_constraints:
-            model="|".join(_models),
+            model="|".join(_group.models),
+            regime="|".join(_group.regimes),
         conda:
             ENV
         threads: 1
@@ -55,6 +60,7 @@ for _prompting, _models in PROMPTING_GROUPS.items():
             ),
             seeds=SEEDS,
             metrics=config["metrics"],
+            estimation=config["estimation"],
             meta=lambda wildcards: {k: wildcards[k] for k in ("dataset", "model", "regime")},
         script:
             "../scripts/evaluate.py"
@@ -79,6 +85,7 @@ rule evaluate_demux:
         metric_estimators=["demux"],
         seeds=SEEDS,
         metrics=config["metrics"],
+        estimation=config["estimation"],
         meta=lambda wildcards: {"dataset": wildcards.dataset, "model": ENCODER, "regime": "base"},
     script:
         "../scripts/evaluate.py"

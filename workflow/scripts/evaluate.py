@@ -20,5 +20,6 @@ with rule_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         threshold=cfg["threshold"],
         ece_bins=cfg["ece_bins"],
         n_bootstrap=cfg["bootstrap"],
+        estimation=params.estimation,
         threads=snakemake.threads,  # noqa: F821
     )

@@ -7,13 +7,12 @@ with rule_log(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     inp, params = snakemake.input, snakemake.params  # noqa: F821
     rl_from_files(
         start_path=inp.start,
-        train_path=inp.train,
-        labels_path=inp.labels,
-        subsets_path=inp.subsets,
+        data_files={key: inp[key] for key in ("train", "dev", "labels", "subsets")},
         out_dir=snakemake.output[0],  # noqa: F821
         prompt_cfg=params.prompt,
         rl_cfg=params.rl,
         sft_cfg=params.sft,
+        gen_cfg=params.generation,
         device=params.device,
         dtype=params.dtype,
         model_load_in_4bit=params.load_in_4bit,
