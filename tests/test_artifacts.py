@@ -127,6 +127,10 @@ def test_label_set_round_trip(tmp_path):
     ({"dataset": "toy", "labels": []}, "labels.json, field 'labels': expected a non-empty list of label names"),
     ({"dataset": "toy", "labels": ["joy", ""]}, "labels.json, field 'labels': expected a non-empty list"),
     ({"dataset": "toy", "labels": ["joy", "fear", "joy"]}, "labels.json, field 'labels': label 'joy' listed twice"),
+    # one label to the output parsers, which match names case-insensitively; `none` reserved in any case
+    ({"dataset": "toy", "labels": ["Anger", "fear", "anger"]},
+     "labels.json, field 'labels': labels 'Anger' (entry 1) and 'anger' (entry 3) are one label"),
+    ({"dataset": "toy", "labels": ["joy", "None"]}, "field 'labels': label 'None' (entry 2) is the reserved 'none'"),
     ({"dataset": "toy", "labels": LABELS, "none_label": "joy"}, "field 'none_label': must be a string that is not"),
     ({"dataset": "toy", "labels": LABELS, "task": 1}, "labels.json, field 'task': expected a string"),
 ])

@@ -312,6 +312,64 @@ def test_duplicate_label_in_configured_label_set(tmp_path):
            "duplicate label 'a'")
 
 
+# ---- label names that differ only in case are one label; `none` is reserved in any case (issue 24) ----
+# Both output parsers (prompts.parse_labels, extraction.segment_label_slots) match names
+# case-insensitively: of "Anger" and "anger" one could never be matched, and "None" would read as none.
+def test_labels_differing_in_case_in_emotions_txt(tmp_path):
+    folder = goemotions_folder(tmp_path)
+    (folder / "emotions.txt").write_text("Joy\nsadness\n\nneutral\njoy\n", encoding="utf-8")
+    e = expect({"loader": "goemotions", "path": str(folder)}, folder / "emotions.txt", 5, "emotion",
+               "duplicate label 'joy': the same label as 'Joy'")
+    assert f"{folder / 'emotions.txt'}, line 1" in str(e)  # both places
+
+
+def test_cluster_name_none_in_another_case(tmp_path):
+    folder = goemotions_folder(tmp_path)
+    (folder / "emotion_clustering.json").write_text(
+        '{\n  "joy": ["joy", "love"],\n  "None": ["sadness"]\n}\n', encoding="utf-8")
+    expect({"loader": "goemotions", "path": str(folder)}, folder / "emotion_clustering.json", 3, "cluster names",
+           "label 'None' is the reserved 'none'")
+
+
+@pytest.mark.parametrize("labels, message", [
+    (["Anger", "b", "anger"], "duplicate label 'anger': the same label as 'Anger' (entry 1 of the label set)"),
+    (["a", "None", "b"], "label 'None' is the reserved 'none'"),
+])
+def test_configured_label_set_differing_in_case(tmp_path, labels, message):
+    path = write_jsonl(tmp_path / "d.jsonl", generic_rows())
+    expect({"loader": "generic", "path": str(path), "labels": labels}, "datasets.bad", None, "labels", message)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("labels", lambda lab: [lab]),
+    ("annotations", lambda lab: [[lab], []]),
+    ("distribution", lambda lab: {lab: 1.0}),
+])
+def test_inferred_label_set_differing_in_case_names_both_records(tmp_path, field, value):
+    rows = [{"id": f"r{i}", "text": f"t{i}", "split": s, field: value(lab)}
+            for i, (s, lab) in enumerate([("train", "b"), ("train", "Anger"), ("dev", "b"), ("test", "anger")])]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    e = expect({"loader": "generic", "path": str(path)}, path, 4, field,
+               "duplicate label 'anger': the same label as 'Anger'")
+    assert f"({path}, line 2)" in str(e)  # where the other name was first seen
+
+
+def test_inferred_none_in_another_case_is_reserved(tmp_path):
+    rows = [{"id": f"r{i}", "text": f"t{i}", "split": s, "labels": labs}
+            for i, (s, labs) in enumerate([("train", ["a"]), ("train", ["b"]), ("dev", ["None"]), ("test", ["a"])])]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    expect({"loader": "generic", "path": str(path)}, path, 3, "labels", "label 'None' is the reserved 'none'")
+    # with a configured label set the record itself is at fault, and the message says what to write
+    expect({"loader": "generic", "path": str(path), "labels": ["a", "b"]}, path, 3, "labels",
+           "label 'None' is not in the label set (a, b); label names are case-sensitive in the data: write 'none'")
+
+
+def test_synthetic_labels_differing_in_case(tmp_path):
+    cfg = {"loader": "synthetic", "synthetic": {"labels": ["joy", "Joy", "fear"], "n_train": 10, "n_dev": 10,
+                                                "n_test": 10}}
+    expect(cfg, "datasets.bad", None, "labels", "duplicate label 'Joy': the same label as 'joy'")
+
+
 def test_edge_spaces_are_the_same_label_in_every_field(tmp_path):
     """'a ' means 'a' in gold lists, annotations, distribution keys and the configured label set."""
     base = [("train", ["a"]), ("train", ["b"]), ("dev", ["a"]), ("test", ["b"])]

@@ -97,10 +97,11 @@ def test_baseline_files_same_seed_identical_other_seed_other_demos(workspace):
     assert recs[0]["demo_ids"] != recs1[0]["demo_ids"]
     main = json.loads(Path(workspace["files"]["subsets"]).read_text())["main"]
     assert [r["id"] for r in recs] == main
-    keys = ["id", "demo_ids", "output_text", "labels", "unknown", "repeated", "n_tokens", "hit_max_tokens",
-            "no_label", "steps", "marginal"]
+    keys = ["id", "demo_ids", "truncated", "output_text", "labels", "unknown", "repeated", "n_tokens",
+            "hit_max_tokens", "no_label", "steps", "marginal"]
     for rec in recs:
         assert list(rec) == keys
+        assert rec["truncated"] is False  # every prompt fits: nothing shortened
         assert len(rec["demo_ids"]) == 4 and len(set(rec["demo_ids"])) == 4
         assert len(rec["marginal"]) == len(LABELS3) + 1
         for step in rec["steps"]:
@@ -224,3 +225,45 @@ def test_one_order_asks_each_pair_once_in_the_studys_order_with_the_same_answers
         assert [(p["a"], p["b"]) for p in rec_one["pairs"]] == study
         answers = {(p["a"], p["b"]): p["p_a"] for p in rec_both["pairs"]}
         assert [p["p_a"] for p in rec_one["pairs"]] == pytest.approx([answers[ab] for ab in study], abs=1e-5)
+
+
+# ---- prompts against the model's context (labeldist.context; the tiny model has 512 positions) ----------
+def test_a_text_longer_than_the_context_is_cut_marked_and_logged_in_every_mode(workspace, tmp_path, caplog):
+    """The stage end to end on a 3,000-word text: every mode's record of that example says `truncated`,
+    the others do not, the job log counts it, the reader reads the flag, and outputs are produced."""
+    from labeldist.artifacts.generations import read_generations, read_pairwise, read_unary
+    from labeldist.metrics import generation_counts
+
+    files = dict(workspace["files"])
+    recs = read_jsonl(files["test"])
+    main = json.loads(Path(files["subsets"]).read_text())["main"]
+    long_id = main[1]
+    next(r for r in recs if r["id"] == long_id)["text"] = " ".join(random.Random(5).choices(WORDS, k=3000))
+    files["test"] = str(tmp_path / "test.jsonl")
+    write_jsonl(files["test"], recs)
+    ws = {**workspace, "files": files, "root": tmp_path}
+    with caplog.at_level("INFO", logger="labeldist"):
+        base, _ = _run(ws, "baseline", 0, "long_baseline")
+    assert [r["truncated"] for r in read_jsonl(base)] == [i == long_id for i in main]
+    assert "dataset 'toy', model" in caplog.text and "1 of 4 prompts were over the 507 tokens" in caplog.text
+    gens = read_generations(base, LABELS3)
+    assert generation_counts(gens)["truncated"] == 1
+    assert read_jsonl(base)[1]["n_tokens"] >= 1  # generated on the cut prompt
+    for mode, reader in (("unary", read_unary), ("pairwise", read_pairwise)):
+        out, _ = _run(ws, mode, 0, f"long_{mode}")
+        assert [r.truncated for r in reader(out, LABELS3)] == [i == long_id for i in main], mode
+
+
+def test_a_prompt_too_long_without_its_query_text_stops_the_run_naming_dataset_model_and_numbers(workspace):
+    from labeldist.errors import ContextError
+
+    long_instruction = " ".join(random.Random(6).choices(WORDS, k=600)) + " {labels}"
+    with pytest.raises(ContextError) as err:
+        generate_file(workspace["model"], workspace["files"], "baseline", "main", 0, GEN_CFG,
+                      {**PROMPT_CFG, "instruction": long_instruction}, MODEL_CFG,
+                      workspace["root"] / "never.jsonl", device="cpu")
+    message = str(err.value)
+    assert message.startswith(f"dataset 'toy', model '{workspace['model']}': the prompt without its query text")
+    assert "over the 507 the model can attend to (512 positions, max_position_embeddings, minus " \
+           "generation.max_new_tokens 5)" in message
+    assert not (workspace["root"] / "never.jsonl").exists()

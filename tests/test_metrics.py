@@ -123,10 +123,10 @@ def test_generation_counts():
 
     raw = [{"no_label": True, "unknown": [], "repeated": [], "hit_max_tokens": False},
            {"no_label": False, "unknown": ["xyz", "w"], "repeated": ["a"], "hit_max_tokens": True},
-           {"no_label": False, "unknown": [], "repeated": [], "hit_max_tokens": False}]
+           {"no_label": False, "unknown": [], "repeated": [], "hit_max_tokens": False, "truncated": True}]
     recs = [parse_generation({"id": str(i), "labels": [], "steps": [], **r}, ["a", "b"]) for i, r in enumerate(raw)]
     assert M.generation_counts(recs) == {"n_outputs": 3, "no_label": 1, "unknown": 1, "repeated": 1,
-                                         "hit_max_tokens": 1}
+                                         "hit_max_tokens": 1, "truncated": 1}
 
 
 # ---- reading files ---------------------------------------------------------------------------------
@@ -204,7 +204,8 @@ def test_run_metrics_json(tmp_path):
     res = run(tmp_path, data)
     json.dumps(res, allow_nan=False)  # strict JSON: NaN became null
     assert res["n_examples"] == 12 and res["dev_n_examples"] == 12 and res["p_ref_source"] == "gold"
-    assert res["generation"] == {"n_outputs": 12, "no_label": 3, "unknown": 0, "repeated": 1, "hit_max_tokens": 0}
+    assert res["generation"] == {"n_outputs": 12, "no_label": 3, "unknown": 0, "repeated": 1, "hit_max_tokens": 0,
+                                "truncated": 0}
     assert res["tuned_threshold"] in M.THRESHOLD_GRID
     assert set(res["alignment"]) == set(M.ALIGNMENT_METRICS)
     assert set(res["classification"]) == set(M.CLASSIFICATION_METRICS)
@@ -285,6 +286,21 @@ def test_summarise_counts_and_undefined_metrics():
     assert math.isnan(fs["auc_micro_mean"]) and math.isnan(fs["auc_micro_ci_low"])
     with pytest.raises(DataError, match="seed listed twice"):
         T.summarise(results + [fake_result("first_step", 0, 0.2, [0.2])], M.ALIGNMENT_METRICS)
+
+
+def test_truncated_prompts_are_summed_and_shown_only_where_some_were():
+    """Data that fits leaves the displayed table as it was; a shortened prompt adds a column (issue 24)."""
+    results = [fake_result("first_step", seed, 0.2, [0.2]) for seed in (0, 1)]
+    for res in results:
+        res["generation"]["truncated"] = 0
+    columns = T.display_frame(T.summarise(results, M.CLASSIFICATION_METRICS, counts=True),
+                              M.CLASSIFICATION_METRICS).columns
+    assert not [c for c in columns if "truncated" in c]
+    results[1]["generation"]["truncated"] = 3
+    table = T.summarise(results, M.CLASSIFICATION_METRICS, counts=True)
+    assert table.iloc[0]["gen_truncated"] == 3
+    shown = T.display_frame(table, M.CLASSIFICATION_METRICS)
+    assert shown["prompts truncated to fit the context"].tolist() == ["3 of 20"]
 
 
 def test_write_table_renders_csv_markdown_html(tmp_path):

@@ -10,12 +10,12 @@ import copy
 import functools
 import math
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import jsonschema
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -70,6 +70,25 @@ FIGURE_NEEDS: dict[str, list[tuple[str, str]]] = {
 }
 
 NONE_LABEL = "none"  # the reserved label name for "no label applies" (the one definition; docs/formats.md)
+
+
+def label_key(name: str) -> str:
+    """Return what identifies a label name: the name without edge spaces, case-folded. Two names with
+    one key are one label: the output parsers (labeldist.prompts.parse_labels,
+    labeldist.extraction.segment_label_slots) match what a model writes to the label set by this key."""
+    return name.strip().casefold()
+
+
+def label_clash(names: Sequence[str]) -> tuple[int, int] | None:
+    """Return (i, j), i < j, for the first name `names[j]` that is the same label (`label_key`) as the
+    earlier `names[i]`, or (-1, j) when `names[j]` is the reserved `none` in any case; None when every
+    name is a label of its own."""
+    seen = {NONE_LABEL: -1}
+    for j, name in enumerate(names):
+        i = seen.setdefault(label_key(name), j)
+        if i != j:
+            return i, j
+    return None
 LOADERS_WITH_PATH = {"goemotions", "goemotions_raters", "mfrc", "mfrc_fractions", "semeval2018_ec",
                      "hatexplain", "generic"}
 LOADERS_WITH_HUB = {"goemotions", "mfrc"}
@@ -190,6 +209,8 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
 
 
 def _check_references(cfg: dict, base: Path, source: str) -> None:
+    from .data.records import Origin, check_label_set  # imported here: labeldist.data imports this module
+
     problems: list[str] = []
     for name, ds in cfg["datasets"].items():
         key = f"datasets.{name}"
@@ -211,19 +232,12 @@ def _check_references(cfg: dict, base: Path, source: str) -> None:
         if "labels" in ds:
             label_lists.append(("labels", ds))
         for sub, holder in label_lists:
-            # edge spaces are dropped here as in every data field (labeldist.data.records.check_label_name)
-            field = "labels"
-            labels = [l.strip() for l in holder[field]]
-            holder[field] = labels
-            dupes = sorted({l for l in labels if labels.count(l) > 1})
-            if dupes:
-                problems.append(f"{key}.{sub}: duplicate labels {dupes} (edge spaces do not count)")
-            if NONE_LABEL in labels:
-                problems.append(f"{key}.{sub}: '{NONE_LABEL}' is reserved for the empty label set")
-            bad = [l for l in labels if not l or any(c in l for c in ',"\t\n\r')]
-            if bad:
-                problems.append(f"{key}.{sub}: labels may not be blank or contain commas, double quotes, "
-                                f"tabs or line breaks: {bad}")
+            # the label-set rules of every data source (edge spaces dropped, names distinct after case
+            # folding, `none` reserved in any case, no commas, quotes, tabs or line breaks)
+            try:
+                holder["labels"] = check_label_set(holder["labels"], Origin(f"{key}.{sub}"), None)
+            except DataError as err:
+                problems.append(str(err))
     for name, model in cfg["models"].items():
         key = f"models.{name}"
         if model["source"] == "hub" and "hub_id" not in model:

@@ -24,3 +24,8 @@ class DataError(LabeldistError):
         self.path = str(path)
         self.line = line
         self.field = field
+
+
+class ContextError(LabeldistError):
+    """A prompt does not fit the model's context even without its query text; the message names the
+    dataset, the model and the token counts (labeldist.context)."""

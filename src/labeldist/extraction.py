@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .config import label_key
 from .prompts import NONE_LABEL, PromptSpec, example_block, format_labels, label_list_prefix, \
     label_separator, render_prompt
 from transformers import DynamicCache
@@ -277,13 +278,14 @@ def segment_label_slots(
     whose in-context ids match and are followed by a boundary (separator, closing quote, line end, EOS,
     end of ids) wins. Otherwise filler tokens (spaces; quotes in json) are skipped and the match is tried
     again; failing that, the slot runs to the next boundary and its text is matched case-insensitively
-    against the label set (`lookup`: lower-case label -> index), else it is unknown (label None).
+    against the label set (`lookup`: labeldist.config.label_key of each label -> index), else it is unknown
+    (label None).
     After a slot, the table's separator ids, or else any run of tokens made only of commas, spaces (and
     quotes in json) containing a comma, lead to the next slot; anything else ends the list.
     `list_start` is where the first slot starts (or would).
     """
     if lookup is None:
-        lookup = {label.lower(): i for i, label in enumerate(table.labels)}
+        lookup = {label_key(label): i for i, label in enumerate(table.labels)}
     n = len(ids)
     pos = _skip_lead(ids, table, text)
     list_start = pos
@@ -310,7 +312,7 @@ def segment_label_slots(
                 end += 1
             raw = text.decode(ids[pos:end]).strip(_STRIP_CHARS)
             if raw:
-                slots.append(LabelSlot(pos, end, lookup.get(raw.lower()), raw, False))
+                slots.append(LabelSlot(pos, end, lookup.get(label_key(raw)), raw, False))
         if table.sep and tuple(ids[end : end + len(table.sep)]) == table.sep:
             k, comma = end + len(table.sep), True
         else:
@@ -486,7 +488,7 @@ def extract_batch(
     start_table = logprobs.reshape(-1, logprobs.shape[-1])  # row b * n_gen + t
     prefix = PrefixCache.from_cache(gen.past_key_values, enc["attention_mask"])
     stops = _stop_strings(spec)
-    lookup = {label.lower(): i for i, label in enumerate(table.labels)}
+    lookup = {label_key(label): i for i, label in enumerate(table.labels)}
 
     per_example = []
     requests: list[Request] = []

@@ -202,8 +202,9 @@ def dev_evaluator(data_files: Mapping[str, str | Path], spec: PromptSpec, gen_cf
     marginal, no hidden states): the number the generation stage's dev records give for that model.
 
     `data_files` maps the data stage keys train, dev, labels and subsets to their paths."""
+    from .context import fit_queries
     from .extraction import ExtractionSettings, extract
-    from .generation import choose_demos, demo_rng, load_task_data
+    from .generation import choose_demos, demo_rng, describe_run, load_task_data
 
     data = load_task_data(data_files, "dev")
     settings = ExtractionSettings.from_config(gen_cfg, marginal=False)
@@ -212,7 +213,11 @@ def dev_evaluator(data_files: Mapping[str, str | Path], spec: PromptSpec, gen_cf
 
     def evaluate(model: Any, tokenizer: Any) -> float:
         chat = uses_chat(spec, tokenizer)
-        prompts = [render_prompt(spec, data.label_set, demos, ex["text"], tokenizer) for ex in data.examples]
+        # fitted to the model's context as the generation stage fits them (labeldist.context)
+        render = lambda text: render_prompt(spec, data.label_set, demos, text, tokenizer)  # noqa: E731
+        prompts = [f.prompt for f in fit_queries([ex["text"] for ex in data.examples], render, tokenizer,
+                                                 model.config, settings.max_new_tokens,
+                                                 add_special_tokens=not chat, where=describe_run(data, model))]
         side, tokenizer.padding_side = tokenizer.padding_side, "left"  # batched greedy generation
         was_training = model.training
         model.eval()

@@ -8,7 +8,9 @@ and ratio), `unary` (P(reasonable) per example and label) and `pairwise` (P(a) p
 `none` included; all pairs up to config `generation.pairwise_opponents` labels, a seeded budget of
 pairs beyond, `pairwise_pairs`; both presentation orders, or one with `generation.pairwise_orders: one`,
 `one_order`). Reproducible: the demos are drawn from `random.Random` seeded by the seed wildcard
-(one demo set per seed, and per ratio in the sweep), torch is seeded, and decoding is greedy.
+(one demo set per seed, and per ratio in the sweep), torch is seeded, and decoding is greedy. Every
+prompt is fitted to the model's context first (labeldist.context: a query text too long is shortened and
+its record marked `truncated`; a prompt too long without it stops the run with a ContextError).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .artifacts.hidden import write_hidden
 from .artifacts.labels import read_label_set
 from .artifacts.splits import SUBSET_SPLIT, demo_pool, read_split, read_subsets, select_records
 from .config import validate_block
+from .context import count_tokens, fit_queries
 from .extraction import ExtractionSettings, extract
 from .prompts import (
     NONE_LABEL,
@@ -52,12 +55,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class TaskData:
     """What a generation run needs from the data stage: the label set, the subset's examples
-    (dicts with id, text, labels) in subsets.json order, and the demo pool (train split minus the
-    `train` subset) as id -> (text, labels)."""
+    (dicts with id, text, labels) in subsets.json order, the demo pool (train split minus the
+    `train` subset) as id -> (text, labels), and the dataset's name (labels.json; for messages)."""
 
     label_set: list[str]
     examples: list[dict]
     pool: dict[str, tuple[str, list[str]]]
+    dataset: str = ""
 
 
 def load_task_data(data_files: Mapping[str, str], subset: str) -> TaskData:
@@ -70,7 +74,7 @@ def load_task_data(data_files: Mapping[str, str], subset: str) -> TaskData:
     split_records = train if split == "train" else read_split(data_files[split], label_set)
     examples = select_records(split_records, subsets[subset], data_files["subsets"], subset)
     pool = {r["id"]: (r["text"], r["labels"]) for r in demo_pool(train, subsets)}
-    return TaskData(label_set=label_set.labels, examples=examples, pool=pool)
+    return TaskData(label_set=label_set.labels, examples=examples, pool=pool, dataset=label_set.dataset)
 
 
 def choose_demos(data: TaskData, spec: PromptSpec, rng: random.Random) -> list[str]:
@@ -102,16 +106,24 @@ def _is_chat(spec: PromptSpec, tokenizer: Any) -> bool:
     return bool(spec.use_chat_template and getattr(tokenizer, "chat_template", None))
 
 
+def describe_run(data: TaskData, model: Any) -> str:
+    """`dataset 'x', model 'folder'`: what a message about a run's prompts names."""
+    return f"dataset {data.dataset or '?'!r}, model {getattr(model, 'name_or_path', '') or type(model).__name__!r}"
+
+
 def _extraction_records(
     model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, demo_ids: list[str],
     settings: ExtractionSettings, extra: Mapping[str, Any], progress: bool,
 ) -> tuple[list[dict], list[torch.Tensor | None]]:
     demos = [data.pool[i] for i in demo_ids]
-    prompts = [render_prompt(spec, data.label_set, demos, ex["text"], tokenizer) for ex in data.examples]
-    results = extract(model, tokenizer, prompts, spec, data.label_set, settings,
+    fitted = fit_queries([ex["text"] for ex in data.examples],
+                         lambda text: render_prompt(spec, data.label_set, demos, text, tokenizer), tokenizer,
+                         model.config, settings.max_new_tokens, add_special_tokens=not _is_chat(spec, tokenizer),
+                         where=describe_run(data, model))
+    results = extract(model, tokenizer, [f.prompt for f in fitted], spec, data.label_set, settings,
                       add_special_tokens=not _is_chat(spec, tokenizer), progress=progress)
-    records = [{"id": ex["id"], "demo_ids": list(demo_ids), **extra, **res.record}
-               for ex, res in zip(data.examples, results)]
+    records = [{"id": ex["id"], "demo_ids": list(demo_ids), **extra, "truncated": f.truncated, **res.record}
+               for ex, f, res in zip(data.examples, fitted, results)]
     return records, [res.hidden for res in results]
 
 
@@ -218,8 +230,10 @@ def pairwise_keys(labels: Sequence[str], gen_cfg: Mapping[str, Any], seed: int) 
 
 
 def _choice_run(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_cfg: Mapping[str, Any],
-                seed: int, kind: str, progress: bool) -> tuple[list[str], list[list[float]], list]:
-    """Shared body of unary and pairwise: demos, one shared-prefix prompt per example, probabilities."""
+                seed: int, kind: str, progress: bool) -> tuple[list[str], list[list[float]], list, list[bool]]:
+    """Shared body of unary and pairwise: demos, one shared-prefix prompt per example (its query text
+    shortened where the prefix with the longest question and answer would not fit the model's context),
+    probabilities, and which examples' texts were shortened."""
     demo_ids = choose_demos(data, spec, demo_rng("baseline", seed))
     demos = [data.pool[i] for i in demo_ids]
     rng = random.Random(f"{kind}:{seed}")
@@ -235,8 +249,16 @@ def _choice_run(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, ge
         keys = pairwise_keys(data.label_set, gen_cfg, seed)
         questions = [pairwise_question_parts(a, b) for a, b in keys]
         answers = PAIRWISE_ANSWERS
-    prompts = [choice_prompt(spec, instruction, marked, ex["text"], questions, answers, tokenizer)
-               for ex in data.examples]
+    longest = max(questions, key=lambda q: count_tokens(tokenizer, q if isinstance(q, str) else "".join(q), False))
+
+    def whole(text: str) -> str:  # the longest prompt of an example: prefix, longest question, longest answer
+        one = choice_prompt(spec, instruction, marked, text, [longest], answers, tokenizer)
+        return one.prefix + "".join(one.suffixes[0]) + max(one.answer_texts, key=len)
+
+    fitted = fit_queries([ex["text"] for ex in data.examples], whole, tokenizer, model.config,
+                         int(gen_cfg["max_new_tokens"]), add_special_tokens=not _is_chat(spec, tokenizer),
+                         where=describe_run(data, model))
+    prompts = [choice_prompt(spec, instruction, marked, f.text, questions, answers, tokenizer) for f in fitted]
     bar = tqdm(total=len(prompts), desc=kind, unit="ex", disable=not progress)
     probs = choice_probabilities(
         model, tokenizer, [p.prefix for p in prompts], [p.suffixes for p in prompts],
@@ -244,16 +266,16 @@ def _choice_run(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, ge
         batch_size=int(gen_cfg["batch_size"]), progress=bar,
     )
     bar.close()
-    return demo_ids, probs, keys
+    return demo_ids, probs, keys, [f.truncated for f in fitted]
 
 
 def unary(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_cfg: Mapping[str, Any],
           seed: int, progress: bool = True) -> GenerationOutput:
     """P(reasonable) per example and label (no `none`), the prompt prefix shared over labels."""
-    demo_ids, probs, keys = _choice_run(model, tokenizer, data, spec, gen_cfg, seed, "unary", progress)
+    demo_ids, probs, keys, cut = _choice_run(model, tokenizer, data, spec, gen_cfg, seed, "unary", progress)
     return GenerationOutput([
-        {"id": ex["id"], "demo_ids": list(demo_ids), "p_reasonable": dict(zip(keys, p))}
-        for ex, p in zip(data.examples, probs)
+        {"id": ex["id"], "demo_ids": list(demo_ids), "truncated": t, "p_reasonable": dict(zip(keys, p))}
+        for ex, p, t in zip(data.examples, probs, cut)
     ])
 
 
@@ -261,11 +283,11 @@ def pairwise(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, gen_c
              seed: int, progress: bool = True) -> GenerationOutput:
     """P(a) per example and ordered label pair (`none` included; the pairs of `pairwise_keys`: both
     presentation orders, or one under `generation.pairwise_orders: one`; the same for every example)."""
-    demo_ids, probs, keys = _choice_run(model, tokenizer, data, spec, gen_cfg, seed, "pairwise", progress)
+    demo_ids, probs, keys, cut = _choice_run(model, tokenizer, data, spec, gen_cfg, seed, "pairwise", progress)
     return GenerationOutput([
-        {"id": ex["id"], "demo_ids": list(demo_ids),
+        {"id": ex["id"], "demo_ids": list(demo_ids), "truncated": t,
          "pairs": [{"a": a, "b": b, "p_a": p_a} for (a, b), p_a in zip(keys, p)]}
-        for ex, p in zip(data.examples, probs)
+        for ex, p, t in zip(data.examples, probs, cut)
     ])
 
 

@@ -4,8 +4,9 @@ For one run (dataset x model x regime x estimator x seed) `run_metrics` returns 
 alignment of q with p_ref over the L labels (none excluded), classification after thresholding q
 (config threshold and a threshold tuned on the dev subset), micro ROC-AUC, expected calibration error,
 the reliability bins behind the calibration figure, the generation-file counts the estimator inherits
-(outputs with no label, unknown or repeated labels, hit_max_tokens) and a bootstrap over examples of
-every scalar metric (the same resamples for every seed and estimator, so tables can pair them).
+(outputs with no label, unknown or repeated labels, hit_max_tokens, prompts whose query text was
+shortened to fit the model's context) and a bootstrap over examples of every scalar metric (the same
+resamples for every seed and estimator, so tables can pair them).
 
 scikit-learn supplies F1, Jaccard, ROC-AUC, MAE, MSE and log-loss; the soft BCE (probabilistic
 targets) and the ECE binning are written here because scikit-learn has neither.
@@ -46,7 +47,7 @@ THRESHOLD_METRICS = [f"{kind}_{avg}" for kind in ("f1", "jaccard") for avg in AV
 CLASSIFICATION_METRICS = (
     THRESHOLD_METRICS + [f"{m}_tuned" for m in THRESHOLD_METRICS] + ["auc_micro", "ece"]
 )
-GENERATION_COUNTS = ["n_outputs", "no_label", "unknown", "repeated", "hit_max_tokens"]
+GENERATION_COUNTS = ["n_outputs", "no_label", "unknown", "repeated", "hit_max_tokens", "truncated"]
 
 
 # ---- reading the data stage's files -------------------------------------------------------------
@@ -271,7 +272,8 @@ def bootstrap_metrics(q: np.ndarray, ref: Reference, threshold: float, tuned: fl
 
 # ---- generation counts --------------------------------------------------------------------------
 def generation_counts(records: Iterable[Generation]) -> dict[str, int]:
-    """Return how many outputs had no label, unknown labels, repeated labels or hit max_new_tokens.
+    """Return how many outputs had no label, unknown labels, repeated labels or hit max_new_tokens, and
+    how many prompts had their query text shortened to fit the model's context (`truncated`).
 
     `unknown` and `repeated` count outputs (not strings); nothing is dropped, only counted.
     """
@@ -282,6 +284,7 @@ def generation_counts(records: Iterable[Generation]) -> dict[str, int]:
         counts["unknown"] += int(bool(rec.unknown))
         counts["repeated"] += int(bool(rec.repeated))
         counts["hit_max_tokens"] += int(rec.hit_max_tokens)
+        counts["truncated"] += int(rec.truncated)
     return counts
 
 

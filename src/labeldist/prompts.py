@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
-from .config import NONE_LABEL, validate_block
+from .config import NONE_LABEL, label_key, validate_block
 from .settings import FromConfig
 LABEL_FORMATS = ("comma", "json")
 
@@ -120,18 +120,19 @@ def split_label_strings(text: str, fmt: str) -> list[str]:
 
 
 def parse_labels(text: str, fmt: str, label_set: Sequence[str]) -> ParsedLabels:
-    """Match an output's label strings to the label set (case-insensitive), keeping emission order.
+    """Match an output's label strings to the label set (case-insensitive: labeldist.config.label_key, the
+    key by which every label set is checked to hold distinct labels), keeping emission order.
 
     A label emitted twice counts once (listed in `repeated`); strings outside the label set are listed in
     `unknown`; `none` is recorded in `said_none`.
     """
-    lookup = {label.lower(): label for label in label_set}
+    lookup = {label_key(label): label for label in label_set}
     labels: list[str] = []
     unknown: list[str] = []
     repeated: list[str] = []
     said_none = False
     for raw in split_label_strings(text, fmt):
-        key = raw.lower()
+        key = label_key(raw)
         if key == NONE_LABEL:
             said_none = True
         elif key in lookup:

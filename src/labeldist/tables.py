@@ -148,7 +148,8 @@ def _cell(mean: float, std: float, low: float, high: float) -> str:
 
 def display_frame(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """Return the human-readable table: keys, p_ref source (gold flagged), seeds, n, then one
-    'mean ± std [CI low, CI high]' cell per metric, and the generation counts where present.
+    'mean ± std [CI low, CI high]' cell per metric, the generation counts where present, and, when some
+    prompt had its query text shortened to fit the model's context, how many (labeldist.context).
     """
     out = pd.DataFrame({k: table[k] for k in KEYS})
     out["p_ref source"] = [
@@ -168,6 +169,13 @@ def display_frame(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
             "—" if pd.isna(r["gen_n_outputs"]) else
             f"{r['gen_no_label']} / {r['gen_unknown']} / {r['gen_repeated']} / {r['gen_hit_max_tokens']} "
             f"of {r['gen_n_outputs']}"
+            for _, r in table.iterrows()
+        ]
+    if "gen_truncated" in table and (pd.to_numeric(table["gen_truncated"], errors="coerce").fillna(0) > 0).any():
+        # only where some prompt was shortened: for data that fits, the table is what it always was
+        out["prompts truncated to fit the context"] = [
+            "—" if pd.isna(r["gen_n_outputs"]) or pd.isna(r["gen_truncated"]) else
+            f"{r['gen_truncated']} of {r['gen_n_outputs']}"
             for _, r in table.iterrows()
         ]
     return out

@@ -2,9 +2,14 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-
 from snakemake.exceptions import WorkflowError
+from snakemake.sourcecache import LocalSourceFile
+
+# The library of the checkout this file belongs to (two folders up): also where the workflow runs as a
+# module of another Snakefile or from a snakedeploy deployment, whose workflow.basedir is the
+# deployment's folder. A remote module (github(...)) uses the installed library.
+if isinstance(workflow.current_basedir, LocalSourceFile):
+    sys.path.insert(0, str(Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parents[1] / "src"))
 
 from labeldist.config import (
     ESTIMATOR_PROMPTING,

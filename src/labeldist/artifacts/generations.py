@@ -60,6 +60,7 @@ class Generation:
     unknown: tuple[str, ...] = ()
     repeated: tuple[str, ...] = ()
     hit_max_tokens: bool = False
+    truncated: bool = False  # the query text was shortened to fit the model's context (labeldist.context)
 
     @property
     def slot_labels(self) -> list[str]:
@@ -80,6 +81,7 @@ class UnaryRecord:
     p_reasonable: np.ndarray  # [L]
     source: str = "<records>"
     line: int | None = None
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class PairwiseRecord:
     p_a: np.ndarray  # [n_pairs] float
     source: str = "<records>"
     line: int | None = None
+    truncated: bool = False
 
 
 # ---- parsing and validation -----------------------------------------------------------------------
@@ -132,6 +135,15 @@ def _logprobs(value: Any, n: int, source: str, line: int | None, field: str) -> 
     if np.any(vec > PROB_TOLERANCE):
         raise DataError(source, "log-probabilities must be <= 0", line=line, field=field)
     return np.minimum(vec, 0.0)
+
+
+def _flag(obj: Mapping, name: str, source: str, line: int | None) -> bool:
+    """Return the boolean field `name` of a record (False when absent); anything but true/false is a
+    DataError."""
+    value = obj.get(name, False)
+    if not isinstance(value, bool):
+        raise DataError(source, f"expected true or false, got {value!r}", line=line, field=name)
+    return value
 
 
 def _probabilities(vec: np.ndarray, source: str, line: int | None, field: str) -> np.ndarray:
@@ -203,11 +215,8 @@ def parse_generation(obj: Mapping, labels: Sequence[str], none_label: str = NONE
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise DataError(source, "expected a list of strings", line=line, field=name)
         checks[name] = tuple(value)
-    for name in ("no_label", "hit_max_tokens"):
-        value = obj.get(name, False)
-        if not isinstance(value, bool):
-            raise DataError(source, f"expected true or false, got {value!r}", line=line, field=name)
-        checks[name] = value
+    for name in ("no_label", "hit_max_tokens", "truncated"):
+        checks[name] = _flag(obj, name, source, line)
     return Generation(id=gen_id, labels=tuple(l for l in emitted if l in known), steps=tuple(steps),
                       marginal=marginal, source=source, line=line,
                       ratio=None if ratio is None else float(ratio), **checks)
@@ -225,7 +234,7 @@ def parse_unary(obj: Mapping, labels: Sequence[str], source: str = "<records>",
         raise DataError(source, f"no probability for labels {missing}", line=line, field="p_reasonable")
     vec = _vector([p[l] for l in labels], len(labels), source, line, "p_reasonable", allow_neg_inf=False)
     return UnaryRecord(id=gen_id, p_reasonable=_probabilities(vec, source, line, "p_reasonable"),
-                       source=source, line=line)
+                       source=source, line=line, truncated=_flag(obj, "truncated", source, line))
 
 
 def parse_pairwise(obj: Mapping, labels: Sequence[str], none_label: str = NONE_LABEL,
@@ -257,7 +266,8 @@ def parse_pairwise(obj: Mapping, labels: Sequence[str], none_label: str = NONE_L
         b.append(index[pair["b"]])
         p.append(float(p_a))
     return PairwiseRecord(id=gen_id, a=np.asarray(a, dtype=np.int64), b=np.asarray(b, dtype=np.int64),
-                          p_a=np.asarray(p, dtype=np.float64), source=source, line=line)
+                          p_a=np.asarray(p, dtype=np.float64), source=source, line=line,
+                          truncated=_flag(obj, "truncated", source, line))
 
 
 def _read_records(path: str | os.PathLike, parse: Callable[..., Any]) -> list:

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..config import NONE_LABEL
+from ..config import NONE_LABEL, label_clash
 from ..errors import DataError
 from ..io import read_json, write_json
 
@@ -33,8 +33,9 @@ class LabelSet:
 
 def read_label_set(path: str | os.PathLike) -> LabelSet:
     """Return the LabelSet of a labels.json file; DataError names the file and the field that is missing
-    or malformed (`dataset`; `labels`: a non-empty list of distinct non-empty strings; `none_label`: a
-    string that is not one of the labels; `task`, `p_ref_source`: strings)."""
+    or malformed (`dataset`; `labels`: a non-empty list of non-empty strings, distinct labels (not
+    two names differing only in case or edge spaces, not `none` in any case; labeldist.config.label_clash);
+    `none_label`: a string that is not one of the labels; `task`, `p_ref_source`: strings)."""
     obj = read_json(path)
     if not isinstance(obj, dict):
         raise DataError(path, "expected a JSON object")
@@ -43,12 +44,20 @@ def read_label_set(path: str | os.PathLike) -> LabelSet:
     labels = obj.get("labels")
     if not isinstance(labels, list) or not labels or not all(isinstance(l, str) and l for l in labels):
         raise DataError(path, "expected a non-empty list of label names", field="labels")
-    if len(set(labels)) != len(labels):
-        twice = next(l for l in labels if labels.count(l) > 1)
-        raise DataError(path, f"label {twice!r} listed twice", field="labels")
     none_label = obj.get("none_label", NONE_LABEL)
     if not isinstance(none_label, str) or none_label in labels:
         raise DataError(path, "must be a string that is not one of the labels", field="none_label")
+    clash = label_clash(labels)
+    if clash is not None:
+        i, j = clash
+        if i < 0:
+            raise DataError(path, f"label {labels[j]!r} (entry {j + 1}) is the reserved {NONE_LABEL!r} in another "
+                                  f"case", field="labels")
+        if labels[i] == labels[j]:
+            raise DataError(path, f"label {labels[j]!r} listed twice (entries {i + 1} and {j + 1})", field="labels")
+        raise DataError(path, f"labels {labels[i]!r} (entry {i + 1}) and {labels[j]!r} (entry {j + 1}) are one "
+                              f"label: they differ only in case or edge spaces, and outputs are matched to label "
+                              f"names case-insensitively", field="labels")
     for key in ("task", "p_ref_source"):
         if key in obj and not isinstance(obj[key], str):
             raise DataError(path, "expected a string", field=key)

@@ -9,7 +9,9 @@ next to annotations or a distribution it is taken as the gold set; otherwise gol
 (single-label: the majority). Every later record must carry the same field.
 
 Label set: config `labels` (in that order) or, when absent, every label seen in the data, sorted.
-`none` in the data means the empty set. Splits: the folder's file names, else `split_field` when
+`none` in the data means the empty set. Names that differ only in case or edge spaces are one label,
+and `none` is reserved in any case: a label set (configured or inferred) holding two such names, or
+"None", is a DataError naming both places. Splits: the folder's file names, else `split_field` when
 the records carry it, else a seeded 80/10/10 split by id (config `split_seed`). Config `task`:
 `multilabel` (default) or `single_label`.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from ..errors import DataError
 from ..io import iter_jsonl
@@ -122,6 +124,18 @@ def _seen_labels(part: Mapping[str, Any]) -> set[str]:
     return {s for s in seen if isinstance(s, str)} - {NONE_LABEL}
 
 
+def inferred_labels(parts: Sequence[Mapping[str, Any]], field: str) -> list[str]:
+    """Return every label seen in the parsed records `parts` (`_parse`), sorted; two names that are one
+    label (differing only in case or edge spaces) or `none` in another case are a DataError naming the
+    record where each was first seen (labeldist.data.records.check_label_set)."""
+    first: dict[str, Origin] = {}
+    for part in parts:
+        for lab in sorted(_seen_labels(part)):
+            first.setdefault(lab, part["origin"])
+    labels = sorted(first)
+    return check_label_set(labels, Origin("inferred label set"), field, origins=[first[l] for l in labels])
+
+
 def load_generic(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     """Return a dataset from generic JSONL/CSV files (see the module docstring); works with any
     number of labels."""
@@ -143,7 +157,7 @@ def load_generic(name: str, cfg: Mapping[str, Any]) -> LabelledData:
     if not parts:
         raise DataError(cfg["path"], "no records")
     labels = (check_label_set(list(cfg["labels"]), Origin(f"datasets.{name}"), "labels") if cfg.get("labels")
-              else sorted(set().union(*(_seen_labels(p) for _, p in parts))))
+              else inferred_labels([p for _, p in parts], f[mode]))
     if not labels:
         raise DataError(cfg["path"], "no label found in the data and none configured", field=f["labels"])
     # splits: file names, else the split column of every record, else seeded by id

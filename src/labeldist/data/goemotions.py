@@ -52,7 +52,8 @@ def read_clustering(path: Path, emotions: Sequence[str]) -> dict[str, list[str]]
     if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
         raise DataError(path, "expected an object of cluster -> list of emotions")
     lines = _key_lines(path)
-    names = check_label_set(list(raw), Origin(str(path)), "cluster names", lines=[lines.get(k) for k in raw])
+    names = check_label_set(list(raw), Origin(str(path)), "cluster names",
+                            origins=[Origin(str(path), lines.get(k)) for k in raw])
     seen: dict[str, str] = {}
     out: dict[str, list[str]] = {}
     for (cluster, members), name in zip(raw.items(), names):
@@ -115,7 +116,7 @@ def _emotions_and_clusters(folder: Path | None) -> tuple[list[str], dict[str, li
             raise decode_error(path, err) from None
         entries = [(i, ln) for i, ln in enumerate(text.splitlines(), start=1) if ln.strip()]
         emotions = check_label_set([ln for _, ln in entries], Origin(str(path)), "emotion",
-                                   lines=[i for i, _ in entries])
+                                   origins=[Origin(str(path), i) for i, _ in entries])
         if NEUTRAL not in emotions:
             raise DataError(path, f"no '{NEUTRAL}' emotion in the list")
     if folder is not None and (folder / "emotion_clustering.json").is_file():

@@ -12,9 +12,11 @@ below, so gold labels, annotations and p_ref follow one set of rules whatever th
 
 Bad input is a DataError naming file, line and field, never a silent fix. Beyond malformed records
 this covers: texts longer than MAX_TEXT_CHARS (a corrupt record, e.g. a missing closing quote that
-swallowed the rest of a CSV file; the prompt of any model would be truncated anyway); label names that
+swallowed the rest of a CSV file; a shorter text that is still longer than a model's context is cut at
+generation, labeldist.context); label names that
 are empty or contain a comma, a double quote, a tab or a line break (they would break the comma and
-JSON label formats of the prompts); a label set of fewer than MIN_LABELS labels; single-label shares
+JSON label formats of the prompts); a label set holding two names that differ only in case or edge
+spaces, or `none` in any case (the output parsers match names case-insensitively); a label set of fewer than MIN_LABELS labels; single-label shares
 that do not sum to 1 (within SUM_TOLERANCE).
 """
 
@@ -24,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from ..config import NONE_LABEL
+from ..config import NONE_LABEL, label_clash, label_key
 from ..errors import DataError
 
 SPLITS = ("train", "dev", "test")
@@ -149,29 +151,36 @@ def order_labels(chosen: Iterable[str], label_set: Sequence[str], origin: Origin
             continue
         if lab not in known:
             shown = ", ".join(label_set[:12]) + (", ..." if len(label_set) > 12 else "")
-            raise origin.error(f"label {lab!r} is not in the label set ({shown})", field)
+            near = next((l for l in [*label_set, NONE_LABEL]
+                         if isinstance(lab, str) and label_key(l) == label_key(lab)), None)
+            hint = f"; label names are case-sensitive in the data: write {near!r}" if near else ""
+            raise origin.error(f"label {lab!r} is not in the label set ({shown}){hint}", field)
         picked.add(lab)
     if NONE_LABEL in chosen and picked:
         raise origin.error(f"'{NONE_LABEL}' combined with labels {sorted(picked)}", field)
     return [lab for lab in label_set if lab in picked]
 
 
-def check_label_set(labels: Sequence[Any], origin: Origin, field: str,
-                    lines: Sequence[int | None] | None = None) -> list[str]:
+def check_label_set(labels: Sequence[Any], origin: Origin, field: str | None,
+                    origins: Sequence[Origin] | None = None) -> list[str]:
     """Return a label set's names (edge spaces dropped) after checking each (check_label_name) and that
-    no name appears twice; the DataError names the file, the line of the second occurrence (when
-    `lines` gives one per label) and the field."""
-    out: list[str] = []
-    first: dict[str, int] = {}
-    for i, lab in enumerate(labels):
-        at = Origin(origin.path, lines[i]) if lines is not None else origin
-        name = check_label_name(lab, at, field)
-        if name in first:
-            raise at.error(f"duplicate label {name!r} (also entry {first[name] + 1} of the label set; "
-                           f"edge spaces do not count)", field)
-        first[name] = i
-        out.append(name)
-    return out
+    they are distinct labels: two names that differ only in case or edge spaces ("Anger", "anger ") are
+    one label to the output parsers (labeldist.config.label_key), and `none` is reserved in any case
+    ("None"). The DataError names `origin` (or, when `origins` gives one per label, where the second
+    name comes from), the field, and where the first one is."""
+    places = list(origins) if origins is not None else [origin] * len(labels)
+    names = [check_label_name(lab, at, field) for lab, at in zip(labels, places)]
+    clash = label_clash(names)
+    if clash is None:
+        return names
+    i, j = clash
+    if i < 0:
+        raise places[j].error(f"label {names[j]!r} is the reserved {NONE_LABEL!r} (the empty label set; "
+                              f"reserved in any case)", field)
+    first = str(places[i]) if origins is not None else f"entry {i + 1} of the label set"
+    raise places[j].error(f"duplicate label {names[j]!r}: the same label as {names[i]!r} ({first}); names "
+                          f"that differ only in case or edge spaces are one label, since outputs are matched "
+                          f"to label names case-insensitively", field)
 
 
 def normalise_shares(distribution: Mapping[Any, Any], origin: Origin, field: str) -> dict[Any, Any]:
@@ -336,8 +345,6 @@ def check_dataset(data: LabelledData) -> LabelledData:
     usable names (see check_label_name)."""
     if not data.labels:
         raise DataError(f"datasets.{data.name}", "empty label set", field="labels")
-    if NONE_LABEL in data.labels:
-        raise DataError(f"datasets.{data.name}", f"'{NONE_LABEL}' is reserved for the empty label set", field="labels")
     data.labels = check_label_set(data.labels, Origin(f"datasets.{data.name}"), "labels")
     if len(data.labels) < MIN_LABELS:
         raise DataError(f"datasets.{data.name}", f"label set {data.labels} has {len(data.labels)} label(s), "
