@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-CORES ?= 2
+# every core the machine has (jobs of real models take 1 thread per 8 cores: workflow/rules/common.smk)
+CORES ?= $(shell nproc)
 PIP := $(BIN)/pip --disable-pip-version-check -q
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

@@ -306,15 +306,22 @@ def gpu_for(model, stage="generate"):
     return _cost.gpus_needed(need)
 
 
+# CPU threads of one job that runs a real model on the CPU: one per 8 cores of the run. Measured on the
+# 2-core development machine with the other work paused, SmolLM2's baseline generation of 8 MFRC prompts
+# took 12.4-13.4 s on 1 thread and 19-33 s on 2, and a LoRA SFT step 12-22 s on 1 thread and 23-45 s on 2
+# (torch's threads pay off on big matrices, not on decoding one token at a time): two 1-thread jobs side by
+# side do far more than one 2-thread job. A 16-core machine runs 8 such jobs of 2 threads at once.
+CPU_MODEL_THREADS = max(1, (workflow.cores or 1) // 8)
+
+
 def threads_for(model):
     """CPU threads of a job that loads `model`: 4 beside a GPU (tokenising, data loading), 1 for a tiny
-    model (< 10M parameters: its tensors are too small to gain from more, and two threads on a busy
-    2-core machine run 10x slower), else 2."""
+    model (< 10M parameters: its tensors are too small to gain from more), else CPU_MODEL_THREADS."""
     if gpu_for(model):
         return 4
     if model == ENCODER:
-        return 2
-    return 1 if model_cfg(model)["size_b"] < 0.01 else 2
+        return CPU_MODEL_THREADS
+    return 1 if model_cfg(model)["size_b"] < 0.01 else CPU_MODEL_THREADS
 
 
 def llm_mem_mb(model, attempt=1, stage="generate"):
