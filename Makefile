@@ -33,7 +33,7 @@ run: install
 # copy the headline table and the findings' verdicts the last `make run` wrote into README.md
 readme: install
 	$(BIN)/python -m labeldist.tables README.md headline=results/tables/headline.md \
-		findings=results/tables/findings_headline.md
+		findings=results/tables/findings_headline.md finetuning=results/tables/finetuning.md
 
 # speed of the core measurement on SmolLM2 next to lm-evaluation-harness (the `bench` extra: lm_eval
 # pinned, installed by this target only); prints the ratios, writes the tables to results/bench_real.md

@@ -188,6 +188,25 @@ def test_finetuning_compares_regimes_paired_by_example():
     assert set(verdicts(out, "finetuning")) == {fd.UNTESTABLE}
 
 
+def test_finetuning_summary_sentence_from_the_logs_and_the_claim():
+    """finetuning.md: per finetuned model, each regime's dev F1 before -> after (training_log.csv) and its
+    entropy change against base with interval and verdict; a model with no training log is left out."""
+    base = spiky_records([0.6] * N)
+    runs = {("toy", "m", "base"): base, ("toy", "m", "sft"): spiky_records([0.95] * N),
+            ("toy", "m", "rl"): spiky_records([0.4] * N)}
+    out = evaluate(stats_of(runs), context=ctx(regimes=["base", "sft", "rl"]))
+    logs = {("toy", "m", "sft"): pd.DataFrame({"step": [0, 1, 2], "loss": [None, 2.0, 1.0],
+                                               "dev_f1": [0.125, None, 0.5]}),
+            ("toy", "m", "rl"): pd.DataFrame({"step": [1, 2], "reward": [0.1, 0.2]})}
+    text = fd.finetuning_markdown(out, logs)
+    assert text.count("\n") == 1 and text.startswith("- **toy · m**: SFT: dev F1 of its own outputs 0.125 -> 0.500;")
+    sft = only(out, "finetuning", regime="sft").iloc[0]
+    assert f"{sft['estimate']:+.3f} bits against base [{sft['ci_low']:+.3f}, {sft['ci_high']:+.3f}]" in text
+    assert sft["estimate"] < 0 and "spikier holds" in text and "spikier does not hold" in text
+    assert "RL (GRPO): no dev F1 logged" in text
+    assert fd.finetuning_markdown(out, {}) == ""
+
+
 def test_icl_sweep_slope():
     def counts(rule):
         rows = [{"dataset": "toy", "model": "m", "regime": "base", "id": f"e{i}", "ratio": r,

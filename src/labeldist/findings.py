@@ -42,7 +42,8 @@ from . import analysis
 from .artifacts.generations import Generation
 from .artifacts.labels import LabelSet
 from .artifacts.metrics import read_metric_files
-from .artifacts.tables import write_table_csv
+from .artifacts import paths as layout
+from .artifacts.tables import read_training_log, write_table_csv
 from .io import atomic_path
 from .settings import FromConfig
 from .tables import bootstrap_interval, markdown_table, to_html, to_markdown
@@ -582,13 +583,46 @@ def headline_markdown(frame: pd.DataFrame) -> str:
             "`results/tables/findings.md`, rules: docs/methods.md section 8.\n\n" + markdown_table(table))
 
 
+def finetuning_markdown(frame: pd.DataFrame, training_logs: Mapping[tuple[str, str, str], pd.DataFrame]) -> str:
+    """Return one Markdown sentence per (dataset, model) that was finetuned: the dev F1 of the model's own
+    outputs before and after each regime's training (training_log.csv's `dev_f1`, keyed by (dataset,
+    model, regime)) and the `finetuning` claim's entropy change against base with its interval and
+    verdict (from the findings `frame`); empty when nothing was finetuned."""
+    lines = []
+    pairs = dict.fromkeys((d, m) for d, m, _ in training_logs)
+    for d, m in pairs:
+        parts = []
+        for r in FINETUNED:
+            log_frame = training_logs.get((d, m, r))
+            if log_frame is None:
+                continue
+            dev = log_frame["dev_f1"].dropna() if "dev_f1" in log_frame else pd.Series(dtype=float)
+            f1 = (f"dev F1 of its own outputs {dev.iloc[0]:.3f} -> {dev.iloc[-1]:.3f}" if len(dev) >= 2
+                  else "no dev F1 logged")
+            row = frame[(frame["claim"] == "finetuning") & (frame["dataset"] == d) & (frame["model"] == m)
+                        & (frame["regime"] == r)]
+            if len(row) and row["verdict"].iloc[0] != UNTESTABLE:
+                x = row.iloc[0]
+                entropy = (f"mean per-step label entropy {x['estimate']:+.3f} bits against base "
+                           f"[{x['ci_low']:+.3f}, {x['ci_high']:+.3f}], n = {int(x['n'])}: spikier {x['verdict']}")
+            else:
+                entropy = "entropy against base " + (row["reason"].iloc[0] if len(row) else "not tested")
+            parts.append(f"{r.upper() if r == 'sft' else 'RL (GRPO)'}: {f1}; {entropy}")
+        if parts:
+            lines.append(f"- **{d} · {m}**: " + "; ".join(parts) + ".")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def write_findings(*, generations: Sequence[str | Path], icl_generations: Sequence[str | Path],
                    metric_paths: Sequence[str | Path], label_sets: Mapping[str, LabelSet], ctx: Context,
                    settings: Settings, csv: str | Path, md: str | Path, html: str | Path,
-                   headline: str | Path | None = None) -> pd.DataFrame:
+                   headline: str | Path | None = None, tuned_models: Sequence[str | Path] = (),
+                   finetuning: str | Path | None = None) -> pd.DataFrame:
     """Read the run's baseline and icl_sweep generations (main subset) and metrics files, evaluate every
-    claim, write findings CSV, Markdown, HTML and (with `headline`) the compact verdict table
-    (headline_markdown) atomically, and return the table."""
+    claim, write findings CSV, Markdown, HTML, (with `headline`) the compact verdict table
+    (headline_markdown) and (with `finetuning`) what finetuning did to each finetuned model
+    (finetuning_markdown, from the training logs of the sft/rl folders `tuned_models`) atomically, and
+    return the table."""
     ctx = Context(**{**ctx.__dict__, "p_ref_sources": ctx.p_ref_sources or
                      {d: s.p_ref_source for d, s in label_sets.items()}})
     frame = evaluate(read_example_stats(generations, label_sets), read_icl_slopes(icl_generations, label_sets),
@@ -602,6 +636,13 @@ def write_findings(*, generations: Sequence[str | Path], icl_generations: Sequen
     if headline is not None:
         with atomic_path(headline) as tmp:
             tmp.write_text(headline_markdown(frame), encoding="utf-8")
+    if finetuning is not None:
+        logs = {}
+        for folder in tuned_models:
+            meta = layout.parse(layout.TUNED_MODEL, folder, "finetuned model folder")
+            logs[(meta["dataset"], meta["model"], meta["regime"])] = read_training_log(folder)
+        with atomic_path(finetuning) as tmp:
+            tmp.write_text(finetuning_markdown(frame, logs), encoding="utf-8")
     counts = frame.groupby("verdict").size().to_dict()
     log.info("findings: %d rows; %s", len(frame), counts)
     return frame

@@ -23,8 +23,10 @@ rule findings:
         icl_generations=generation_files("icl_sweep", "main"),
         metrics=metric_files(),
         labels=[data_files(d)["labels"] for d in DATASETS],
+        tuned_models=[model_dir(d, m, r) for d, m, r in RUNS if r != "base"],
     output:
         csv=f"{R}/tables/findings.csv",
+        finetuning=f"{R}/tables/finetuning.md",
         md=f"{R}/tables/findings.md",
         headline=f"{R}/tables/findings_headline.md",
         html=report(

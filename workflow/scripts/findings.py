@@ -1,5 +1,5 @@
-"""Wiring only: generations, metrics and labels.json files -> tables/findings.{csv,md,html} and
-findings_headline.md (labeldist.findings)."""
+"""Wiring only: generations, metrics, labels.json files and the sft/rl model folders ->
+tables/findings.{csv,md,html}, findings_headline.md and finetuning.md (labeldist.findings)."""
 
 from labeldist.findings import Context, Settings, write_findings
 from labeldist.plots import read_label_sets
@@ -18,4 +18,6 @@ with rule_log(snakemake.log[0]):  # noqa: F821 (the object Snakemake injects)
         md=out.md,
         html=out.html,
         headline=out.headline,
+        tuned_models=list(inp.tuned_models),
+        finetuning=out.finetuning,
     )
