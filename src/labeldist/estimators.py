@@ -190,14 +190,19 @@ def step_distributions(steps: Sequence[Step], variant: str = "first_token") -> n
 
 
 # ---- zero-shot estimators from one generation ------------------------------------------------------
-def _first_step(gens: Sequence[Generation], labels: Sequence[str], none_label: str, variant: str,
-                settings: EstimationSettings | None) -> pd.DataFrame:
+def _step_estimate(gens: Sequence[Generation], labels: Sequence[str], none_label: str, variant: str,
+                   settings: EstimationSettings | None, max_over: bool) -> pd.DataFrame:
+    """first_step (max_over False: the first step's distribution) or max_over_steps (`max_over_steps_row`)
+    of every record, under `settings`' step rule; a record without a label step gets `no_label_row`."""
     cfg = _settings(settings)
     rows = []
     for g in gens:
         steps = label_steps(g, cfg.label_steps)
-        rows.append(step_distributions(steps, variant)[0] if steps
-                    else no_label_row(len(labels), cfg.no_label_step))
+        if not steps:
+            rows.append(no_label_row(len(labels), cfg.no_label_step, max_over_steps=max_over))
+            continue
+        dists = step_distributions(steps, variant)
+        rows.append(max_over_steps_row(dists) if max_over else dists[0])
     q = np.stack(rows) if rows else np.zeros((0, len(labels) + 1))
     return estimate_frame([g.id for g in gens], _names(labels, none_label, True), q)
 
@@ -206,14 +211,14 @@ def first_step(gens: Sequence[Generation], labels: Sequence[str], none_label: st
                settings: EstimationSettings | None = None) -> pd.DataFrame:
     """Return q(l) = p_1(l), the first label step's first-token distribution (labels + none rows).
     `settings` (None: the schema's defaults): which slots are steps, what a record without one gets."""
-    return _first_step(gens, labels, none_label, "first_token", settings)
+    return _step_estimate(gens, labels, none_label, "first_token", settings, max_over=False)
 
 
 def first_step_whole(gens: Sequence[Generation], labels: Sequence[str], none_label: str = NONE_LABEL,
                      settings: EstimationSettings | None = None) -> pd.DataFrame:
     """Return q(l) = p_1(l) under the whole-label distribution of the first label step (labels + none
     rows); `settings` as in first_step."""
-    return _first_step(gens, labels, none_label, "whole_label", settings)
+    return _step_estimate(gens, labels, none_label, "whole_label", settings, max_over=False)
 
 
 def max_over_steps_row(dists: np.ndarray) -> np.ndarray:
@@ -229,30 +234,18 @@ def max_over_steps_row(dists: np.ndarray) -> np.ndarray:
     return np.maximum(q, EPS)
 
 
-def _max_over_steps(gens: Sequence[Generation], labels: Sequence[str], none_label: str, variant: str,
-                    settings: EstimationSettings | None) -> pd.DataFrame:
-    cfg = _settings(settings)
-    rows = []
-    for g in gens:
-        steps = label_steps(g, cfg.label_steps)
-        rows.append(max_over_steps_row(step_distributions(steps, variant)) if steps
-                    else no_label_row(len(labels), cfg.no_label_step, max_over_steps=True))
-    q = np.stack(rows) if rows else np.zeros((0, len(labels) + 1))
-    return estimate_frame([g.id for g in gens], _names(labels, none_label, True), q)
-
-
 def max_over_steps(gens: Sequence[Generation], labels: Sequence[str], none_label: str = NONE_LABEL,
                    settings: EstimationSettings | None = None) -> pd.DataFrame:
     """Return q(l) = max(max over label steps t of p_t(l), EPS), first-token distributions; none: p_1(none).
     `settings` (None: the schema's defaults): which slots are steps, what a record without one gets."""
-    return _max_over_steps(gens, labels, none_label, "first_token", settings)
+    return _step_estimate(gens, labels, none_label, "first_token", settings, max_over=True)
 
 
 def max_over_steps_whole(gens: Sequence[Generation], labels: Sequence[str], none_label: str = NONE_LABEL,
                          settings: EstimationSettings | None = None) -> pd.DataFrame:
     """Return q(l) = max(max over label steps t of p_t(l), EPS), whole-label distributions; none: p_1(none);
     `settings` as in max_over_steps."""
-    return _max_over_steps(gens, labels, none_label, "whole_label", settings)
+    return _step_estimate(gens, labels, none_label, "whole_label", settings, max_over=True)
 
 
 def compare_to_none_features(steps: Sequence[Step]) -> np.ndarray | None:
