@@ -220,3 +220,16 @@ def test_choice_documents_are_complete_answered_prompts():
             assert last.startswith("Is the label reasonable: ") and last.split(": ")[1] in UNARY_ANSWERS
         else:
             assert last.startswith("Answer: ") and last.split(": ")[1] in PAIRWISE_ANSWERS
+
+
+def test_chat_fallback_is_said_only_when_asked_for_and_missing():
+    from types import SimpleNamespace
+
+    from labeldist.prompts import PromptSpec, chat_fallback_note, uses_chat_template
+
+    chat = PromptSpec.from_config({"instruction": "Classify: {labels}.", "use_chat_template": True})
+    plain = PromptSpec.from_config({"instruction": "Classify: {labels}."})
+    without, with_ = SimpleNamespace(chat_template=None), SimpleNamespace(chat_template="{{ messages }}")
+    assert "gemma3 has none: plain-text prompts" in chat_fallback_note(chat, without, "gemma3")
+    assert not uses_chat_template(chat, without) and uses_chat_template(chat, with_)
+    assert chat_fallback_note(chat, with_, "m") is None and chat_fallback_note(plain, without, "m") is None

@@ -95,12 +95,15 @@ def generate_subsets(model_dir: str | os.PathLike, data_files: Mapping[str, str]
     from .generation import load_task_data, run_prompting, write_generation
     from .hf import set_threads
     from .models import load_causal_lm
-    from .prompts import PromptSpec
+    from .prompts import PromptSpec, chat_fallback_note
 
     set_threads(threads)
     spec = PromptSpec.from_config(prompt_cfg)
     model, tokenizer = load_causal_lm(model_dir, device=device, dtype=model_cfg["dtype"],
                                       load_in_4bit=bool(model_cfg["load_in_4bit"]))
+    note = chat_fallback_note(spec, tokenizer, str(model_dir))
+    if note:
+        log.warning(note)
     data = {}
     for (subset, seed), out in sorted(outputs.items(), key=lambda item: item[0][1]):  # stable: subset order
         if subset not in data:

@@ -59,11 +59,13 @@ from .prompts import (
     NONE_LABEL,
     PromptSpec,
     ParsedLabels,
+    chat_fallback_note,
     example_block,
     format_labels,
     parse_labels,
     render_prompt,
     sample_demos,
+    uses_chat_template,
 )
 
 log = logging.getLogger("labeldist.finetune")
@@ -146,11 +148,6 @@ def completion_for(spec: PromptSpec, labels: Sequence[str], chat: bool) -> str:
     return full[len(open_):]
 
 
-def uses_chat(spec: PromptSpec, tokenizer: Any) -> bool:
-    """True when `render_prompt` will use the tokenizer's chat template for this spec."""
-    return bool(spec.use_chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None))
-
-
 def prompt_records(
     queries: Sequence[dict],
     demo_pool: Sequence[dict],
@@ -168,7 +165,7 @@ def prompt_records(
     rng = random.Random(seed)
     texts = {r["id"]: (r["text"], r["labels"]) for r in demo_pool}
     pool = [(r["id"], r["labels"]) for r in demo_pool]
-    chat = uses_chat(spec, tokenizer)
+    chat = uses_chat_template(spec, tokenizer)
     out = []
     for rec in queries:
         candidates = [p for p in pool if p[0] != rec["id"]]
@@ -212,7 +209,7 @@ def dev_evaluator(data_files: Mapping[str, str | Path], spec: PromptSpec, gen_cf
     golds = [ex["labels"] for ex in data.examples]
 
     def evaluate(model: Any, tokenizer: Any) -> float:
-        chat = uses_chat(spec, tokenizer)
+        chat = uses_chat_template(spec, tokenizer)
         # fitted to the model's context as the generation stage fits them (labeldist.context)
         render = lambda text: render_prompt(spec, data.label_set, demos, text, tokenizer)  # noqa: E731
         prompts = [f.prompt for f in fit_queries([ex["text"] for ex in data.examples], render, tokenizer,
@@ -549,9 +546,9 @@ def _training_inputs(
     spec = PromptSpec.from_config(prompt_cfg)
     label_set, train, pool = _load_stage_data(data_files)
     tokenizer = load_tokenizer(model_path) if spec.use_chat_template else None
-    if spec.use_chat_template and not uses_chat(spec, tokenizer):
-        log.warning("the prompt asks for a chat template but %s has none: plain-text prompts, as at evaluation "
-                    "(the documented fallback)", model_path)
+    note = chat_fallback_note(spec, tokenizer, str(model_path))
+    if note:
+        log.warning("%s, as at evaluation", note)
     examples = prompt_records(train, pool, training_spec(spec, k), label_set, seed, tokenizer)
     log.info("%d training prompts with %d demos each", len(examples), training_spec(spec, k).k)
     evaluate = dev_evaluator(data_files, spec, gen_cfg, seed) if gen_cfg is not None else None

@@ -45,6 +45,7 @@ from .prompts import (
     unary_demos,
     unary_instruction,
     unary_question,
+    uses_chat_template,
 )
 from .scoring import choice_probabilities
 
@@ -102,10 +103,6 @@ class GenerationOutput:
     layers: list[int] | None = None
 
 
-def _is_chat(spec: PromptSpec, tokenizer: Any) -> bool:
-    return bool(spec.use_chat_template and getattr(tokenizer, "chat_template", None))
-
-
 def describe_run(data: TaskData, model: Any) -> str:
     """`dataset 'x', model 'folder'`: what a message about a run's prompts names."""
     return f"dataset {data.dataset or '?'!r}, model {getattr(model, 'name_or_path', '') or type(model).__name__!r}"
@@ -118,10 +115,10 @@ def _extraction_records(
     demos = [data.pool[i] for i in demo_ids]
     fitted = fit_queries([ex["text"] for ex in data.examples],
                          lambda text: render_prompt(spec, data.label_set, demos, text, tokenizer), tokenizer,
-                         model.config, settings.max_new_tokens, add_special_tokens=not _is_chat(spec, tokenizer),
+                         model.config, settings.max_new_tokens, add_special_tokens=not uses_chat_template(spec, tokenizer),
                          where=describe_run(data, model))
     results = extract(model, tokenizer, [f.prompt for f in fitted], spec, data.label_set, settings,
-                      add_special_tokens=not _is_chat(spec, tokenizer), progress=progress)
+                      add_special_tokens=not uses_chat_template(spec, tokenizer), progress=progress)
     records = [{"id": ex["id"], "demo_ids": list(demo_ids), **extra, "truncated": f.truncated, **res.record}
                for ex, f, res in zip(data.examples, fitted, results)]
     return records, [res.hidden for res in results]
@@ -256,13 +253,13 @@ def _choice_run(model: Any, tokenizer: Any, data: TaskData, spec: PromptSpec, ge
         return one.prefix + "".join(one.suffixes[0]) + max(one.answer_texts, key=len)
 
     fitted = fit_queries([ex["text"] for ex in data.examples], whole, tokenizer, model.config,
-                         int(gen_cfg["max_new_tokens"]), add_special_tokens=not _is_chat(spec, tokenizer),
+                         int(gen_cfg["max_new_tokens"]), add_special_tokens=not uses_chat_template(spec, tokenizer),
                          where=describe_run(data, model))
     prompts = [choice_prompt(spec, instruction, marked, f.text, questions, answers, tokenizer) for f in fitted]
     bar = tqdm(total=len(prompts), desc=kind, unit="ex", disable=not progress)
     probs = choice_probabilities(
         model, tokenizer, [p.prefix for p in prompts], [p.suffixes for p in prompts],
-        prompts[0].answer_texts if prompts else (), add_special_tokens=not _is_chat(spec, tokenizer),
+        prompts[0].answer_texts if prompts else (), add_special_tokens=not uses_chat_template(spec, tokenizer),
         batch_size=int(gen_cfg["batch_size"]), progress=bar,
     )
     bar.close()

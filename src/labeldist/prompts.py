@@ -197,6 +197,21 @@ def chat_messages(
     return messages
 
 
+def uses_chat_template(spec: PromptSpec, tokenizer: Any) -> bool:
+    """True when `render_prompt` uses the tokenizer's chat template for this spec: asked for and present
+    (a model without one gets plain text, the documented fallback; `chat_fallback_note` says so)."""
+    return bool(spec.use_chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None))
+
+
+def chat_fallback_note(spec: PromptSpec, tokenizer: Any, model: str) -> str | None:
+    """The log line for a prompt that asks for a chat template with a model that has none (plain-text
+    prompts instead); None when there is nothing to say."""
+    if spec.use_chat_template and not uses_chat_template(spec, tokenizer):
+        return (f"the prompt asks for a chat template (use_chat_template) but {model} has none: plain-text "
+                "prompts, the documented fallback")
+    return None
+
+
 def render_prompt(
     spec: PromptSpec,
     label_set: Sequence[str],
@@ -205,7 +220,7 @@ def render_prompt(
     tokenizer: Any = None,
 ) -> str:
     """The prompt string for a model: its chat template when the spec asks for it and it has one."""
-    if spec.use_chat_template and tokenizer is not None and getattr(tokenizer, "chat_template", None):
+    if uses_chat_template(spec, tokenizer):
         return tokenizer.apply_chat_template(
             chat_messages(spec, label_set, demos, query), tokenize=False, add_generation_prompt=True
         )
