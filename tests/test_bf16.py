@@ -27,7 +27,9 @@ from .conftest import extraction_settings
 from .test_scoring_real import SPEC, choice_prompts, mfrc_rows
 
 LABELS = ["Care", "Loyalty", "Proportionality"]  # one- and three-token labels (+ `none`)
-CHAT = PromptSpec(**{**SPEC.__dict__, "use_chat_template": True})
+# a short instruction (it is the chat's system turn): ~90-token prompts, where the model writes two labels
+CHAT = PromptSpec(**{**SPEC.__dict__, "use_chat_template": True,
+                     "instruction": "Label each input with moral foundations from: {labels}."})
 # What the KV-shared bf16 scorer may differ from a full bf16 forward beyond the full forward's own worst
 # distance from float32, in nats. The two are independent bf16 computations of the same numbers (a
 # cached forward sums in another order), so their difference spreads ~sqrt(2) times as wide as either's
@@ -72,9 +74,12 @@ def _finite(values) -> bool:
 
 
 def test_smollm2_bf16_is_finite_and_kv_sharing_adds_no_error(smollm2_bf16, smollm2):
-    """bf16 extraction (hidden states, marginal), unary and pairwise on SmolLM2: finite; the KV-shared
-    whole-label log-probs are no further from float32 than a full bf16 forward is (+ BF16_MARGIN), and
-    so within the full forward's bf16 distance of it; in float32, shared = full forward."""
+    """bf16 extraction (hidden states, marginal), unary and pairwise on SmolLM2: finite numbers; the
+    KV-shared whole-label log-probs differ from a full bf16 forward by at most that forward's own
+    distance from float32 (+ BF16_MARGIN), and are as close to float32 as it on average; unary and
+    pairwise probabilities are as close to float32 as that noise allows; in float32, shared = full
+    forward. Caught (checked by hand): a scorer that ignores the cache (21.5 nats off) or that sees one
+    cache position too few (0.57 nats, against a bound of 0.32)."""
     model, tok = smollm2_bf16
     ref, _ = smollm2  # float32
     assert next(model.parameters()).dtype == torch.bfloat16
