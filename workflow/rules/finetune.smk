@@ -20,6 +20,8 @@ rule sft:
         f"{R}/logs/finetune/{{dataset}}/{{model}}/sft.log",
     benchmark:
         f"{R}/benchmarks/finetune/{{dataset}}/{{model}}/sft.tsv"
+    # sft -> rl -> their generations is the longest chain of the DAG: start it before independent jobs
+    priority: 50
     conda:
         ENV
     threads: lambda wildcards: threads_for(wildcards.model)
@@ -48,6 +50,7 @@ rule rl:
         f"{R}/logs/finetune/{{dataset}}/{{model}}/rl.log",
     benchmark:
         f"{R}/benchmarks/finetune/{{dataset}}/{{model}}/rl.tsv"
+    priority: 50
     conda:
         ENV
     threads: lambda wildcards: threads_for(wildcards.model)
