@@ -836,10 +836,93 @@ def tokens_in_context(tokenizer: Any, context: str, text: str) -> tuple[int, ...
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two id sequences."""
+    n = min(len(a), len(b))
+    if list(a[:n]) == list(b[:n]):
+        return n
     k = 0
-    while k < min(len(a), len(b)) and a[k] == b[k]:
+    while a[k] == b[k]:
         k += 1
     return k
+
+
+def _word_starts(text: str) -> Any:
+    """Character positions p, last first, where a space follows a non-space character and precedes a
+    letter (`...x word`): where byte-level BPE pre-tokenizers (GPT-2/SmolLM2 style: ` ?\\p{L}+`) start a
+    piece and SentencePiece-style vocabularies start a `▁word` token, so no merge crosses p."""
+    p = len(text) - 1
+    while True:
+        p = text.rfind(" ", 1, p)
+        if p < 0:
+            return
+        if not text[p - 1].isspace() and text[p + 1].isalpha():
+            yield p
+
+
+def split_tokenizations(
+    tokenizer: Any, prefixes: Sequence[str], suffixes: Sequence[Sequence[str]], add_special_tokens: bool = True,
+) -> tuple[list[list[int]], list[tuple[int, list[list[int]]]]]:
+    """Tokenize each prefix once, and each prefix + suffix from a short tail of the prefix only.
+
+    Returns (own, cuts): own[i] = ids(prefixes[i]); cuts[i] = (c, tails) with, for each suffix j,
+    ids(prefixes[i] + suffixes[i][j]) == own[i][:c] + tails[j] (ids with `add_special_tokens` as given).
+
+    How: the tail starts at the last word start of the prefix (`_word_starts`: a space between a
+    non-space character and a letter) at which a token of the prefix starts, and is tokenized without
+    special tokens with each suffix after it. A pre-tokenizer piece never crosses that point (the piece
+    before it ends at a non-space character followed by a space; the one after it is ` word...`), so
+    merges, and the ids before it, do not depend on what follows the prefix. Checked per prefix: the
+    tail alone must give exactly the prefix's own ids from c on (this fails for a tokenizer that adds
+    special tokens at the end or a `▁` before every text); where it does not, or the tokenizer is not a
+    fast one (no offsets), or the prefix has no word start, the whole prefix + suffix strings are
+    tokenized (c = 0). tests/test_real_tokenizers.py checks the equality on SmolLM2's, Gemma's and the
+    tiny tokenizers for texts ending in spaces, newlines, punctuation and non-ASCII characters.
+    """
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    enc = tokenizer(list(prefixes), add_special_tokens=add_special_tokens, return_offsets_mapping=fast)
+    own = [list(x) for x in enc["input_ids"]]
+    cut_at: list[tuple[int, int] | None] = []  # (token index, character index) of each prefix's tail
+    for i, text in enumerate(prefixes):
+        found = None
+        if fast:
+            offsets = enc["offset_mapping"][i]
+            for p in _word_starts(text):
+                c = len(offsets) - 1
+                while c > 0 and offsets[c][0] > p:
+                    c -= 1
+                # a token starts at the space (or right after it, where offsets are trimmed)
+                if c > 0 and offsets[c][0] in (p, p + 1) and offsets[c][1] > p and offsets[c - 1][1] <= p:
+                    found = (c, p)
+                    break
+                if len(text) - p > 256:  # no token starts at the last few word starts: tokenize whole
+                    break
+        cut_at.append(found)
+    strings: list[str] = []
+    for i, text in enumerate(prefixes):
+        if cut_at[i] is not None:
+            tail = text[cut_at[i][1]:]
+            strings += [tail] + [tail + s for s in suffixes[i]]
+    tails = tokenizer(strings, add_special_tokens=False)["input_ids"] if strings else []
+    cuts: list[tuple[int, list[list[int]]]] = []
+    whole: list[int] = []
+    at = 0
+    for i, text in enumerate(prefixes):
+        if cut_at[i] is not None:
+            c = cut_at[i][0]
+            mine = tails[at: at + 1 + len(suffixes[i])]
+            at += 1 + len(suffixes[i])
+            if list(mine[0]) == own[i][c:]:
+                cuts.append((c, [list(x) for x in mine[1:]]))
+                continue
+        cuts.append((0, []))
+        whole.append(i)
+    if whole:
+        strings = [prefixes[i] + s for i in whole for s in suffixes[i]]
+        full = tokenizer(strings, add_special_tokens=add_special_tokens)["input_ids"] if strings else []
+        at = 0
+        for i in whole:
+            cuts[i] = (0, [list(x) for x in full[at: at + len(suffixes[i])]])
+            at += len(suffixes[i])
+    return own, cuts
 
 
 def answer_ids(tokenizer: Any, question: str, answer: str) -> tuple[int, ...]:
@@ -878,7 +961,10 @@ def choice_probabilities(
     What is scored: exactly the token ids of the prompt string (the tokenizer run on prefix + suffix,
     whatever the boundary: a prefix ending in whitespace or punctuation that merges with the suffix's
     first characters is re-read from where the two tokenizations part), followed by each answer's ids
-    after it (`answer_ids`). A suffix may be a tuple of parts; they are concatenated.
+    after it (`answer_ids`). A suffix may be a tuple of parts; they are concatenated. The prefix is
+    tokenized once; each prompt string's ids are its ids up to the prefix's last word start and the
+    tokenization of the rest with the suffix (`split_tokenizations`: the same ids as tokenizing the whole
+    string, at the cost of a few words per suffix instead of the whole prompt).
 
     Sharing: the prefix (instruction + demos + query) is encoded once per example; its suffixes then
     run as tries on the prefix's cache row (`score_requests`: identical leading tokens, e.g. a pair's
@@ -905,7 +991,8 @@ def choice_probabilities(
             if progress is not None:
                 progress.update(len(chunk))
             continue
-        own_ids = tokenizer([prefixes[i] for i in batch], add_special_tokens=add_special_tokens)["input_ids"]
+        own_ids, cuts = split_tokenizations(tokenizer, [prefixes[i] for i in batch], [texts[i] for i in batch],
+                                            add_special_tokens)
         width = max(len(x) for x in own_ids)
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -918,11 +1005,12 @@ def choice_probabilities(
         for r, i in enumerate(batch):
             own = own_ids[r]
             pad = width - len(own)
-            full = tokenizer([prefixes[i] + t for t in texts[i]], add_special_tokens=add_special_tokens)["input_ids"]
-            for text, ids in zip(texts[i], full):
-                keep = _common_prefix(own, ids)
-                requests.append(Request(row=r, visible=pad + keep, context=tuple(ids[keep:]),
-                                        targets=answers_after(text), start=r if keep == len(ids) else -1))
+            c, tails = cuts[r]  # ids(prefix + text) = own[:c] + tail
+            own_tail = own[c:]
+            for text, tail in zip(texts[i], tails):
+                keep = _common_prefix(own_tail, tail)
+                requests.append(Request(row=r, visible=pad + c + keep, context=tuple(tail[keep:]),
+                                        targets=answers_after(text), start=r if keep == len(tail) else -1))
         scores = score_requests(model, cache, requests, start_logprobs=start, hidden_layers=None,
                                 max_rows=max_rows, max_tokens=max(DEFAULT_MAX_TOKENS, max_tree_tokens),
                                 max_tree_tokens=max_tree_tokens, pad_id=pad_id)
