@@ -418,6 +418,9 @@ def run_trees(
         logits = res.logits  # [kept nodes of the chunk, V], row-major over (tree, node)
         pos = 0
         past = vmax + n_ext
+        # the chunk's own keys/values, copied once per layer (not the prefix part of the buffers)
+        new_kv = [(layer.keys[:, :, past: past + q].clone(), layer.values[:, :, past: past + q].clone())
+                  for layer in res.past_key_values.layers] if keep_kv else []
         for j, b in enumerate(chunk):
             where = {k: pos + i for i, k in enumerate(kept_nodes[b])}
             pos += len(kept_nodes[b])
@@ -436,11 +439,10 @@ def run_trees(
                                  for k in hidden_nodes[b]]
             if keep_kv:
                 m = len(trees[b].tokens)
-                out.kv[b] = [(layer.keys[j, :, past: past + m].clone(), layer.values[j, :, past: past + m].clone())
-                             for layer in res.past_key_values.layers]
+                out.kv[b] = [(k[j, :, :m], v[j, :, :m]) for k, v in new_kv]
                 out.positions[b] = position_ids[j, :m].tolist()
                 out.roots[b] = roots[j, :m].tolist()
-        del cache, res, logits
+        del cache, res, logits, new_kv
     return out
 
 
@@ -587,24 +589,44 @@ class _TriePacker:
         self._open: dict[int, tuple[int, dict]] = {}  # row -> (tree index, trie: (parent key, token) -> node)
 
     @staticmethod
-    def _walk(trie: dict, root_key: Any, seq: Sequence[int]) -> int:
-        """Number of tokens of `seq` already in the trie below `root_key`."""
-        key, k = root_key, 0
-        for tok in seq:
-            node = trie.get((key, tok))
-            if node is None:
-                break
-            key, k = node, k + 1
-        return k
+    def _count_new(trie: dict, root_key: Any, context: Sequence[int], tails: Sequence[Sequence[int]]) -> int:
+        """Number of nodes that inserting `context` and `context` + each of `tails` below `root_key`
+        would add, shared ones once (a dry run: the new ones live in an overlay)."""
+        overlay: dict = {}
+        n = 0
+        key = end = root_key
+        for i, seq in enumerate([context, *tails]):
+            for tok in seq:
+                node = trie.get((key, tok))
+                if node is None:
+                    node = overlay.get((key, tok))
+                    if node is None:
+                        n += 1
+                        node = overlay[(key, tok)] = ("new", n)
+                key = node
+            if i == 0:
+                end = key
+            key = end
+        return n
 
-    def _insert(self, tree: TokenTree, trie: dict, root_key: Any, visible: int, seq: Sequence[int],
+    @staticmethod
+    def _insert(tree: TokenTree, trie: dict, key: Any, visible: int, seq: Sequence[int],
                 attach: int = -1) -> list[int]:
-        """Nodes of `seq` below the root, adding the missing ones."""
-        key, nodes = root_key, []
+        """Nodes of `seq` below `key` (a root key or a node), adding the missing ones."""
+        nodes = []
         for tok in seq:
             node = trie.get((key, tok))
             if node is None:
-                node = tree.add_chain([tok], key if isinstance(key, int) else -1, visible, attach)[0]
+                if isinstance(key, int):  # TokenTree.add_chain for one token, inline
+                    parent, root, att, d = key, tree.roots[key], tree.attach[key], tree.depth[key] + 1
+                else:
+                    parent, root, att, d = -1, int(visible), int(attach), 0
+                node = len(tree.tokens)
+                tree.tokens.append(int(tok))
+                tree.parents.append(parent)
+                tree.roots.append(root)
+                tree.attach.append(att)
+                tree.depth.append(d)
                 trie[(key, tok)] = node
             nodes.append(node)
             key = node
@@ -614,18 +636,13 @@ class _TriePacker:
         """Place a request; return (tree index, per target the (node, token) query of each token or None
         where it comes from start_logprobs, hidden node)."""
         root_key = ("root", req.visible) if req.attach < 0 else ("ext", req.attach)
-        seqs = [req.context] + [req.context + t[:-1] for t in req.targets]
         entry = self._open.get(req.row)
         if entry is not None:
             tree = self.trees[entry[0]]
-            need = 0
-            seen: set[tuple[int, ...]] = set()
-            for s in seqs:  # upper bound on new nodes: tokens past what the trie holds, shared ones once
-                k = self._walk(entry[1], root_key, s)
-                for m in range(k + 1, len(s) + 1):
-                    seen.add(tuple(s[:m]))
-            need = len(seen)
-            if tree.tokens and len(tree.tokens) + need > self.max_tree_tokens:
+            # new nodes: at most every token fed; counted exactly (a dry run) only where that could overflow
+            most = len(req.context) + sum(len(t) - 1 for t in req.targets)
+            if tree.tokens and len(tree.tokens) + most > self.max_tree_tokens and len(tree.tokens) + self._count_new(
+                    entry[1], root_key, req.context, [t[:-1] for t in req.targets]) > self.max_tree_tokens:
                 entry = None
         if entry is None:
             self.trees.append(TokenTree(row=req.row, visible=req.visible))
@@ -636,16 +653,16 @@ class _TriePacker:
         b, trie = entry
         tree = self.trees[b]
         ctx_nodes = self._insert(tree, trie, root_key, req.visible, req.context, req.attach)
+        below = ctx_nodes[-1] if ctx_nodes else root_key
+        n_ctx = len(ctx_nodes)
+        if not n_ctx and req.attach >= 0 and req.targets:
+            raise ValueError("a request below an extension node must feed at least one token")
         per_target = []
         for t in req.targets:
-            nodes = ctx_nodes + self._insert(tree, trie, root_key, req.visible, req.context + t[:-1],
-                                             req.attach)[len(ctx_nodes):]
-            qs: list[tuple[int, int] | None] = []
-            for k, tok in enumerate(t):
-                at = len(req.context) + k - 1  # index into context + t of the node predicting t[k]
-                if at < 0 and req.attach >= 0:
-                    raise ValueError("a request below an extension node must feed at least one token")
-                qs.append(None if at < 0 else (nodes[at], int(tok)))
+            nodes = ctx_nodes + self._insert(tree, trie, below, req.visible, t[:-1], req.attach)
+            # the node predicting t[k] is nodes[n_ctx + k - 1]; t[0] with no context: start_logprobs
+            qs: list[tuple[int, int] | None] = [(nodes[n_ctx - 1], int(t[0])) if n_ctx else None]
+            qs += [(nodes[n_ctx + k - 1], int(tok)) for k, tok in enumerate(t) if k]
             per_target.append(qs)
         hidden = None
         if req.hidden:
@@ -699,9 +716,11 @@ def score_requests(
     logprob: list[list[float]] = []
     hidden: dict[int, torch.Tensor] = {}
     ends: list[list[tuple[int, int] | None]] = []
+    values = [lp.tolist() for lp in outs.logprob]  # python floats: the float32 values, exactly
     for i, (req, (b, per_target, hnode)) in enumerate(zip(requests, placed)):
         ends.append([(b, qs[-1][0]) if qs[-1] is not None else None for qs in per_target])
         scores = []
+        index, vals = qindex[b], values[b]
         for t, qs in zip(req.targets, per_target):
             total = 0.0
             for tok, qn in zip(t, qs):
@@ -710,7 +729,7 @@ def score_requests(
                         raise ValueError("a target with nothing fed before it needs a start_logprobs row")
                     total += float(start_logprobs[req.start, tok])
                 else:
-                    total += float(outs.logprob[b][qindex[b][qn]])
+                    total += vals[index[qn]]
             scores.append(total)
         logprob.append(scores)
         if hnode is not None:
