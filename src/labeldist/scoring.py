@@ -877,6 +877,18 @@ def _word_starts(text: str) -> Any:
             yield p
 
 
+def _ids_without_specials(tokenizer: Any, strings: list[str]) -> list[list[int]]:
+    """tokenizer(strings, add_special_tokens=False)'s ids, straight from the Rust tokenizer where there is
+    one (transformers' conversion of each encoding costs more than encoding a short tail). Called right
+    after a plain `tokenizer(...)` call, which resets the backend's padding and truncation."""
+    if not strings:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is None or backend.padding is not None or backend.truncation is not None:
+        return tokenizer(strings, add_special_tokens=False)["input_ids"]
+    return [e.ids for e in backend.encode_batch(strings, add_special_tokens=False)]
+
+
 def split_tokenizations(
     tokenizer: Any, prefixes: Sequence[str], suffixes: Sequence[Sequence[str]], add_special_tokens: bool = True,
 ) -> tuple[list[list[int]], list[tuple[int, list[list[int]]]]]:
@@ -920,7 +932,7 @@ def split_tokenizations(
         if cut_at[i] is not None:
             tail = text[cut_at[i][1]:]
             strings += [tail] + [tail + s for s in suffixes[i]]
-    tails = tokenizer(strings, add_special_tokens=False)["input_ids"] if strings else []
+    tails = _ids_without_specials(tokenizer, strings)
     cuts: list[tuple[int, list[list[int]]]] = []
     whole: list[int] = []
     at = 0
@@ -950,12 +962,28 @@ def answer_ids(tokenizer: Any, question: str, answer: str) -> tuple[int, ...]:
     Raises ValueError when the tokenizer merges the answer into the question's last token (then no id
     sequence after the question's ids spells question + answer).
     """
-    q = tokenizer(question, add_special_tokens=False)["input_ids"]
-    full = tokenizer(question + answer, add_special_tokens=False)["input_ids"]
-    if full[: len(q)] != q or len(full) == len(q):
-        raise ValueError(f"the answer {answer!r} merges with the end of the question {question[-20:]!r}: "
-                         "its probability after the question's tokens is not defined")
-    return tuple(full[len(q):])
+    return answers_after(tokenizer, [question], [answer])[question][0]
+
+
+def answers_after(tokenizer: Any, questions: Sequence[str], answers: Sequence[str]
+                  ) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """`answer_ids` of every answer after each distinct question, two tokenizer calls in all."""
+    distinct = list(dict.fromkeys(questions))
+    if not distinct:
+        return {}
+    q_ids = tokenizer(distinct, add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer([q + a for q in distinct for a in answers], add_special_tokens=False)["input_ids"]
+    out = {}
+    for i, (question, q) in enumerate(zip(distinct, q_ids)):
+        per_answer = []
+        for j, answer in enumerate(answers):
+            full = full_ids[i * len(answers) + j]
+            if full[: len(q)] != q or len(full) == len(q):
+                raise ValueError(f"the answer {answer!r} merges with the end of the question {question[-20:]!r}: "
+                                 "its probability after the question's tokens is not defined")
+            per_answer.append(tuple(full[len(q):]))
+        out[question] = tuple(per_answer)
+    return out
 
 
 def choice_probabilities(
@@ -996,12 +1024,7 @@ def choice_probabilities(
     texts = [[s if isinstance(s, str) else "".join(s) for s in ss] for ss in suffixes]
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    answer_cache: dict[str, tuple[tuple[int, ...], ...]] = {}
-
-    def answers_after(question: str) -> tuple[tuple[int, ...], ...]:
-        if question not in answer_cache:
-            answer_cache[question] = tuple(answer_ids(tokenizer, question, a) for a in answers)
-        return answer_cache[question]
+    answer_table = answers_after(tokenizer, [t for ts in texts for t in ts], answers)
 
     for lo in range(0, len(prefixes), batch_size):
         chunk = range(lo, min(lo + batch_size, len(prefixes)))
@@ -1029,7 +1052,7 @@ def choice_probabilities(
             for text, tail in zip(texts[i], tails):
                 keep = _common_prefix(own_tail, tail)
                 requests.append(Request(row=r, visible=pad + c + keep, context=tuple(tail[keep:]),
-                                        targets=answers_after(text), start=r if keep == len(tail) else -1))
+                                        targets=answer_table[text], start=r if keep == len(tail) else -1))
         scores = score_requests(model, cache, requests, start_logprobs=start, hidden_layers=None,
                                 max_rows=max_rows, max_tokens=max(DEFAULT_MAX_TOKENS, max_tree_tokens),
                                 max_tree_tokens=max_tree_tokens, pad_id=pad_id)
