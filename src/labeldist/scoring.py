@@ -454,6 +454,9 @@ def build_extension(prefix: PrefixCache, extension: Extension | None, trees: Seq
     and where each kept (tree, node) sits in its row; (None, {}) when nothing is kept. Nodes of
     `extension` not among those ancestors are dropped."""
     n_rows = prefix.rows
+    if extension is not None:  # read on the host once
+        ext_positions, ext_roots = extension.positions.cpu().numpy(), extension.roots.cpu().numpy()
+        ext_anc = extension.anc.cpu().numpy()
     want: list[set] = [set() for _ in range(n_rows)]  # per row: ("e", e) or ("t", b, k)
     for b, k in keep:
         tree = trees[b]
@@ -461,7 +464,7 @@ def build_extension(prefix: PrefixCache, extension: Extension | None, trees: Seq
             want[tree.row].add(("t", b, k))
             if tree.parents[k] < 0 and tree.attach[k] >= 0:
                 e = tree.attach[k]
-                for a in torch.nonzero(extension.anc[tree.row, e]).flatten().tolist():
+                for a in np.flatnonzero(ext_anc[tree.row, e]).tolist():
                     want[tree.row].add(("e", a))
             k = tree.parents[k]
     if not any(want):
@@ -470,10 +473,11 @@ def build_extension(prefix: PrefixCache, extension: Extension | None, trees: Seq
     width = max(len(o) for o in order)
     n_layers = len(prefix.keys)
     device = prefix.attention_mask.device
-    valid = torch.zeros((n_rows, width), dtype=torch.bool, device=device)
-    positions = torch.zeros((n_rows, width), dtype=torch.long, device=device)
-    roots = torch.zeros((n_rows, width), dtype=torch.long, device=device)
-    anc = torch.zeros((n_rows, width, width), dtype=torch.bool, device=device)
+    # built on the host (numpy), moved to the device once
+    valid = np.zeros((n_rows, width), dtype=bool)
+    positions = np.zeros((n_rows, width), dtype=np.int64)
+    roots = np.zeros((n_rows, width), dtype=np.int64)
+    anc = np.zeros((n_rows, width, width), dtype=bool)
     heads, head_dim = prefix.keys[0].shape[1], prefix.keys[0].shape[3]
     keys = [prefix.keys[0].new_zeros((n_rows, heads, width, head_dim)) for _ in range(n_layers)]
     values = [prefix.values[0].new_zeros((n_rows, heads, width, head_dim)) for _ in range(n_layers)]
@@ -484,8 +488,8 @@ def build_extension(prefix: PrefixCache, extension: Extension | None, trees: Seq
             anc[r, i, i] = True
             if x[0] == "e":
                 e = x[1]
-                positions[r, i], roots[r, i] = extension.positions[r, e], extension.roots[r, e]
-                for a in torch.nonzero(extension.anc[r, e]).flatten().tolist():
+                positions[r, i], roots[r, i] = ext_positions[r, e], ext_roots[r, e]
+                for a in np.flatnonzero(ext_anc[r, e]).tolist():
                     anc[r, i, index[("e", a)]] = True
             else:
                 _, b, k = x
@@ -503,11 +507,11 @@ def build_extension(prefix: PrefixCache, extension: Extension | None, trees: Seq
             if not groups or groups[-1][0] != src:
                 groups.append((src, []))
             groups[-1][1].append(x[-1])
+        groups = [(src, torch.tensor(idx, device=device)) for src, idx in groups]
         for layer in range(n_layers if groups else 0):
             for which, store in ((0, keys), (1, values)):
                 pieces = []
-                for src, idx in groups:
-                    at = torch.tensor(idx, device=device)
+                for src, at in groups:
                     if src == "e":
                         base = (extension.keys if which == 0 else extension.values)[layer][r]
                     else:
@@ -515,6 +519,7 @@ def build_extension(prefix: PrefixCache, extension: Extension | None, trees: Seq
                     pieces.append(base.index_select(1, at))
                 store[layer][r, :, : len(nodes)] = torch.cat(pieces, dim=1)
     where = {x[1:]: i for nodes in order for i, x in enumerate(nodes) if x[0] == "t"}
+    valid, positions, roots, anc = (torch.from_numpy(x).to(device) for x in (valid, positions, roots, anc))
     return Extension(keys=keys, values=values, valid=valid, positions=positions, roots=roots, anc=anc), where
 
 
@@ -585,6 +590,7 @@ class _TriePacker:
         self.max_tree_tokens = max_tree_tokens
         self.trees: list[TokenTree] = []
         self.queries: list[list[tuple[int, int]]] = []
+        self.qindex: list[dict[tuple[int, int], int]] = []  # per tree: (node, token) -> index in queries
         self.hidden: list[list[int]] = []
         self._open: dict[int, tuple[int, dict]] = {}  # row -> (tree index, trie: (parent key, token) -> node)
 
@@ -632,9 +638,10 @@ class _TriePacker:
             key = node
         return nodes
 
-    def add(self, req: Request) -> tuple[int, list[list[tuple[int, int] | None]], int | None]:
-        """Place a request; return (tree index, per target the (node, token) query of each token or None
-        where it comes from start_logprobs, hidden node)."""
+    def add(self, req: Request) -> tuple[int, list[tuple[list[int], int | None]], int | None]:
+        """Place a request; return (tree index, per target (the index in the tree's queries of each
+        token's (node, token) query, -1 where it comes from start_logprobs; the node whose output scores
+        its last token, None for start_logprobs), hidden node)."""
         root_key = ("root", req.visible) if req.attach < 0 else ("ext", req.attach)
         entry = self._open.get(req.row)
         if entry is not None:
@@ -647,6 +654,7 @@ class _TriePacker:
         if entry is None:
             self.trees.append(TokenTree(row=req.row, visible=req.visible))
             self.queries.append([])
+            self.qindex.append({})
             self.hidden.append([])
             entry = (len(self.trees) - 1, {})
             self._open[req.row] = entry
@@ -658,12 +666,26 @@ class _TriePacker:
         if not n_ctx and req.attach >= 0 and req.targets:
             raise ValueError("a request below an extension node must feed at least one token")
         per_target = []
+        qindex, queries = self.qindex[b], self.queries[b]
+        heads: dict[tuple[int, ...], list[int]] = {}  # targets sharing all but their last token
         for t in req.targets:
-            nodes = ctx_nodes + self._insert(tree, trie, below, req.visible, t[:-1], req.attach)
-            # the node predicting t[k] is nodes[n_ctx + k - 1]; t[0] with no context: start_logprobs
-            qs: list[tuple[int, int] | None] = [(nodes[n_ctx - 1], int(t[0])) if n_ctx else None]
-            qs += [(nodes[n_ctx + k - 1], int(tok)) for k, tok in enumerate(t) if k]
-            per_target.append(qs)
+            head = tuple(t[:-1])
+            if head not in heads:
+                heads[head] = self._insert(tree, trie, below, req.visible, head, req.attach) if head else []
+            nodes = ctx_nodes + heads[head]
+            # the node predicting t[k] is nodes[n_ctx + k - 1]; t[0] with no context: start_logprobs (-1)
+            qs = []
+            for k, tok in enumerate(t):
+                if n_ctx + k == 0:
+                    qs.append(-1)
+                    continue
+                qn = (nodes[n_ctx + k - 1], int(tok))
+                at = qindex.get(qn)
+                if at is None:  # the tree's queries, deduplicated, in order of first use
+                    at = qindex[qn] = len(queries)
+                    queries.append(qn)
+                qs.append(at)
+            per_target.append((qs, nodes[-1] if nodes else None))
         hidden = None
         if req.hidden:
             if not ctx_nodes:
@@ -702,14 +724,6 @@ def score_requests(
         if any(not t for t in req.targets):
             raise ValueError("empty target sequence")
         placed.append(packer.add(req))
-    # queries per tree, deduplicated
-    qindex: list[dict[tuple[int, int], int]] = [{} for _ in packer.trees]
-    for b, per_target, _ in placed:
-        for qs in per_target:
-            for qn in qs:
-                if qn is not None and qn not in qindex[b]:
-                    qindex[b][qn] = len(packer.queries[b])
-                    packer.queries[b].append(qn)
     outs = run_trees(model, prefix, packer.trees, packer.queries, hidden_nodes=packer.hidden,
                      hidden_layers=hidden_layers, extension=extension, keep_kv=keep_kv, max_rows=max_rows,
                      max_tokens=max_tokens, pad_id=pad_id)
@@ -718,18 +732,18 @@ def score_requests(
     ends: list[list[tuple[int, int] | None]] = []
     values = [lp.tolist() for lp in outs.logprob]  # python floats: the float32 values, exactly
     for i, (req, (b, per_target, hnode)) in enumerate(zip(requests, placed)):
-        ends.append([(b, qs[-1][0]) if qs[-1] is not None else None for qs in per_target])
+        ends.append([(b, last) if last is not None else None for _, last in per_target])
         scores = []
-        index, vals = qindex[b], values[b]
-        for t, qs in zip(req.targets, per_target):
+        vals = values[b]
+        for t, (qs, _) in zip(req.targets, per_target):
             total = 0.0
-            for tok, qn in zip(t, qs):
-                if qn is None:
+            for tok, at in zip(t, qs):
+                if at < 0:
                     if start_logprobs is None or req.start < 0:
                         raise ValueError("a target with nothing fed before it needs a start_logprobs row")
                     total += float(start_logprobs[req.start, tok])
                 else:
-                    total += vals[index[qn]]
+                    total += vals[at]
             scores.append(total)
         logprob.append(scores)
         if hnode is not None:
