@@ -911,16 +911,21 @@ def split_tokenizations(
     Returns (own, cuts): own[i] = ids(prefixes[i]); cuts[i] = (c, tails) with, for each suffix j,
     ids(prefixes[i] + suffixes[i][j]) == own[i][:c] + tails[j] (ids with `add_special_tokens` as given).
 
-    How: the tail starts at the last word start of the prefix (`_word_starts`: a space between a
+    How: the tail starts at the last word start p of the prefix (`_word_starts`: a space between a
     non-space character and a letter) at which a token of the prefix starts, and is tokenized without
-    special tokens with each suffix after it. A pre-tokenizer piece never crosses that point (the piece
-    before it ends at a non-space character followed by a space; the one after it is ` word...`), so
-    merges, and the ids before it, do not depend on what follows the prefix. Checked per prefix: the
-    tail alone must give exactly the prefix's own ids from c on (this fails for a tokenizer that adds
-    special tokens at the end or a `▁` before every text); where it does not, or the tokenizer is not a
-    fast one (no offsets), or the prefix has no word start, the whole prefix + suffix strings are
-    tokenized (c = 0). tests/test_real_tokenizers.py checks the equality on SmolLM2's, Gemma's and the
-    tiny tokenizers for texts ending in spaces, newlines, punctuation and non-ASCII characters.
+    special tokens with each suffix after it. Why no merge crosses p, for the tokenizers we ship:
+    byte-level BPE with the GPT-2 split regex (SmolLM2, the workflow's tiny tokenizer) merges only within
+    pre-tokenizer pieces, and the piece before p ends there (a letter, digit or punctuation run stops at
+    the space; the regex's only lookahead, `\\s+(?!\\S)`, concerns whitespace runs), while the match
+    from p (` ?\\p{L}+`) starts the same whether the text before p is there or not. Gemma-3's BPE runs on
+    the whole text with spaces as `▁`, but no token of its vocabulary holds a non-space character
+    followed by `▁` except `>▁</`, which needs a `<` after the space, so no token, and no merge (every
+    merge makes a token), spans p. Checked per prefix: the tail alone must give exactly the prefix's own
+    ids from c on (this fails for a tokenizer that adds special tokens at the end or a `▁` before every
+    text); where it does not, or the tokenizer is not a fast one (no offsets), or the prefix has no word
+    start, the whole prefix + suffix strings are tokenized (c = 0). tests/test_split_tokenization.py
+    checks the equality on the tiny, SmolLM2 and Gemma-3 tokenizers for texts ending in spaces, newlines,
+    punctuation and non-ASCII characters, plain and chat prompts.
     """
     fast = bool(getattr(tokenizer, "is_fast", False))
     enc = tokenizer(list(prefixes), add_special_tokens=add_special_tokens, return_offsets_mapping=fast)
