@@ -145,3 +145,11 @@ def test_falls_back_to_whole_strings_where_a_tail_does_not_tokenize_alone():
     assert not bad and short == 0
     bad, short = mismatches(tok, prefixes, suffixes, add_special_tokens=False)
     assert not bad and short > 0
+
+
+def test_no_prefixes_and_prefixes_without_suffixes():
+    tok = tiny_tokenizer()
+    assert split_tokenizations(tok, [], []) == ([], [])
+    own, cuts = split_tokenizations(tok, ["Input: the day was long\n", "x"], [[], ["y"]])
+    assert own[0] == tok("Input: the day was long\n")["input_ids"] and cuts[0][1] == []
+    assert own[1][: cuts[1][0]] + cuts[1][1][0] == tok("xy")["input_ids"]

@@ -927,6 +927,8 @@ def split_tokenizations(
     checks the equality on the tiny, SmolLM2 and Gemma-3 tokenizers for texts ending in spaces, newlines,
     punctuation and non-ASCII characters, plain and chat prompts.
     """
+    if not prefixes:
+        return [], []
     fast = bool(getattr(tokenizer, "is_fast", False))
     enc = tokenizer(list(prefixes), add_special_tokens=add_special_tokens, return_offsets_mapping=fast)
     own = [list(x) for x in enc["input_ids"]]
