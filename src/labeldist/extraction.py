@@ -701,13 +701,14 @@ def marginal_search(
 
     # deeper: END or a further label, one packed pass per depth
     extension = None
+    continued = [table.sep + ids for ids in table.later]  # a further label: separator + its ids
     while frontier:
         options = [[c for c in range(n_labels) if c != none and c not in n.labels] for n in frontier]
         n_end = len(table.ends)
         res = score_requests(
             model, prefix,
             [Request(row=roots[n.example].row, visible=roots[n.example].visible, context=n.context,
-                     targets=table.ends + tuple(table.sep + table.later[c] for c in opts), attach=n.attach)
+                     targets=table.ends + tuple(continued[c] for c in opts), attach=n.attach)
              for n, opts in zip(frontier, options)],
             hidden_layers=None, extension=extension, keep_kv=True, max_rows=settings.max_rows, pad_id=pad_id)
         next_frontier: list[_Node] = []

@@ -418,6 +418,9 @@ def run_trees(
         logits = res.logits  # [kept nodes of the chunk, V], row-major over (tree, node)
         pos = 0
         past = vmax + n_ext
+        # the chunk's own keys/values, copied once per layer (not the prefix part of the buffers)
+        new_kv = [(layer.keys[:, :, past: past + q].clone(), layer.values[:, :, past: past + q].clone())
+                  for layer in res.past_key_values.layers] if keep_kv else []
         for j, b in enumerate(chunk):
             where = {k: pos + i for i, k in enumerate(kept_nodes[b])}
             pos += len(kept_nodes[b])
@@ -436,11 +439,10 @@ def run_trees(
                                  for k in hidden_nodes[b]]
             if keep_kv:
                 m = len(trees[b].tokens)
-                out.kv[b] = [(layer.keys[j, :, past: past + m].clone(), layer.values[j, :, past: past + m].clone())
-                             for layer in res.past_key_values.layers]
+                out.kv[b] = [(k[j, :, :m], v[j, :, :m]) for k, v in new_kv]
                 out.positions[b] = position_ids[j, :m].tolist()
                 out.roots[b] = roots[j, :m].tolist()
-        del cache, res, logits
+        del cache, res, logits, new_kv
     return out
 
 
@@ -452,6 +454,9 @@ def build_extension(prefix: PrefixCache, extension: Extension | None, trees: Seq
     and where each kept (tree, node) sits in its row; (None, {}) when nothing is kept. Nodes of
     `extension` not among those ancestors are dropped."""
     n_rows = prefix.rows
+    if extension is not None:  # read on the host once
+        ext_positions, ext_roots = extension.positions.cpu().numpy(), extension.roots.cpu().numpy()
+        ext_anc = extension.anc.cpu().numpy()
     want: list[set] = [set() for _ in range(n_rows)]  # per row: ("e", e) or ("t", b, k)
     for b, k in keep:
         tree = trees[b]
@@ -459,7 +464,7 @@ def build_extension(prefix: PrefixCache, extension: Extension | None, trees: Seq
             want[tree.row].add(("t", b, k))
             if tree.parents[k] < 0 and tree.attach[k] >= 0:
                 e = tree.attach[k]
-                for a in torch.nonzero(extension.anc[tree.row, e]).flatten().tolist():
+                for a in np.flatnonzero(ext_anc[tree.row, e]).tolist():
                     want[tree.row].add(("e", a))
             k = tree.parents[k]
     if not any(want):
@@ -468,10 +473,11 @@ def build_extension(prefix: PrefixCache, extension: Extension | None, trees: Seq
     width = max(len(o) for o in order)
     n_layers = len(prefix.keys)
     device = prefix.attention_mask.device
-    valid = torch.zeros((n_rows, width), dtype=torch.bool, device=device)
-    positions = torch.zeros((n_rows, width), dtype=torch.long, device=device)
-    roots = torch.zeros((n_rows, width), dtype=torch.long, device=device)
-    anc = torch.zeros((n_rows, width, width), dtype=torch.bool, device=device)
+    # built on the host (numpy), moved to the device once
+    valid = np.zeros((n_rows, width), dtype=bool)
+    positions = np.zeros((n_rows, width), dtype=np.int64)
+    roots = np.zeros((n_rows, width), dtype=np.int64)
+    anc = np.zeros((n_rows, width, width), dtype=bool)
     heads, head_dim = prefix.keys[0].shape[1], prefix.keys[0].shape[3]
     keys = [prefix.keys[0].new_zeros((n_rows, heads, width, head_dim)) for _ in range(n_layers)]
     values = [prefix.values[0].new_zeros((n_rows, heads, width, head_dim)) for _ in range(n_layers)]
@@ -482,8 +488,8 @@ def build_extension(prefix: PrefixCache, extension: Extension | None, trees: Seq
             anc[r, i, i] = True
             if x[0] == "e":
                 e = x[1]
-                positions[r, i], roots[r, i] = extension.positions[r, e], extension.roots[r, e]
-                for a in torch.nonzero(extension.anc[r, e]).flatten().tolist():
+                positions[r, i], roots[r, i] = ext_positions[r, e], ext_roots[r, e]
+                for a in np.flatnonzero(ext_anc[r, e]).tolist():
                     anc[r, i, index[("e", a)]] = True
             else:
                 _, b, k = x
@@ -501,11 +507,11 @@ def build_extension(prefix: PrefixCache, extension: Extension | None, trees: Seq
             if not groups or groups[-1][0] != src:
                 groups.append((src, []))
             groups[-1][1].append(x[-1])
+        groups = [(src, torch.tensor(idx, device=device)) for src, idx in groups]
         for layer in range(n_layers if groups else 0):
             for which, store in ((0, keys), (1, values)):
                 pieces = []
-                for src, idx in groups:
-                    at = torch.tensor(idx, device=device)
+                for src, at in groups:
                     if src == "e":
                         base = (extension.keys if which == 0 else extension.values)[layer][r]
                     else:
@@ -513,6 +519,7 @@ def build_extension(prefix: PrefixCache, extension: Extension | None, trees: Seq
                     pieces.append(base.index_select(1, at))
                 store[layer][r, :, : len(nodes)] = torch.cat(pieces, dim=1)
     where = {x[1:]: i for nodes in order for i, x in enumerate(nodes) if x[0] == "t"}
+    valid, positions, roots, anc = (torch.from_numpy(x).to(device) for x in (valid, positions, roots, anc))
     return Extension(keys=keys, values=values, valid=valid, positions=positions, roots=roots, anc=anc), where
 
 
@@ -583,70 +590,102 @@ class _TriePacker:
         self.max_tree_tokens = max_tree_tokens
         self.trees: list[TokenTree] = []
         self.queries: list[list[tuple[int, int]]] = []
+        self.qindex: list[dict[tuple[int, int], int]] = []  # per tree: (node, token) -> index in queries
         self.hidden: list[list[int]] = []
         self._open: dict[int, tuple[int, dict]] = {}  # row -> (tree index, trie: (parent key, token) -> node)
 
     @staticmethod
-    def _walk(trie: dict, root_key: Any, seq: Sequence[int]) -> int:
-        """Number of tokens of `seq` already in the trie below `root_key`."""
-        key, k = root_key, 0
-        for tok in seq:
-            node = trie.get((key, tok))
-            if node is None:
-                break
-            key, k = node, k + 1
-        return k
+    def _count_new(trie: dict, root_key: Any, context: Sequence[int], tails: Sequence[Sequence[int]]) -> int:
+        """Number of nodes that inserting `context` and `context` + each of `tails` below `root_key`
+        would add, shared ones once (a dry run: the new ones live in an overlay)."""
+        overlay: dict = {}
+        n = 0
+        key = end = root_key
+        for i, seq in enumerate([context, *tails]):
+            for tok in seq:
+                node = trie.get((key, tok))
+                if node is None:
+                    node = overlay.get((key, tok))
+                    if node is None:
+                        n += 1
+                        node = overlay[(key, tok)] = ("new", n)
+                key = node
+            if i == 0:
+                end = key
+            key = end
+        return n
 
-    def _insert(self, tree: TokenTree, trie: dict, root_key: Any, visible: int, seq: Sequence[int],
+    @staticmethod
+    def _insert(tree: TokenTree, trie: dict, key: Any, visible: int, seq: Sequence[int],
                 attach: int = -1) -> list[int]:
-        """Nodes of `seq` below the root, adding the missing ones."""
-        key, nodes = root_key, []
+        """Nodes of `seq` below `key` (a root key or a node), adding the missing ones."""
+        nodes = []
         for tok in seq:
             node = trie.get((key, tok))
             if node is None:
-                node = tree.add_chain([tok], key if isinstance(key, int) else -1, visible, attach)[0]
+                if isinstance(key, int):  # TokenTree.add_chain for one token, inline
+                    parent, root, att, d = key, tree.roots[key], tree.attach[key], tree.depth[key] + 1
+                else:
+                    parent, root, att, d = -1, int(visible), int(attach), 0
+                node = len(tree.tokens)
+                tree.tokens.append(int(tok))
+                tree.parents.append(parent)
+                tree.roots.append(root)
+                tree.attach.append(att)
+                tree.depth.append(d)
                 trie[(key, tok)] = node
             nodes.append(node)
             key = node
         return nodes
 
-    def add(self, req: Request) -> tuple[int, list[list[tuple[int, int] | None]], int | None]:
-        """Place a request; return (tree index, per target the (node, token) query of each token or None
-        where it comes from start_logprobs, hidden node)."""
+    def add(self, req: Request) -> tuple[int, list[tuple[list[int], int | None]], int | None]:
+        """Place a request; return (tree index, per target (the index in the tree's queries of each
+        token's (node, token) query, -1 where it comes from start_logprobs; the node whose output scores
+        its last token, None for start_logprobs), hidden node)."""
         root_key = ("root", req.visible) if req.attach < 0 else ("ext", req.attach)
-        seqs = [req.context] + [req.context + t[:-1] for t in req.targets]
         entry = self._open.get(req.row)
         if entry is not None:
             tree = self.trees[entry[0]]
-            need = 0
-            seen: set[tuple[int, ...]] = set()
-            for s in seqs:  # upper bound on new nodes: tokens past what the trie holds, shared ones once
-                k = self._walk(entry[1], root_key, s)
-                for m in range(k + 1, len(s) + 1):
-                    seen.add(tuple(s[:m]))
-            need = len(seen)
-            if tree.tokens and len(tree.tokens) + need > self.max_tree_tokens:
+            # new nodes: at most every token fed; counted exactly (a dry run) only where that could overflow
+            most = len(req.context) + sum(len(t) - 1 for t in req.targets)
+            if tree.tokens and len(tree.tokens) + most > self.max_tree_tokens and len(tree.tokens) + self._count_new(
+                    entry[1], root_key, req.context, [t[:-1] for t in req.targets]) > self.max_tree_tokens:
                 entry = None
         if entry is None:
             self.trees.append(TokenTree(row=req.row, visible=req.visible))
             self.queries.append([])
+            self.qindex.append({})
             self.hidden.append([])
             entry = (len(self.trees) - 1, {})
             self._open[req.row] = entry
         b, trie = entry
         tree = self.trees[b]
         ctx_nodes = self._insert(tree, trie, root_key, req.visible, req.context, req.attach)
+        below = ctx_nodes[-1] if ctx_nodes else root_key
+        n_ctx = len(ctx_nodes)
+        if not n_ctx and req.attach >= 0 and req.targets:
+            raise ValueError("a request below an extension node must feed at least one token")
         per_target = []
+        qindex, queries = self.qindex[b], self.queries[b]
+        heads: dict[tuple[int, ...], list[int]] = {}  # targets sharing all but their last token
         for t in req.targets:
-            nodes = ctx_nodes + self._insert(tree, trie, root_key, req.visible, req.context + t[:-1],
-                                             req.attach)[len(ctx_nodes):]
-            qs: list[tuple[int, int] | None] = []
+            head = tuple(t[:-1])
+            if head not in heads:
+                heads[head] = self._insert(tree, trie, below, req.visible, head, req.attach) if head else []
+            nodes = ctx_nodes + heads[head]
+            # the node predicting t[k] is nodes[n_ctx + k - 1]; t[0] with no context: start_logprobs (-1)
+            qs = []
             for k, tok in enumerate(t):
-                at = len(req.context) + k - 1  # index into context + t of the node predicting t[k]
-                if at < 0 and req.attach >= 0:
-                    raise ValueError("a request below an extension node must feed at least one token")
-                qs.append(None if at < 0 else (nodes[at], int(tok)))
-            per_target.append(qs)
+                if n_ctx + k == 0:
+                    qs.append(-1)
+                    continue
+                qn = (nodes[n_ctx + k - 1], int(tok))
+                at = qindex.get(qn)
+                if at is None:  # the tree's queries, deduplicated, in order of first use
+                    at = qindex[qn] = len(queries)
+                    queries.append(qn)
+                qs.append(at)
+            per_target.append((qs, nodes[-1] if nodes else None))
         hidden = None
         if req.hidden:
             if not ctx_nodes:
@@ -685,32 +724,26 @@ def score_requests(
         if any(not t for t in req.targets):
             raise ValueError("empty target sequence")
         placed.append(packer.add(req))
-    # queries per tree, deduplicated
-    qindex: list[dict[tuple[int, int], int]] = [{} for _ in packer.trees]
-    for b, per_target, _ in placed:
-        for qs in per_target:
-            for qn in qs:
-                if qn is not None and qn not in qindex[b]:
-                    qindex[b][qn] = len(packer.queries[b])
-                    packer.queries[b].append(qn)
     outs = run_trees(model, prefix, packer.trees, packer.queries, hidden_nodes=packer.hidden,
                      hidden_layers=hidden_layers, extension=extension, keep_kv=keep_kv, max_rows=max_rows,
                      max_tokens=max_tokens, pad_id=pad_id)
     logprob: list[list[float]] = []
     hidden: dict[int, torch.Tensor] = {}
     ends: list[list[tuple[int, int] | None]] = []
+    values = [lp.tolist() for lp in outs.logprob]  # python floats: the float32 values, exactly
     for i, (req, (b, per_target, hnode)) in enumerate(zip(requests, placed)):
-        ends.append([(b, qs[-1][0]) if qs[-1] is not None else None for qs in per_target])
+        ends.append([(b, last) if last is not None else None for _, last in per_target])
         scores = []
-        for t, qs in zip(req.targets, per_target):
+        vals = values[b]
+        for t, (qs, _) in zip(req.targets, per_target):
             total = 0.0
-            for tok, qn in zip(t, qs):
-                if qn is None:
+            for tok, at in zip(t, qs):
+                if at < 0:
                     if start_logprobs is None or req.start < 0:
                         raise ValueError("a target with nothing fed before it needs a start_logprobs row")
                     total += float(start_logprobs[req.start, tok])
                 else:
-                    total += float(outs.logprob[b][qindex[b][qn]])
+                    total += vals[at]
             scores.append(total)
         logprob.append(scores)
         if hnode is not None:
@@ -836,10 +869,112 @@ def tokens_in_context(tokenizer: Any, context: str, text: str) -> tuple[int, ...
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two id sequences."""
+    n = min(len(a), len(b))
+    if list(a[:n]) == list(b[:n]):
+        return n
     k = 0
-    while k < min(len(a), len(b)) and a[k] == b[k]:
+    while a[k] == b[k]:
         k += 1
     return k
+
+
+def _word_starts(text: str) -> Any:
+    """Character positions p, last first, where a space follows a non-space character and precedes a
+    letter (`...x word`): where byte-level BPE pre-tokenizers (GPT-2/SmolLM2 style: ` ?\\p{L}+`) start a
+    piece and SentencePiece-style vocabularies start a `▁word` token, so no merge crosses p."""
+    p = len(text) - 1
+    while True:
+        p = text.rfind(" ", 1, p)
+        if p < 0:
+            return
+        if not text[p - 1].isspace() and text[p + 1].isalpha():
+            yield p
+
+
+def _ids_without_specials(tokenizer: Any, strings: list[str]) -> list[list[int]]:
+    """tokenizer(strings, add_special_tokens=False)'s ids, straight from the Rust tokenizer where there is
+    one (transformers' conversion of each encoding costs more than encoding a short tail). Called right
+    after a plain `tokenizer(...)` call, which resets the backend's padding and truncation."""
+    if not strings:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is None or backend.padding is not None or backend.truncation is not None:
+        return tokenizer(strings, add_special_tokens=False)["input_ids"]
+    return [e.ids for e in backend.encode_batch(strings, add_special_tokens=False)]
+
+
+def split_tokenizations(
+    tokenizer: Any, prefixes: Sequence[str], suffixes: Sequence[Sequence[str]], add_special_tokens: bool = True,
+) -> tuple[list[list[int]], list[tuple[int, list[list[int]]]]]:
+    """Tokenize each prefix once, and each prefix + suffix from a short tail of the prefix only.
+
+    Returns (own, cuts): own[i] = ids(prefixes[i]); cuts[i] = (c, tails) with, for each suffix j,
+    ids(prefixes[i] + suffixes[i][j]) == own[i][:c] + tails[j] (ids with `add_special_tokens` as given).
+
+    How: the tail starts at the last word start p of the prefix (`_word_starts`: a space between a
+    non-space character and a letter) at which a token of the prefix starts, and is tokenized without
+    special tokens with each suffix after it. Why no merge crosses p, for the tokenizers we ship:
+    byte-level BPE with the GPT-2 split regex (SmolLM2, the workflow's tiny tokenizer) merges only within
+    pre-tokenizer pieces, and the piece before p ends there (a letter, digit or punctuation run stops at
+    the space; the regex's only lookahead, `\\s+(?!\\S)`, concerns whitespace runs), while the match
+    from p (` ?\\p{L}+`) starts the same whether the text before p is there or not. Gemma-3's BPE runs on
+    the whole text with spaces as `▁`, but no token of its vocabulary holds a non-space character
+    followed by `▁` except `>▁</`, which needs a `<` after the space, so no token, and no merge (every
+    merge makes a token), spans p. Checked per prefix: the tail alone must give exactly the prefix's own
+    ids from c on (this fails for a tokenizer that adds special tokens at the end or a `▁` before every
+    text); where it does not, or the tokenizer is not a fast one (no offsets), or the prefix has no word
+    start, the whole prefix + suffix strings are tokenized (c = 0). tests/test_split_tokenization.py
+    checks the equality on the tiny, SmolLM2 and Gemma-3 tokenizers for texts ending in spaces, newlines,
+    punctuation and non-ASCII characters, plain and chat prompts.
+    """
+    if not prefixes:
+        return [], []
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    enc = tokenizer(list(prefixes), add_special_tokens=add_special_tokens, return_offsets_mapping=fast)
+    own = [list(x) for x in enc["input_ids"]]
+    cut_at: list[tuple[int, int] | None] = []  # (token index, character index) of each prefix's tail
+    for i, text in enumerate(prefixes):
+        found = None
+        if fast:
+            offsets = enc["offset_mapping"][i]
+            for p in _word_starts(text):
+                c = len(offsets) - 1
+                while c > 0 and offsets[c][0] > p:
+                    c -= 1
+                # a token starts at the space (or right after it, where offsets are trimmed)
+                if c > 0 and offsets[c][0] in (p, p + 1) and offsets[c][1] > p and offsets[c - 1][1] <= p:
+                    found = (c, p)
+                    break
+                if len(text) - p > 256:  # no token starts at the last few word starts: tokenize whole
+                    break
+        cut_at.append(found)
+    strings: list[str] = []
+    for i, text in enumerate(prefixes):
+        if cut_at[i] is not None:
+            tail = text[cut_at[i][1]:]
+            strings += [tail] + [tail + s for s in suffixes[i]]
+    tails = _ids_without_specials(tokenizer, strings)
+    cuts: list[tuple[int, list[list[int]]]] = []
+    whole: list[int] = []
+    at = 0
+    for i, text in enumerate(prefixes):
+        if cut_at[i] is not None:
+            c = cut_at[i][0]
+            mine = tails[at: at + 1 + len(suffixes[i])]
+            at += 1 + len(suffixes[i])
+            if list(mine[0]) == own[i][c:]:
+                cuts.append((c, [list(x) for x in mine[1:]]))
+                continue
+        cuts.append((0, []))
+        whole.append(i)
+    if whole:
+        strings = [prefixes[i] + s for i in whole for s in suffixes[i]]
+        full = tokenizer(strings, add_special_tokens=add_special_tokens)["input_ids"] if strings else []
+        at = 0
+        for i in whole:
+            cuts[i] = (0, [list(x) for x in full[at: at + len(suffixes[i])]])
+            at += len(suffixes[i])
+    return own, cuts
 
 
 def answer_ids(tokenizer: Any, question: str, answer: str) -> tuple[int, ...]:
@@ -848,12 +983,28 @@ def answer_ids(tokenizer: Any, question: str, answer: str) -> tuple[int, ...]:
     Raises ValueError when the tokenizer merges the answer into the question's last token (then no id
     sequence after the question's ids spells question + answer).
     """
-    q = tokenizer(question, add_special_tokens=False)["input_ids"]
-    full = tokenizer(question + answer, add_special_tokens=False)["input_ids"]
-    if full[: len(q)] != q or len(full) == len(q):
-        raise ValueError(f"the answer {answer!r} merges with the end of the question {question[-20:]!r}: "
-                         "its probability after the question's tokens is not defined")
-    return tuple(full[len(q):])
+    return answers_after(tokenizer, [question], [answer])[question][0]
+
+
+def answers_after(tokenizer: Any, questions: Sequence[str], answers: Sequence[str]
+                  ) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """`answer_ids` of every answer after each distinct question, two tokenizer calls in all."""
+    distinct = list(dict.fromkeys(questions))
+    if not distinct:
+        return {}
+    q_ids = tokenizer(distinct, add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer([q + a for q in distinct for a in answers], add_special_tokens=False)["input_ids"]
+    out = {}
+    for i, (question, q) in enumerate(zip(distinct, q_ids)):
+        per_answer = []
+        for j, answer in enumerate(answers):
+            full = full_ids[i * len(answers) + j]
+            if full[: len(q)] != q or len(full) == len(q):
+                raise ValueError(f"the answer {answer!r} merges with the end of the question {question[-20:]!r}: "
+                                 "its probability after the question's tokens is not defined")
+            per_answer.append(tuple(full[len(q):]))
+        out[question] = tuple(per_answer)
+    return out
 
 
 def choice_probabilities(
@@ -878,7 +1029,10 @@ def choice_probabilities(
     What is scored: exactly the token ids of the prompt string (the tokenizer run on prefix + suffix,
     whatever the boundary: a prefix ending in whitespace or punctuation that merges with the suffix's
     first characters is re-read from where the two tokenizations part), followed by each answer's ids
-    after it (`answer_ids`). A suffix may be a tuple of parts; they are concatenated.
+    after it (`answer_ids`). A suffix may be a tuple of parts; they are concatenated. The prefix is
+    tokenized once; each prompt string's ids are its ids up to the prefix's last word start and the
+    tokenization of the rest with the suffix (`split_tokenizations`: the same ids as tokenizing the whole
+    string, at the cost of a few words per suffix instead of the whole prompt).
 
     Sharing: the prefix (instruction + demos + query) is encoded once per example; its suffixes then
     run as tries on the prefix's cache row (`score_requests`: identical leading tokens, e.g. a pair's
@@ -891,12 +1045,7 @@ def choice_probabilities(
     texts = [[s if isinstance(s, str) else "".join(s) for s in ss] for ss in suffixes]
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    answer_cache: dict[str, tuple[tuple[int, ...], ...]] = {}
-
-    def answers_after(question: str) -> tuple[tuple[int, ...], ...]:
-        if question not in answer_cache:
-            answer_cache[question] = tuple(answer_ids(tokenizer, question, a) for a in answers)
-        return answer_cache[question]
+    answer_table = answers_after(tokenizer, [t for ts in texts for t in ts], answers)
 
     for lo in range(0, len(prefixes), batch_size):
         chunk = range(lo, min(lo + batch_size, len(prefixes)))
@@ -905,7 +1054,8 @@ def choice_probabilities(
             if progress is not None:
                 progress.update(len(chunk))
             continue
-        own_ids = tokenizer([prefixes[i] for i in batch], add_special_tokens=add_special_tokens)["input_ids"]
+        own_ids, cuts = split_tokenizations(tokenizer, [prefixes[i] for i in batch], [texts[i] for i in batch],
+                                            add_special_tokens)
         width = max(len(x) for x in own_ids)
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -918,11 +1068,12 @@ def choice_probabilities(
         for r, i in enumerate(batch):
             own = own_ids[r]
             pad = width - len(own)
-            full = tokenizer([prefixes[i] + t for t in texts[i]], add_special_tokens=add_special_tokens)["input_ids"]
-            for text, ids in zip(texts[i], full):
-                keep = _common_prefix(own, ids)
-                requests.append(Request(row=r, visible=pad + keep, context=tuple(ids[keep:]),
-                                        targets=answers_after(text), start=r if keep == len(ids) else -1))
+            c, tails = cuts[r]  # ids(prefix + text) = own[:c] + tail
+            own_tail = own[c:]
+            for text, tail in zip(texts[i], tails):
+                keep = _common_prefix(own_tail, tail)
+                requests.append(Request(row=r, visible=pad + c + keep, context=tuple(tail[keep:]),
+                                        targets=answer_table[text], start=r if keep == len(tail) else -1))
         scores = score_requests(model, cache, requests, start_logprobs=start, hidden_layers=None,
                                 max_rows=max_rows, max_tokens=max(DEFAULT_MAX_TOKENS, max_tree_tokens),
                                 max_tree_tokens=max_tree_tokens, pad_id=pad_id)
