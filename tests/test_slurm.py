@@ -139,8 +139,10 @@ def reduced_config(path: Path) -> Path:
     ds["synthetic"].update(n_train=200, n_dev=40, n_test=40)
     ds["subsets"] = {"main_size": 16, "multi_size": 8, "dev_size": 8, "train_size": 16, "seed": 0}
     tiny = cfg["models"]["tiny"]
+    # 512 positions: with a 300-token vocabulary the k = 2 prompts are ~250 tokens, which 256 positions minus
+    # max_new_tokens cannot hold (the generation stage refuses such prompts: labeldist.context)
     tiny["builtin"].update(steps=10, batch_size=4, vocab_size=300, hidden_size=32, num_layers=1, num_heads=2,
-                           num_kv_heads=1, intermediate_size=64, max_position_embeddings=256)
+                           num_kv_heads=1, intermediate_size=64, max_position_embeddings=512)
     tiny["gpu_mem_gb"] = 1
     cfg["prompts"]["emotions"]["k"] = 2
     # only the tiny model on the synthetic data: the real models of the default need their own prompts

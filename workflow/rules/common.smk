@@ -311,7 +311,15 @@ def gpu_for(model, stage="generate"):
 # took 12.4-13.4 s on 1 thread and 19-33 s on 2, and a LoRA SFT step 12-22 s on 1 thread and 23-45 s on 2
 # (torch's threads pay off on big matrices, not on decoding one token at a time): two 1-thread jobs side by
 # side do far more than one 2-thread job. A 16-core machine runs 8 such jobs of 2 threads at once.
-CPU_MODEL_THREADS = max(1, (workflow.cores or 1) // 8)
+# Where the run has no core count (a cluster executor, the API without one), 2 threads per job.
+def _run_cores():
+    try:
+        return workflow.cores
+    except WorkflowError:  # Snakemake raises when no total number of cores is defined
+        return None
+
+
+CPU_MODEL_THREADS = max(1, _run_cores() // 8) if _run_cores() else 2
 
 
 def threads_for(model):
