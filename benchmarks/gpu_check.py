@@ -65,6 +65,7 @@ from labeldist.extraction import (  # noqa: E402
 from labeldist.gguf_source import convert_gguf  # noqa: E402
 from labeldist.models import load_causal_lm  # noqa: E402
 from labeldist.prompts import PromptSpec, render_prompt, sample_demos  # noqa: E402
+from labeldist.scoring import reference_logprobs  # noqa: E402
 
 LABELS = ["Authority", "Care", "Equality", "Loyalty", "Proportionality", "Purity"]
 SPEC = PromptSpec.from_config(dict(
@@ -168,22 +169,6 @@ def mfrc_prompts(tok, n: int) -> tuple[PromptSpec, list[str], bool]:
     return spec, [render_prompt(spec, NUMBER_LABELS, demos, q, tok) for q in queries], chat
 
 
-def full_logprobs(model, ctx: list[int], targets) -> list[float]:
-    """log P(target | ctx) per target from one plain forward of the batch ctx + target (right-padded, no
-    cache), full vocabulary."""
-    width = len(ctx) + max(map(len, targets))
-    ids = torch.zeros((len(targets), width), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for r, t in enumerate(targets):
-        ids[r, : len(ctx) + len(t)] = torch.tensor(ctx + list(t))
-        mask[r, : len(ctx) + len(t)] = 1
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=width - len(ctx) + 1)
-    logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1).cpu()
-    return [float(sum(logp[r, j, tok] for j, tok in enumerate(t))) for r, t in enumerate(targets)]
-
-
 def scored_slots(model, tok, spec, prompts, chat, table) -> tuple[list, list[list[int]], bool]:
     """Extraction (marginal on) of every prompt: ([(context ids, slot index, KV-shared whole-label
     log-probs)], generated ids per prompt, whether every number came out finite)."""
@@ -219,7 +204,7 @@ def numeric_checks(name: str, folder: Path, device: str, n_prompts: int) -> tupl
     def fp32_full(ctx, s_index):
         key = (tuple(ctx), s_index)
         if key not in memo:
-            memo[key] = full_logprobs(ref, ctx, table.slot_ids(s_index))
+            memo[key] = reference_logprobs(ref, ctx, table.slot_ids(s_index))
         return memo[key]
 
     configs = [("float32", "sdpa", False), ("float32", "eager", False), ("bfloat16", "sdpa", False),
@@ -241,7 +226,7 @@ def numeric_checks(name: str, folder: Path, device: str, n_prompts: int) -> tupl
             slots, outputs, finite = scored_slots(model, tok, spec, prompts, chat, table)
             ref_outputs = ref_outputs or outputs
             shared = [s for _, _, s in slots]
-            full = [full_logprobs(model, ctx, table.slot_ids(i)) for ctx, i, _ in slots]
+            full = [reference_logprobs(model, ctx, table.slot_ids(i)) for ctx, i, _ in slots]
             exact = [fp32_full(ctx, i) for ctx, i, _ in slots]
             row = {"config": label, "slots": len(slots), "finite": finite,
                    "shared_full": _max_gap(shared, full), "full_fp32": _max_gap(full, exact),

@@ -13,7 +13,6 @@ scorer equals a full forward to ~1e-4.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import pytest
 import torch
@@ -21,7 +20,7 @@ import torch
 from labeldist.extraction import build_label_table, extract, model_eos_ids
 from labeldist.models import load_causal_lm
 from labeldist.prompts import PromptSpec, render_prompt
-from labeldist.scoring import choice_probabilities
+from labeldist.scoring import choice_probabilities, reference_logprobs
 
 from .conftest import extraction_settings
 from .test_scoring_real import SPEC, choice_prompts, mfrc_rows
@@ -45,22 +44,6 @@ FP32_TOL = 1e-4
 def smollm2_bf16(smollm2_dir):
     """SmolLM2-135M-Instruct loaded as config `dtype: bfloat16` on the CPU, once for this module."""
     return load_causal_lm(smollm2_dir, device="cpu", dtype="bfloat16")
-
-
-def full_logprobs(model, ctx: list[int], targets: Sequence[Sequence[int]]) -> list[float]:
-    """log P(target | ctx) for each target from one plain forward of the batch ctx + target (right-padded,
-    no cache), full vocabulary."""
-    width = len(ctx) + max(map(len, targets))
-    ids = torch.zeros((len(targets), width), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for r, t in enumerate(targets):
-        ids[r, : len(ctx) + len(t)] = torch.tensor(ctx + list(t))
-        mask[r, : len(ctx) + len(t)] = 1
-    keep = width - len(ctx) + 1
-    with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits[:, :-1].float()
-    logp = torch.log_softmax(logits, dim=-1)
-    return [float(sum(logp[r, j, tok] for j, tok in enumerate(t))) for r, t in enumerate(targets)]
 
 
 def _gaps(a, b) -> tuple[float, float]:
@@ -99,7 +82,7 @@ def test_smollm2_bf16_is_finite_and_kv_sharing_adds_no_error(smollm2_bf16, smoll
             for ids, ex in zip(prompt_ids, res32) for s_index, step in enumerate(ex.record["steps"])}
     (ctx, s_index), shared32 = max(fp32.items(), key=lambda item: len(item[0][0]))
     assert s_index >= 1, "the check should cover a slot after a separator"
-    naive32 = full_logprobs(ref, list(ctx), table.slot_ids(s_index))
+    naive32 = reference_logprobs(ref, list(ctx), table.slot_ids(s_index))
     assert shared32 == pytest.approx(naive32, abs=FP32_TOL)
 
     # ---- bf16: extraction, hidden states, marginal ----
@@ -117,8 +100,8 @@ def test_smollm2_bf16_is_finite_and_kv_sharing_adds_no_error(smollm2_bf16, smoll
             ctx = ids + ex.generated_ids[: step["position"]]
             targets = table.slot_ids(s_index)
             shared.append(step["whole_label_logprobs"])
-            full16.append(full_logprobs(model, ctx, targets))
-            full32.append(fp32.get((tuple(ctx), s_index)) or full_logprobs(ref, ctx, targets))
+            full16.append(reference_logprobs(model, ctx, targets))
+            full32.append(fp32.get((tuple(ctx), s_index)) or reference_logprobs(ref, ctx, targets))
     own, own_mean = _gaps(full16, full32)   # a full bf16 forward's distance from float32 (max, mean)
     err, err_mean = _gaps(shared, full32)   # the KV-shared bf16 scorer's
     gap, _ = _gaps(shared, full16)          # between the two bf16 computations

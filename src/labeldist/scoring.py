@@ -1086,3 +1086,21 @@ def choice_probabilities(
         if progress is not None:
             progress.update(len(chunk))
     return result
+
+
+def reference_logprobs(model: Any, ctx: Sequence[int], targets: Sequence[Sequence[int]]) -> list[float]:
+    """log P(target | ctx) for each target from one plain forward of the batch ctx + target (right-padded,
+    no cache), full vocabulary: the reference the KV-shared scorer is checked against (tests/test_bf16.py,
+    benchmarks/gpu_check.py)."""
+    ctx = list(ctx)
+    width = len(ctx) + max(map(len, targets))
+    ids = torch.zeros((len(targets), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, t in enumerate(targets):
+        ids[r, : len(ctx) + len(t)] = torch.tensor(ctx + list(t))
+        mask[r, : len(ctx) + len(t)] = 1
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), logits_to_keep=width - len(ctx) + 1)
+    logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1).cpu()
+    return [float(sum(logp[r, j, tok] for j, tok in enumerate(t))) for r, t in enumerate(targets)]
